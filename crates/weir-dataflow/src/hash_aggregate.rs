@@ -1,0 +1,459 @@
+//! `HashAggregate`: GROUP BY with retractable aggregates.
+//!
+//! State layout, per group (one state-table entry, keyed by the group key's
+//! memcomparable bytes in the group key's vnode):
+//!   value = `rows: i64` | for each aggregate: `u32 length` + its accumulator
+//!   state (`Accumulator::state()`, row-encoded).
+//! Hot groups live in memory as DataFusion [`Accumulator`]s; every group
+//! touched in an epoch is written back at the barrier, and a group missing
+//! from memory is loaded from the state table.
+//!
+//! Inserts call `update_batch`, deletes call `retract_batch`. At the barrier
+//! each touched group emits one net change: a delete of the row it emitted
+//! before and an insert of its new row; a group whose last input row left
+//! emits only the delete and is forgotten. A global aggregate (no GROUP BY)
+//! always has exactly one row, as in Postgres.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use weir_common::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
+use weir_common::arrow::compute;
+use weir_common::arrow::datatypes::{DataType, SchemaRef};
+use weir_common::datafusion::common::ScalarValue;
+use weir_common::datafusion::logical_expr::Accumulator;
+use weir_common::datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use weir_common::datafusion::physical_expr::PhysicalExpr;
+use weir_common::vnode::vnode_of;
+use weir_common::{Barrier, Op, StreamChunk};
+use weir_state::StateTable;
+
+use crate::min_max::RetractableMinMax;
+use crate::row_codec::{batch_with_columns, RowCodec};
+use crate::{DataflowError, Operator};
+
+/// How to make a fresh accumulator for one aggregate call.
+pub enum AccumulatorFactory {
+    /// A DataFusion aggregate that supports `retract_batch`.
+    DataFusion(Arc<AggregateFunctionExpr>),
+    /// Weir's own MIN (`is_max = false`) or MAX over values of a type.
+    MinMax { is_max: bool, data_type: DataType },
+}
+
+/// One aggregate in the SELECT list.
+pub struct AggregateCall {
+    /// Makes accumulators.
+    pub factory: AccumulatorFactory,
+    /// Argument expressions over the input schema.
+    pub args: Vec<Arc<dyn PhysicalExpr>>,
+    /// `FILTER (WHERE ...)`, if any.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Types of `Accumulator::state()`, for persisting it.
+    pub state_types: Vec<DataType>,
+    /// For EXPLAIN.
+    pub display: String,
+}
+
+struct PreparedCall {
+    call: AggregateCall,
+    state_codec: RowCodec,
+    value_codec: Option<Arc<RowCodec>>,
+}
+
+impl PreparedCall {
+    fn new_accumulator(&self) -> Result<Box<dyn Accumulator>, DataflowError> {
+        Ok(match &self.call.factory {
+            AccumulatorFactory::DataFusion(expr) => expr.create_sliding_accumulator()?,
+            AccumulatorFactory::MinMax { is_max, data_type } => {
+                let codec = self
+                    .value_codec
+                    .clone()
+                    .ok_or_else(|| DataflowError::Internal("MIN/MAX without codec".into()))?;
+                Box::new(RetractableMinMax::new(*is_max, data_type.clone(), codec))
+            }
+        })
+    }
+}
+
+struct Group {
+    key: Vec<u8>,
+    /// Input rows currently in the group (inserts minus deletes).
+    rows: i64,
+    accumulators: Vec<Box<dyn Accumulator>>,
+    /// Aggregate values of the row this group last emitted.
+    emitted: Option<Vec<ScalarValue>>,
+    dirty: bool,
+}
+
+/// Incremental GROUP BY.
+pub struct HashAggregate {
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    group_codec: RowCodec,
+    calls: Vec<PreparedCall>,
+    schema: SchemaRef,
+    /// Group key → slot in `groups`.
+    index: HashMap<Vec<u8>, u32>,
+    groups: Vec<Option<Group>>,
+    free_slots: Vec<u32>,
+    dirty: Vec<u32>,
+    state: StateTable,
+}
+
+impl HashAggregate {
+    /// A GROUP BY `group_exprs` computing `calls`, emitting `schema` (group
+    /// columns, then one column per call). With no group expressions it is a
+    /// global aggregate.
+    pub fn new(
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        group_types: Vec<DataType>,
+        calls: Vec<AggregateCall>,
+        schema: SchemaRef,
+        state: StateTable,
+    ) -> Result<Self, DataflowError> {
+        let calls = calls
+            .into_iter()
+            .map(|call| {
+                let state_codec = RowCodec::new(&call.state_types)?;
+                let value_codec = match &call.factory {
+                    AccumulatorFactory::MinMax { data_type, .. } => {
+                        Some(Arc::new(RowCodec::new(std::slice::from_ref(data_type))?))
+                    }
+                    AccumulatorFactory::DataFusion(_) => None,
+                };
+                Ok(PreparedCall {
+                    call,
+                    state_codec,
+                    value_codec,
+                })
+            })
+            .collect::<Result<Vec<_>, DataflowError>>()?;
+        let mut agg = HashAggregate {
+            group_codec: RowCodec::new(&group_types)?,
+            group_exprs,
+            calls,
+            schema,
+            index: HashMap::new(),
+            groups: Vec::new(),
+            free_slots: Vec::new(),
+            dirty: Vec::new(),
+            state,
+        };
+        if agg.is_global() {
+            // The one row of a global aggregate exists before any input.
+            let slot = agg.open_group(&[])?;
+            agg.mark_dirty(slot);
+        }
+        Ok(agg)
+    }
+
+    fn is_global(&self) -> bool {
+        self.group_exprs.is_empty()
+    }
+
+    /// The slot of group `key`, loading it from state or creating it.
+    fn open_group(&mut self, key: &[u8]) -> Result<u32, DataflowError> {
+        if let Some(slot) = self.index.get(key) {
+            return Ok(*slot);
+        }
+        let mut accumulators = self
+            .calls
+            .iter()
+            .map(|c| c.new_accumulator())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = 0;
+        let mut emitted = None;
+        if let Some(bytes) = self.state.get(vnode_of(key), key)? {
+            rows = self.restore(&bytes, &mut accumulators)?;
+            let values = accumulators
+                .iter_mut()
+                .map(|a| a.evaluate())
+                .collect::<Result<Vec<_>, _>>()?;
+            emitted = Some(values);
+        }
+        let group = Group {
+            key: key.to_vec(),
+            rows,
+            accumulators,
+            emitted,
+            dirty: false,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.groups[s as usize] = Some(group);
+                s
+            }
+            None => {
+                self.groups.push(Some(group));
+                (self.groups.len() - 1) as u32
+            }
+        };
+        self.index.insert(key.to_vec(), slot);
+        Ok(slot)
+    }
+
+    fn restore(&self, bytes: &[u8], accumulators: &mut [Box<dyn Accumulator>]) -> Result<i64, DataflowError> {
+        let corrupt = |why: &str| DataflowError::State(weir_state::StateError::Corrupt {
+            table: self.state.id(),
+            reason: why.to_string(),
+        });
+        let rows = i64::from_be_bytes(
+            bytes.get(..8).ok_or_else(|| corrupt("short group"))?.try_into().map_err(|_| corrupt("short group"))?,
+        );
+        let mut rest = &bytes[8..];
+        for (call, acc) in self.calls.iter().zip(accumulators.iter_mut()) {
+            let len = u32::from_be_bytes(
+                rest.get(..4).ok_or_else(|| corrupt("short state"))?.try_into().map_err(|_| corrupt("short state"))?,
+            ) as usize;
+            let encoded = rest.get(4..4 + len).ok_or_else(|| corrupt("short state"))?;
+            let arrays = call.state_codec.decode([encoded])?;
+            acc.merge_batch(&arrays)?;
+            rest = &rest[4 + len..];
+        }
+        Ok(rows)
+    }
+
+    fn persist(&mut self, slot: u32) -> Result<(), DataflowError> {
+        let Some(group) = self.groups[slot as usize].as_mut() else {
+            return Ok(());
+        };
+        let mut value = group.rows.to_be_bytes().to_vec();
+        for (call, acc) in self.calls.iter().zip(group.accumulators.iter_mut()) {
+            let state = acc.state()?;
+            let arrays = state
+                .iter()
+                .map(|s| s.to_array())
+                .collect::<Result<Vec<_>, _>>()?;
+            let arrays = arrays
+                .into_iter()
+                .zip(&call.call.state_types)
+                .map(|(a, t)| if a.data_type() == t { Ok(a) } else { compute::cast(&a, t) })
+                .collect::<Result<Vec<_>, _>>()?;
+            let rows = call.state_codec.encode(&arrays)?;
+            let encoded = rows.row(0).data();
+            value.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+            value.extend_from_slice(encoded);
+        }
+        let key = group.key.clone();
+        self.state.put(vnode_of(&key), &key, value);
+        Ok(())
+    }
+
+    fn mark_dirty(&mut self, slot: u32) {
+        if let Some(g) = self.groups[slot as usize].as_mut() {
+            if !g.dirty {
+                g.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    /// Group slot of every row of the chunk.
+    fn group_slots(&mut self, chunk: &StreamChunk) -> Result<Vec<u32>, DataflowError> {
+        let n = chunk.len();
+        if self.is_global() {
+            let slot = self.open_group(&[])?;
+            return Ok(vec![slot; n]);
+        }
+        let keys = self
+            .group_exprs
+            .iter()
+            .map(|e| e.evaluate(&chunk.data).and_then(|v| v.into_array(n)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.group_codec.encode(&keys)?;
+        let mut slots = Vec::with_capacity(n);
+        for row in rows.iter() {
+            let key = row.data();
+            let slot = match self.index.get(key) {
+                Some(s) => *s,
+                None => self.open_group(key)?,
+            };
+            slots.push(slot);
+        }
+        Ok(slots)
+    }
+}
+
+/// Rows sorted by (group, insert before delete): the permutation and, per
+/// bucket, `(slot, op, start, end)` into it.
+fn bucket_rows(slots: &[u32], chunk: &StreamChunk) -> (UInt32Array, Vec<(u32, Op, usize, usize)>) {
+    // Dense local ids in order of first appearance keep the buckets small.
+    let mut local: HashMap<u32, u32> = HashMap::new();
+    let mut order = Vec::new();
+    let keys: Vec<u32> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let next = local.len() as u32;
+            let id = *local.entry(*s).or_insert_with(|| {
+                order.push(*s);
+                next
+            });
+            id * 2 + u32::from(chunk.op(i) == Op::Delete)
+        })
+        .collect();
+    let buckets = order.len() * 2;
+    let mut starts = vec![0usize; buckets + 1];
+    for k in &keys {
+        starts[*k as usize + 1] += 1;
+    }
+    for b in 0..buckets {
+        starts[b + 1] += starts[b];
+    }
+    let mut cursor = starts.clone();
+    let mut perm = vec![0u32; keys.len()];
+    for (i, k) in keys.iter().enumerate() {
+        perm[cursor[*k as usize]] = i as u32;
+        cursor[*k as usize] += 1;
+    }
+    let mut ranges = Vec::new();
+    for b in 0..buckets {
+        let (start, end) = (starts[b], starts[b + 1]);
+        if start < end {
+            let op = if b % 2 == 0 { Op::Insert } else { Op::Delete };
+            ranges.push((order[b / 2], op, start, end));
+        }
+    }
+    (UInt32Array::from(perm), ranges)
+}
+
+impl Operator for HashAggregate {
+    fn explain(&self) -> String {
+        let groups: Vec<String> = self.group_exprs.iter().map(|e| e.to_string()).collect();
+        let aggs: Vec<String> = self.calls.iter().map(|c| c.call.display.clone()).collect();
+        format!(
+            "HashAggregate group=[{}] aggs=[{}] state_table={}",
+            groups.join(", "),
+            aggs.join(", "),
+            self.state.id()
+        )
+    }
+
+    fn process(&mut self, chunk: StreamChunk, _out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let n = chunk.len();
+        let slots = self.group_slots(&chunk)?;
+        let (perm, ranges) = bucket_rows(&slots, &chunk);
+        // Arguments of every call, permuted into bucket order.
+        let mut call_args: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.calls.len());
+        for call in &self.calls {
+            let mut args = Vec::with_capacity(call.call.args.len());
+            let mask = match &call.call.filter {
+                Some(f) => {
+                    let m = f.evaluate(&chunk.data)?.into_array(n)?;
+                    let m = m
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .cloned()
+                        .ok_or_else(|| DataflowError::Internal("FILTER is not boolean".into()))?;
+                    // Rows the filter rejects count as NULL arguments, which
+                    // every supported aggregate ignores.
+                    Some(compute::not(&compute::prep_null_mask_filter(&m))?)
+                }
+                None => None,
+            };
+            for a in &call.call.args {
+                let mut v = a.evaluate(&chunk.data)?.into_array(n)?;
+                if let Some(m) = &mask {
+                    v = compute::nullif(&v, m)?;
+                }
+                args.push(compute::take(&v, &perm, None)?);
+            }
+            call_args.push(args);
+        }
+        for (slot, op, start, end) in ranges {
+            let len = end - start;
+            let group = self.groups[slot as usize]
+                .as_mut()
+                .ok_or_else(|| DataflowError::Internal("aggregate slot vanished".into()))?;
+            group.rows += op.weight() * len as i64;
+            for (acc, args) in group.accumulators.iter_mut().zip(&call_args) {
+                let slice: Vec<ArrayRef> = args.iter().map(|a| a.slice(start, len)).collect();
+                match op {
+                    Op::Insert => acc.update_batch(&slice)?,
+                    Op::Delete => acc.retract_batch(&slice)?,
+                }
+            }
+            self.mark_dirty(slot);
+        }
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, _barrier: Barrier, out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+        let dirty = std::mem::take(&mut self.dirty);
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let global = self.is_global();
+        // Output rows: (group key, aggregate values, op).
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut values: Vec<Vec<ScalarValue>> = Vec::new();
+        let mut ops: Vec<i8> = Vec::new();
+        for slot in dirty {
+            let Some(group) = self.groups[slot as usize].as_mut() else {
+                continue;
+            };
+            group.dirty = false;
+            if !global && group.rows <= 0 {
+                if group.rows < 0 {
+                    return Err(DataflowError::Internal(format!(
+                        "group has {} rows: a delete without its insert",
+                        group.rows
+                    )));
+                }
+                if let Some(old) = group.emitted.take() {
+                    keys.push(group.key.clone());
+                    values.push(old);
+                    ops.push(Op::Delete.code());
+                }
+                let key = group.key.clone();
+                self.groups[slot as usize] = None;
+                self.index.remove(&key);
+                self.free_slots.push(slot);
+                self.state.delete(vnode_of(&key), &key);
+                continue;
+            }
+            let new = group
+                .accumulators
+                .iter_mut()
+                .map(|a| a.evaluate())
+                .collect::<Result<Vec<_>, _>>()?;
+            if group.emitted.as_ref() != Some(&new) {
+                if let Some(old) = group.emitted.take() {
+                    keys.push(group.key.clone());
+                    values.push(old);
+                    ops.push(Op::Delete.code());
+                }
+                keys.push(group.key.clone());
+                values.push(new.clone());
+                ops.push(Op::Insert.code());
+                group.emitted = Some(new);
+            }
+            self.persist(slot)?;
+        }
+        self.state.commit()?;
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut columns: Vec<ArrayRef> = if global {
+            Vec::new()
+        } else {
+            self.group_codec.decode(keys.iter().map(|k| k.as_slice()))?
+        };
+        let group_cols = columns.len();
+        for (i, field) in self.schema.fields().iter().enumerate().skip(group_cols) {
+            let call_idx = i - group_cols;
+            let col = ScalarValue::iter_to_array(values.iter().map(|v| v[call_idx].clone()))?;
+            let col = if col.data_type() == field.data_type() {
+                col
+            } else {
+                compute::cast(&col, field.data_type())?
+            };
+            columns.push(col);
+        }
+        let data = batch_with_columns(&self.schema, columns)?;
+        out.push(StreamChunk::new(data, ops.into()));
+        Ok(())
+    }
+}

@@ -1,0 +1,38 @@
+//! The incremental dataflow: operators that turn input changes into output
+//! changes, and the runtime that runs them as tokio tasks joined by bounded
+//! channels.
+//!
+//! - [`operator::Operator`] is the trait every operator implements; each
+//!   operator lives in its own file ([`project`], [`filter`],
+//!   [`hash_aggregate`], [`materialize`]).
+//! - [`table_store`] keeps a table's rows and turns DML into change chunks.
+//! - [`outlet`] fans a stream out to subscribers (views and views on views).
+//! - [`runtime`] spawns a pipeline of operators and tracks its status and the
+//!   epochs it has committed.
+//!
+//! Planning (SQL → operators) lives in `weir-sql`; this crate knows nothing of
+//! SQL text or logical plans.
+
+mod error;
+pub mod filter;
+pub mod hash_aggregate;
+pub mod materialize;
+pub mod min_max;
+pub mod operator;
+pub mod outlet;
+pub mod project;
+pub mod row_codec;
+pub mod runtime;
+pub mod table_store;
+
+pub use error::DataflowError;
+pub use operator::Operator;
+pub use outlet::Outlet;
+pub use runtime::{DataflowHandle, DataflowStatus};
+
+/// Capacity of every channel between operators, in messages. Bounded so a
+/// slow consumer applies backpressure all the way to the writer.
+pub const CHANNEL_CAPACITY: usize = 16;
+
+/// Rows per chunk that sources and operators aim for.
+pub const CHUNK_ROWS: usize = 8192;

@@ -1,0 +1,28 @@
+//! The operator trait: how one step of a dataflow handles changes and epochs.
+
+use weir_common::{Barrier, StreamChunk};
+
+use crate::DataflowError;
+
+/// One incremental operator. The runtime calls it from a single task, in
+/// message order.
+///
+/// Contract: the changes an operator emits, summed over an epoch, equal the
+/// difference of its output relation between the end of the previous epoch and
+/// the end of this one. Operators may emit at every chunk (stateless ones) or
+/// hold changes back until the barrier (aggregates, which then emit one net
+/// change per group).
+pub trait Operator: Send + 'static {
+    /// A one-line description for `EXPLAIN`.
+    fn explain(&self) -> String;
+
+    /// Handle a chunk of input changes; append output chunks to `out`.
+    fn process(&mut self, chunk: StreamChunk, out: &mut Vec<StreamChunk>) -> Result<(), DataflowError>;
+
+    /// The epoch is complete: flush pending output to `out` and make state
+    /// durable. The runtime forwards the barrier after the flushed chunks.
+    fn on_barrier(&mut self, barrier: Barrier, out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+        let _ = (barrier, out);
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! The catalog: every table and materialized view, by name, with what is
+//! needed to read it, write it and subscribe to its changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use weir_common::arrow::datatypes::SchemaRef;
+use weir_dataflow::table_store::TableStore;
+use weir_dataflow::{DataflowHandle, DataflowStatus, Outlet};
+use weir_state::StateTableId;
+
+/// A table or a materialized view.
+pub struct Relation {
+    /// Name, as stored (unquoted identifiers are lower-cased).
+    pub name: String,
+    /// Columns.
+    pub schema: SchemaRef,
+    /// The state table holding its rows.
+    pub state_id: StateTableId,
+    /// Its change stream; views on it subscribe here.
+    pub outlet: Arc<Outlet>,
+    /// Table- or view-specific parts.
+    pub kind: RelationKind,
+}
+
+/// What a relation is.
+pub enum RelationKind {
+    /// A base table.
+    Table {
+        /// The stored rows; DML goes through it.
+        store: Arc<Mutex<TableStore>>,
+        /// Primary-key column indices (empty: a multiset).
+        pk: Vec<usize>,
+    },
+    /// A materialized view.
+    View {
+        /// The pipeline maintaining it.
+        dataflow: DataflowHandle,
+        /// The relation it reads from.
+        upstream: String,
+        /// Its defining query, as SQL.
+        definition: String,
+    },
+}
+
+impl Relation {
+    /// True for materialized views.
+    pub fn is_view(&self) -> bool {
+        matches!(self.kind, RelationKind::View { .. })
+    }
+
+    /// For a view, whether its dataflow still runs.
+    pub fn view_status(&self) -> Option<DataflowStatus> {
+        match &self.kind {
+            RelationKind::View { dataflow, .. } => Some(dataflow.status()),
+            RelationKind::Table { .. } => None,
+        }
+    }
+}
+
+/// All relations of the server.
+#[derive(Default)]
+pub struct Catalog {
+    relations: BTreeMap<String, Arc<Relation>>,
+    next_state_id: StateTableId,
+}
+
+impl Catalog {
+    /// An empty catalog.
+    pub fn new() -> Self {
+        Catalog {
+            relations: BTreeMap::new(),
+            next_state_id: 1,
+        }
+    }
+
+    /// A fresh state table id.
+    pub fn allocate_state_id(&mut self) -> StateTableId {
+        let id = self.next_state_id;
+        self.next_state_id += 1;
+        id
+    }
+
+    /// The relation called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Relation>> {
+        self.relations.get(name).cloned()
+    }
+
+    /// Every relation, by name.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Relation>> {
+        self.relations.values()
+    }
+
+    /// Add a relation; its name must be free.
+    pub fn insert(&mut self, relation: Relation) {
+        self.relations.insert(relation.name.clone(), Arc::new(relation));
+    }
+
+    /// Remove a relation.
+    pub fn remove(&mut self, name: &str) -> Option<Arc<Relation>> {
+        self.relations.remove(name)
+    }
+
+    /// Views reading directly from `name`.
+    pub fn dependents(&self, name: &str) -> Vec<String> {
+        self.relations
+            .values()
+            .filter(|r| matches!(&r.kind, RelationKind::View { upstream, .. } if upstream == name))
+            .map(|r| r.name.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,102 @@
+//! The Weir server: the catalog of tables and views, statement execution,
+//! read-your-writes consistency, and the Postgres wire front end.
+//!
+//! Entry point: [`start`] binds a listener and serves connections; each
+//! statement goes through [`engine::Engine::execute`]. A row's path:
+//! `wire` (pgwire) → `engine` (plans with DataFusion, applies DML to a
+//! `TableStore`) → the table's `Outlet` → each view's operator pipeline
+//! (`weir-dataflow`) → the view's `Materialize` state → SELECT via
+//! `provider` (a DataFusion `TableProvider`).
+
+pub mod catalog;
+pub mod engine;
+mod error;
+mod params;
+pub mod provider;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use engine::{Engine, QueryResult};
+pub use error::ServerError;
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address for Postgres clients (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Directory for Weir's data.
+    pub data_dir: PathBuf,
+}
+
+/// A server accepting connections in the background.
+pub struct RunningServer {
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    accept_task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The engine, for in-process use.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Stop accepting connections and stop every dataflow.
+    pub async fn shutdown(self) {
+        self.accept_task.abort();
+        self.engine.shutdown();
+    }
+}
+
+/// Create the data directory, bind the listener and serve in the background.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        ServerError::Startup(format!(
+            "cannot create data directory {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServerError::Startup(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::Startup(e.to_string()))?;
+    let engine = Arc::new(Engine::new()?);
+    let handlers = Arc::new(wire::WeirHandlers::new(Arc::clone(&engine)));
+    let accept_task = tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((socket, _)) => {
+                    let _ = socket.set_nodelay(true);
+                    let handlers = Arc::clone(&handlers);
+                    tokio::spawn(async move {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    Ok(RunningServer {
+        addr,
+        engine,
+        accept_task,
+    })
+}

@@ -1,0 +1,129 @@
+//! DataFusion's view of the catalog: a `SchemaProvider` resolving names to
+//! tables and views, each scanned as its committed contents. SELECT, and the
+//! row-finding half of INSERT ... SELECT, UPDATE and DELETE, run on these.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use weir_common::arrow::datatypes::SchemaRef;
+use weir_common::datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use weir_common::datafusion::common::{Constraint, Constraints};
+use weir_common::datafusion::datasource::memory::MemorySourceConfig;
+use weir_common::datafusion::error::{DataFusionError, Result};
+use weir_common::datafusion::logical_expr::{Expr, TableType};
+use weir_common::datafusion::physical_plan::ExecutionPlan;
+use weir_dataflow::materialize::read_view;
+use weir_dataflow::table_store::read_table;
+use weir_dataflow::DataflowStatus;
+use weir_state::StateStoreRef;
+
+use crate::catalog::{Catalog, Relation, RelationKind};
+
+/// The `public` schema, backed by Weir's catalog.
+pub struct WeirSchema {
+    catalog: Arc<RwLock<Catalog>>,
+    store: StateStoreRef,
+}
+
+impl std::fmt::Debug for WeirSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeirSchema")
+    }
+}
+
+impl WeirSchema {
+    /// A schema over `catalog`, reading rows from `store`.
+    pub fn new(catalog: Arc<RwLock<Catalog>>, store: StateStoreRef) -> Self {
+        WeirSchema { catalog, store }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for WeirSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.catalog.read().all().map(|r| r.name.clone()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(relation) = self.catalog.read().get(name) else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(RelationTable::new(relation, self.store.clone()))))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.catalog.read().get(name).is_some()
+    }
+}
+
+/// A table or view as DataFusion scans it.
+pub struct RelationTable {
+    relation: Arc<Relation>,
+    store: StateStoreRef,
+    constraints: Option<Constraints>,
+}
+
+impl std::fmt::Debug for RelationTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RelationTable({})", self.relation.name)
+    }
+}
+
+impl RelationTable {
+    fn new(relation: Arc<Relation>, store: StateStoreRef) -> Self {
+        let constraints = match &relation.kind {
+            RelationKind::Table { pk, .. } if !pk.is_empty() => {
+                Some(Constraints::new_unverified(vec![Constraint::PrimaryKey(pk.clone())]))
+            }
+            _ => None,
+        };
+        RelationTable {
+            relation,
+            store,
+            constraints,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for RelationTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.relation.schema)
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        self.constraints.as_ref()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let r = &self.relation;
+        let batch = match &r.kind {
+            RelationKind::Table { pk, .. } => read_table(&self.store, r.state_id, &r.schema, !pk.is_empty()),
+            RelationKind::View { dataflow, .. } => {
+                if let DataflowStatus::Failed(e) = dataflow.status() {
+                    let e = e.context(format!("materialized view \"{}\" has failed", r.name));
+                    return Err(DataFusionError::External(Box::new(e)));
+                }
+                read_view(&self.store, r.state_id, &r.schema)
+            }
+        }
+        .map_err(|e| DataFusionError::External(Box::new(weir_common::Error::from(e))))?;
+        let partitions = if batch.num_rows() == 0 {
+            vec![vec![]]
+        } else {
+            vec![vec![batch]]
+        };
+        Ok(MemorySourceConfig::try_new_exec(&partitions, self.schema(), projection.cloned())?)
+    }
+}

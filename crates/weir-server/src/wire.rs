@@ -1,0 +1,257 @@
+//! The Postgres wire protocol, via `pgwire`: simple and extended query
+//! handlers that parse with `weir-sql`, execute on the [`Engine`] and encode
+//! Arrow results with `arrow-pg` (text or binary, as the client asks).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::{stream, Sink};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use weir_common::arrow::datatypes::{DataType, SchemaRef};
+use weir_common::Error;
+use weir_sql::parser::{parse, Statement};
+
+use crate::engine::{Engine, QueryResult};
+use crate::params;
+
+/// All of Weir's pgwire handlers.
+pub struct WeirHandlers {
+    handler: Arc<WeirHandler>,
+}
+
+impl WeirHandlers {
+    /// Handlers executing on `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        WeirHandlers {
+            handler: Arc::new(WeirHandler {
+                engine,
+                parser: Arc::new(WeirQueryParser),
+            }),
+        }
+    }
+}
+
+impl PgWireServerHandlers for WeirHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.handler)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.handler)
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        Arc::clone(&self.handler)
+    }
+}
+
+/// Executes queries for one server (shared by all connections).
+pub struct WeirHandler {
+    engine: Arc<Engine>,
+    parser: Arc<WeirQueryParser>,
+}
+
+impl NoopStartupHandler for WeirHandler {}
+
+/// Convert a Weir error into a Postgres ErrorResponse.
+pub fn error_info(e: &Error) -> ErrorInfo {
+    let mut info = ErrorInfo::new("ERROR".to_string(), e.code.code().to_string(), e.message.clone());
+    info.position = e.position.map(|p| p.to_string());
+    info
+}
+
+fn pg_error(e: Error) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(&e)))
+}
+
+fn fields(schema: &SchemaRef, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+    arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)
+}
+
+fn response(result: QueryResult, format: &Format) -> PgWireResult<Response> {
+    match result {
+        QueryResult::Command { tag, rows } => {
+            let mut t = Tag::new(&tag);
+            if tag == "INSERT" {
+                t = t.with_oid(0);
+            }
+            if let Some(r) = rows {
+                t = t.with_rows(r);
+            }
+            Ok(Response::Execution(t))
+        }
+        QueryResult::Rows { schema, batches } => {
+            let header = Arc::new(fields(&schema, format)?);
+            let mut rows = Vec::new();
+            for b in batches {
+                rows.extend(arrow_pg::datatypes::encode_recordbatch(Arc::clone(&header), b));
+            }
+            Ok(Response::Query(QueryResponse::new(header, stream::iter(rows))))
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for WeirHandler {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = match parse(query) {
+            Ok(s) => s,
+            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e.into())))]),
+        };
+        let mut responses = Vec::with_capacity(statements.len());
+        for s in &statements {
+            match self.engine.execute(s, None).await {
+                Ok(r) => responses.push(response(r, &Format::UnifiedText)?),
+                Err(e) => {
+                    // Postgres stops at the first failing statement.
+                    responses.push(Response::Error(Box::new(error_info(&e.into()))));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// A statement as stored between Parse and Execute.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    statement: Statement,
+}
+
+/// Parses statements for the extended protocol.
+#[derive(Debug)]
+pub struct WeirQueryParser;
+
+#[async_trait]
+impl QueryParser for WeirQueryParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = parse(sql).map_err(|e| pg_error(e.into()))?;
+        match statements.len() {
+            0 => Ok(None),
+            1 => Ok(statements.pop().map(|statement| Prepared { statement })),
+            _ => Err(pg_error(Error::new(
+                weir_common::SqlState::SYNTAX_ERROR,
+                "cannot insert multiple commands into a prepared statement",
+            ))),
+        }
+    }
+
+    fn get_parameter_types(&self, _stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(vec![])
+    }
+
+    fn get_result_schema(&self, _stmt: &Prepared, _format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(vec![])
+    }
+}
+
+fn pg_type(t: &Option<DataType>) -> Type {
+    match t {
+        Some(dt) => arrow_pg::datatypes::into_pg_type(dt).unwrap_or(Type::TEXT),
+        None => Type::TEXT,
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for WeirHandler {
+    type Statement = Prepared;
+    type QueryParser = WeirQueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Prepared>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (inferred, schema) = self
+            .engine
+            .describe(&target.statement.statement)
+            .await
+            .map_err(|e| pg_error(e.into()))?;
+        let count = inferred.len().max(target.parameter_types.len());
+        let params = (0..count)
+            .map(|i| match target.parameter_types.get(i).cloned().flatten() {
+                Some(t) if t != Type::UNKNOWN => t,
+                _ => pg_type(&inferred.get(i).cloned().flatten()),
+            })
+            .collect();
+        let fields = match schema {
+            Some(s) => fields(&s, &Format::UnifiedBinary)?,
+            None => vec![],
+        };
+        Ok(DescribeStatementResponse::new(params, fields))
+    }
+
+    async fn do_describe_portal<C>(&self, _client: &mut C, target: &Portal<Prepared>) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (_, schema) = self
+            .engine
+            .describe(&target.statement.statement.statement)
+            .await
+            .map_err(|e| pg_error(e.into()))?;
+        let fields = match schema {
+            Some(s) => fields(&s, &target.result_column_format)?,
+            None => vec![],
+        };
+        Ok(DescribePortalResponse::new(fields))
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statement = &portal.statement.statement.statement;
+        let params = if portal.parameter_len() > 0 {
+            let (inferred, _) = self.engine.describe(statement).await.map_err(|e| pg_error(e.into()))?;
+            Some(params::decode(portal, &inferred).map_err(pg_error)?)
+        } else {
+            None
+        };
+        let result = self
+            .engine
+            .execute(statement, params)
+            .await
+            .map_err(|e| pg_error(e.into()))?;
+        response(result, &portal.result_column_format)
+    }
+}

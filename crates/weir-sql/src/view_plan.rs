@@ -1,0 +1,343 @@
+//! From a `CREATE MATERIALIZED VIEW` query to a pipeline of incremental
+//! operators.
+//!
+//! DataFusion plans and optimizes the query; [`translate`] walks the optimized
+//! `LogicalPlan` bottom-up and emits one operator spec per node:
+//!
+//! | LogicalPlan node      | operator                         |
+//! |-----------------------|----------------------------------|
+//! | TableScan             | source (subscription) + Project  |
+//! | Projection            | Project                          |
+//! | Filter                | Filter                           |
+//! | Aggregate / Distinct  | HashAggregate                    |
+//! | SubqueryAlias, Sort   | nothing (views are unordered)    |
+//!
+//! Anything else is refused with SQLSTATE 0A000 naming the construct.
+
+use std::sync::Arc;
+
+use weir_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use weir_common::datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use weir_common::datafusion::common::DFSchema;
+use weir_common::datafusion::execution::context::SessionState;
+use weir_common::datafusion::logical_expr::{
+    Aggregate, Expr, ExprSchemable, LogicalPlan, Volatility,
+};
+use weir_common::datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use weir_common::datafusion::physical_expr::execution_props::ExecutionProps;
+use weir_common::datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
+use weir_common::datafusion::sql::parser::Statement as DfStatement;
+use weir_common::datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
+use weir_common::datafusion::common::TableReference;
+use weir_common::datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use weir_dataflow::filter::Filter;
+use weir_dataflow::hash_aggregate::{AccumulatorFactory, AggregateCall, HashAggregate};
+use weir_dataflow::materialize::Materialize;
+use weir_dataflow::project::Project;
+use weir_dataflow::Operator;
+use weir_state::StateTable;
+
+use crate::naming::output_names;
+use crate::SqlError;
+
+/// One step of a view's pipeline, before state tables are assigned.
+pub enum OperatorSpec {
+    /// Compute expressions.
+    Project {
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    },
+    /// Keep rows matching a predicate.
+    Filter { predicate: Arc<dyn PhysicalExpr> },
+    /// Incremental GROUP BY.
+    Aggregate {
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        group_types: Vec<DataType>,
+        calls: Vec<AggregateCall>,
+        schema: SchemaRef,
+    },
+}
+
+/// A view, planned: where its input comes from and what it computes.
+pub struct ViewPlan {
+    /// The relation (table or view) the pipeline subscribes to.
+    pub source: TableReference,
+    /// Operators in order, from the source to the view's output.
+    pub operators: Vec<OperatorSpec>,
+    /// The view's columns, named as Postgres would name them.
+    pub schema: SchemaRef,
+}
+
+impl ViewPlan {
+    /// Instantiate the operators, ending with the view's `Materialize`.
+    /// `new_state` hands out a fresh state table for each stateful operator;
+    /// the first table it is asked for belongs to the `Materialize`.
+    pub fn build(
+        self,
+        mut new_state: impl FnMut() -> StateTable,
+    ) -> Result<Vec<Box<dyn Operator>>, SqlError> {
+        let materialize_state = new_state();
+        let mut ops: Vec<Box<dyn Operator>> = Vec::with_capacity(self.operators.len() + 1);
+        for spec in self.operators {
+            ops.push(match spec {
+                OperatorSpec::Project { exprs, schema } => Box::new(Project::new(exprs, schema)),
+                OperatorSpec::Filter { predicate } => Box::new(Filter::new(predicate)),
+                OperatorSpec::Aggregate {
+                    group_exprs,
+                    group_types,
+                    calls,
+                    schema,
+                } => Box::new(
+                    HashAggregate::new(group_exprs, group_types, calls, schema, new_state())
+                        .map_err(|e| SqlError::Weir(e.into()))?,
+                ),
+            });
+        }
+        ops.push(Box::new(
+            Materialize::new(Arc::clone(&self.schema), materialize_state)
+                .map_err(|e| SqlError::Weir(e.into()))?,
+        ));
+        Ok(ops)
+    }
+}
+
+/// Plan `query` as a materialized view.
+pub async fn plan_view(state: &SessionState, query: &Query) -> Result<ViewPlan, SqlError> {
+    let statement = DfStatement::Statement(Box::new(SqlStatement::Query(Box::new(query.clone()))));
+    let plan = state.statement_to_plan(statement).await?;
+    check_supported(&plan)?;
+    let names = output_names(&plan);
+    let optimized = state.optimize(&plan)?;
+    let mut operators = Vec::new();
+    let source = translate(&optimized, &mut operators)?;
+    let arrow_schema = optimized.schema().as_arrow();
+    if names.len() != arrow_schema.fields().len() {
+        return Err(SqlError::Weir(weir_common::Error::internal(
+            "view column names do not match its plan",
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut fields = Vec::with_capacity(names.len());
+    for (name, field) in names.iter().zip(arrow_schema.fields()) {
+        if !seen.insert(name.clone()) {
+            return Err(SqlError::Weir(weir_common::Error::new(
+                weir_common::SqlState::DUPLICATE_COLUMN,
+                format!("column \"{name}\" specified more than once"),
+            )));
+        }
+        fields.push(Field::new(name, field.data_type().clone(), true));
+    }
+    Ok(ViewPlan {
+        source,
+        operators,
+        schema: Arc::new(Schema::new(fields)),
+    })
+}
+
+/// Refuse what views cannot maintain, before the optimizer rewrites it away
+/// (it would fold `now()` into a constant, for example).
+fn check_supported(plan: &LogicalPlan) -> Result<(), SqlError> {
+    let mut problem: Option<String> = None;
+    plan.apply(|node| {
+        let unsupported = match node {
+            LogicalPlan::Limit(_) => Some("LIMIT (and ORDER BY ... LIMIT) in a materialized view"),
+            LogicalPlan::Window(_) => Some("window functions in a materialized view"),
+            LogicalPlan::Join(_) => Some("joins in a materialized view"),
+            LogicalPlan::Union(_) => Some("UNION in a materialized view"),
+            LogicalPlan::RecursiveQuery(_) => Some("recursive queries in a materialized view"),
+            LogicalPlan::Unnest(_) => Some("UNNEST in a materialized view"),
+            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+                Some("a materialized view without a FROM table")
+            }
+            _ => None,
+        };
+        if let Some(u) = unsupported {
+            problem = Some(u.to_string());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                match e {
+                    Expr::ScalarFunction(f)
+                        if f.func.signature().volatility != Volatility::Immutable =>
+                    {
+                        problem = Some(format!(
+                            "non-deterministic function {}() in a materialized view",
+                            f.func.name()
+                        ));
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                    Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::SetComparison(_) => {
+                        problem = Some("subqueries in a materialized view".into());
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                    Expr::AggregateFunction(a) if !a.params.order_by.is_empty() => {
+                        problem = Some("ORDER BY inside an aggregate in a materialized view".into());
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                    _ => {}
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })?;
+        if problem.is_some() {
+            Ok(TreeNodeRecursion::Stop)
+        } else {
+            Ok(TreeNodeRecursion::Continue)
+        }
+    })?;
+    match problem {
+        Some(p) => Err(SqlError::Unsupported(format!("{p} is not supported"))),
+        None => Ok(()),
+    }
+}
+
+fn physical(expr: &Expr, input: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, SqlError> {
+    Ok(create_physical_expr(
+        expr,
+        input,
+        &ExecutionProps::new(),
+        &PhysicalPlanningContext::default(),
+    )?)
+}
+
+/// Append the operators computing `plan` to `ops`; returns the source.
+fn translate(plan: &LogicalPlan, ops: &mut Vec<OperatorSpec>) -> Result<TableReference, SqlError> {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            if scan.fetch.is_some() {
+                return Err(SqlError::Unsupported("LIMIT in a materialized view is not supported".into()));
+            }
+            let full_schema = scan.source.schema();
+            if let Some(projection) = &scan.projection {
+                let is_identity = projection.len() == full_schema.fields().len()
+                    && projection.iter().enumerate().all(|(i, p)| i == *p);
+                if !is_identity {
+                    let exprs = projection
+                        .iter()
+                        .map(|i| {
+                            Ok(Arc::new(weir_common::datafusion::physical_expr::expressions::Column::new(
+                                full_schema.field(*i).name(),
+                                *i,
+                            )) as Arc<dyn PhysicalExpr>)
+                        })
+                        .collect::<Result<Vec<_>, SqlError>>()?;
+                    ops.push(OperatorSpec::Project {
+                        exprs,
+                        schema: Arc::new(scan.projected_schema.as_arrow().clone()),
+                    });
+                }
+            }
+            for f in &scan.filters {
+                ops.push(OperatorSpec::Filter {
+                    predicate: physical(f, &scan.projected_schema)?,
+                });
+            }
+            Ok(scan.table_name.clone())
+        }
+        LogicalPlan::Projection(p) => {
+            let source = translate(&p.input, ops)?;
+            let exprs = p
+                .expr
+                .iter()
+                .map(|e| physical(e, p.input.schema()))
+                .collect::<Result<Vec<_>, _>>()?;
+            ops.push(OperatorSpec::Project {
+                exprs,
+                schema: Arc::new(p.schema.as_arrow().clone()),
+            });
+            Ok(source)
+        }
+        LogicalPlan::Filter(f) => {
+            let source = translate(&f.input, ops)?;
+            ops.push(OperatorSpec::Filter {
+                predicate: physical(&f.predicate, f.input.schema())?,
+            });
+            Ok(source)
+        }
+        LogicalPlan::Aggregate(a) => {
+            let source = translate(&a.input, ops)?;
+            ops.push(aggregate_spec(a)?);
+            Ok(source)
+        }
+        LogicalPlan::SubqueryAlias(s) => translate(&s.input, ops),
+        // A view is a multiset: ORDER BY without LIMIT has nothing to keep.
+        LogicalPlan::Sort(s) if s.fetch.is_none() => translate(&s.input, ops),
+        other => Err(SqlError::Unsupported(format!(
+            "{} in a materialized view is not supported",
+            node_name(other)
+        ))),
+    }
+}
+
+fn node_name(plan: &LogicalPlan) -> String {
+    let display = plan.display().to_string();
+    display.split(':').next().unwrap_or("this query").trim().to_string()
+}
+
+fn aggregate_spec(a: &Aggregate) -> Result<OperatorSpec, SqlError> {
+    let input_schema = a.input.schema();
+    let arrow_input = Arc::new(input_schema.as_arrow().clone());
+    let mut group_exprs = Vec::with_capacity(a.group_expr.len());
+    let mut group_types = Vec::with_capacity(a.group_expr.len());
+    for g in &a.group_expr {
+        if matches!(g, Expr::GroupingSet(_)) {
+            return Err(SqlError::Unsupported(
+                "GROUPING SETS, ROLLUP and CUBE in a materialized view are not supported".into(),
+            ));
+        }
+        group_exprs.push(physical(g, input_schema)?);
+        group_types.push(g.get_type(input_schema)?);
+    }
+    let props = ExecutionProps::new();
+    let planning = PhysicalPlanningContext::default();
+    let mut calls = Vec::with_capacity(a.aggr_expr.len());
+    for e in &a.aggr_expr {
+        let lowered = LoweredAggregateBuilder::new(e, input_schema, &arrow_input, &props, &planning).build()?;
+        let agg = lowered.aggregate;
+        let fname = agg.fun().name().to_ascii_lowercase();
+        let args = agg.expressions();
+        let display = agg.name().to_string();
+        let call = if (fname == "min" || fname == "max") && args.len() == 1 {
+            let data_type = agg.field().data_type().clone();
+            AggregateCall {
+                factory: AccumulatorFactory::MinMax {
+                    is_max: fname == "max",
+                    data_type,
+                },
+                args,
+                filter: lowered.filter,
+                state_types: vec![DataType::Binary],
+                display,
+            }
+        } else {
+            let probe = agg.create_sliding_accumulator()?;
+            if !probe.supports_retract_batch() {
+                return Err(SqlError::Unsupported(format!(
+                    "aggregate {}{} in a materialized view is not supported (it cannot handle deletes)",
+                    fname,
+                    if agg.is_distinct() { " (DISTINCT)" } else { "" }
+                )));
+            }
+            let state_types = agg
+                .state_fields()?
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
+            AggregateCall {
+                factory: AccumulatorFactory::DataFusion(Arc::clone(&agg)),
+                args,
+                filter: lowered.filter,
+                state_types,
+                display,
+            }
+        };
+        calls.push(call);
+    }
+    Ok(OperatorSpec::Aggregate {
+        group_exprs,
+        group_types,
+        calls,
+        schema: Arc::new(a.schema.as_arrow().clone()),
+    })
+}

@@ -1,0 +1,187 @@
+//! [`StateTable`]: one operator's view of the state store.
+//!
+//! Key layout: `table id (u32, big endian) | vnode (u8) | key`. Keys are
+//! memcomparable (operators encode them with Arrow's row format), so a prefix
+//! scan within one vnode returns keys in SQL order; this is what MIN/MAX use to
+//! find the current extreme.
+
+use std::collections::BTreeMap;
+
+use weir_common::vnode::Vnode;
+
+use crate::{StateError, StateStoreRef};
+
+/// Identifies one state table in the store: each operator instance, table and
+/// view gets its own.
+pub type StateTableId = u32;
+
+/// Staged writes over a shared store; the unit of state an operator owns.
+pub struct StateTable {
+    store: StateStoreRef,
+    id: StateTableId,
+    /// Writes since the last commit (`None` = delete), keyed by full key.
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl StateTable {
+    /// The state table `id` in `store`.
+    pub fn new(store: StateStoreRef, id: StateTableId) -> Self {
+        StateTable {
+            store,
+            id,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// This table's id.
+    pub fn id(&self) -> StateTableId {
+        self.id
+    }
+
+    fn full_key(&self, vnode: Vnode, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(5 + key.len());
+        k.extend_from_slice(&self.id.to_be_bytes());
+        k.push(vnode);
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// The value of `key` in `vnode`, including uncommitted writes.
+    pub fn get(&self, vnode: Vnode, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let full = self.full_key(vnode, key);
+        if let Some(v) = self.pending.get(&full) {
+            return Ok(v.clone());
+        }
+        self.store.get(&full)
+    }
+
+    /// Stage `key = value`.
+    pub fn put(&mut self, vnode: Vnode, key: &[u8], value: Vec<u8>) {
+        let full = self.full_key(vnode, key);
+        self.pending.insert(full, Some(value));
+    }
+
+    /// Stage the removal of `key`.
+    pub fn delete(&mut self, vnode: Vnode, key: &[u8]) {
+        let full = self.full_key(vnode, key);
+        self.pending.insert(full, None);
+    }
+
+    /// Entries of `vnode` whose key starts with `prefix`, in key order,
+    /// including uncommitted writes. Returned keys exclude the table id and
+    /// vnode.
+    pub fn scan_prefix(
+        &self,
+        vnode: Vnode,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let full = self.full_key(vnode, prefix);
+        self.merged_scan(&full, 5)
+    }
+
+    /// Every committed and staged entry of the table, over all vnodes, as
+    /// `(vnode, key, value)`.
+    pub fn scan_all(&self) -> Result<Vec<(Vnode, Vec<u8>, Vec<u8>)>, StateError> {
+        let prefix = self.id.to_be_bytes();
+        Ok(self
+            .merged_scan(&prefix, 4)?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let (vnode, key) = k.split_first()?;
+                Some((*vnode, key.to_vec(), v))
+            })
+            .collect())
+    }
+
+    fn merged_scan(
+        &self,
+        prefix: &[u8],
+        strip: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let committed = self.store.scan_prefix(prefix)?;
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
+        for (k, v) in self.pending.range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            match v {
+                Some(v) => {
+                    merged.insert(k.clone(), v.clone());
+                }
+                None => {
+                    merged.remove(k);
+                }
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(k, v)| (k[strip..].to_vec(), v))
+            .collect())
+    }
+
+    /// True when writes are staged.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Forget every staged write (the statement that made them failed).
+    pub fn rollback(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Make staged writes visible to every reader of the store, atomically.
+    pub fn commit(&mut self) -> Result<(), StateError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending).into_iter().collect();
+        self.store.write(batch)
+    }
+
+    /// Committed entries of table `id` in `store`, as a reader outside the
+    /// owning operator sees them (`(vnode, key, value)`).
+    pub fn read_committed(
+        store: &StateStoreRef,
+        id: StateTableId,
+    ) -> Result<Vec<(Vnode, Vec<u8>, Vec<u8>)>, StateError> {
+        Ok(store
+            .scan_prefix(&id.to_be_bytes())?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let (vnode, key) = k.get(4..)?.split_first()?;
+                Some((*vnode, key.to_vec(), v))
+            })
+            .collect())
+    }
+
+    /// Remove every committed entry of table `id` (the object was dropped).
+    pub fn drop_table(store: &StateStoreRef, id: StateTableId) -> Result<(), StateError> {
+        store.delete_prefix(&id.to_be_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStateStore;
+    use std::sync::Arc;
+
+    #[test]
+    fn staged_writes_are_private_until_commit() {
+        let store: StateStoreRef = Arc::new(MemoryStateStore::new());
+        let mut t = StateTable::new(store.clone(), 7);
+        t.put(3, b"k1", b"v1".to_vec());
+        t.put(3, b"k2", b"v2".to_vec());
+        assert_eq!(t.get(3, b"k1").unwrap(), Some(b"v1".to_vec()));
+        assert!(StateTable::read_committed(&store, 7).unwrap().is_empty());
+        t.commit().unwrap();
+        assert_eq!(StateTable::read_committed(&store, 7).unwrap().len(), 2);
+        t.delete(3, b"k1");
+        let scan = t.scan_prefix(3, b"k").unwrap();
+        assert_eq!(scan, vec![(b"k2".to_vec(), b"v2".to_vec())]);
+        assert_eq!(t.scan_all().unwrap().len(), 1);
+        // Another table's keys never show up.
+        let other = StateTable::new(store, 8);
+        assert!(other.scan_all().unwrap().is_empty());
+    }
+}

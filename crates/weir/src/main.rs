@@ -1,0 +1,63 @@
+//! The `weir` binary: command-line parsing and logging setup only. Everything
+//! else lives in `weir-server`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Weir: a SQL-first streaming database that speaks the Postgres protocol.
+#[derive(Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server.
+    Serve {
+        /// Address to listen on for Postgres clients.
+        #[arg(long, default_value = "127.0.0.1:5466")]
+        listen: SocketAddr,
+        /// Directory for Weir's data.
+        #[arg(long, default_value = "./weir-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weir: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve { listen, data_dir } => runtime.block_on(async move {
+            let config = weir_server::ServerConfig { listen, data_dir };
+            let server = match weir_server::start(config).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("weir: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            tracing::info!(addr = %server.local_addr(), "weir is listening");
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+            server.shutdown().await;
+            std::process::ExitCode::SUCCESS
+        }),
+    }
+}
