@@ -102,9 +102,15 @@ impl From<DataFusionError> for Error {
             DataFusionError::Diagnostic(_, inner) => Error::from(*inner),
             DataFusionError::Collection(mut errs) if !errs.is_empty() => Error::from(errs.remove(0)),
             DataFusionError::SchemaError(s, _) => {
+                if let SchemaError::FieldNotFound { field, .. } = s.as_ref() {
+                    return Error::new(
+                        SqlState::UNDEFINED_COLUMN,
+                        format!("column \"{}\" does not exist", field.name),
+                    );
+                }
                 let code = match s.as_ref() {
-                    SchemaError::FieldNotFound { .. } => SqlState::UNDEFINED_COLUMN,
                     SchemaError::AmbiguousReference { .. } => SqlState::AMBIGUOUS_COLUMN,
+                    SchemaError::FieldNotFound { .. } => SqlState::UNDEFINED_COLUMN,
                     SchemaError::DuplicateQualifiedField { .. }
                     | SchemaError::DuplicateUnqualifiedField { .. } => SqlState::DUPLICATE_COLUMN,
                 };
@@ -114,7 +120,14 @@ impl From<DataFusionError> for Error {
             DataFusionError::NotImplemented(m) => {
                 Error::unsupported(clean_message(&m))
             }
-            DataFusionError::Plan(m) => Error::new(classify_plan_message(&m), clean_message(&m)),
+            DataFusionError::Plan(m) => {
+                let code = classify_plan_message(&m);
+                let message = match (code, missing_table(&m)) {
+                    (SqlState::UNDEFINED_TABLE, Some(t)) => format!("relation \"{t}\" does not exist"),
+                    _ => clean_message(&m),
+                };
+                Error::new(code, message)
+            }
             DataFusionError::Execution(m) => {
                 let code = if m.contains("Divide by zero") || m.contains("division by zero") {
                     SqlState::DIVISION_BY_ZERO
@@ -144,6 +157,13 @@ impl std::fmt::Display for SharedDfError {
     }
 }
 impl std::error::Error for SharedDfError {}
+
+/// The table name in DataFusion's "table 'cat.schema.name' not found".
+fn missing_table(m: &str) -> Option<String> {
+    let start = m.find("table '")? + 7;
+    let end = start + m[start..].find('\'')?;
+    Some(m[start..end].rsplit('.').next()?.to_string())
+}
 
 /// Map DataFusion's planning messages to the SQLSTATE Postgres would give.
 fn classify_plan_message(m: &str) -> SqlState {
@@ -197,6 +217,7 @@ mod tests {
     fn plan_messages_are_classified() {
         let e: Error = DataFusionError::Plan("table 'weir.public.t' not found".into()).into();
         assert_eq!(e.code, SqlState::UNDEFINED_TABLE);
+        assert_eq!(e.message, "relation \"t\" does not exist");
         let e: Error = DataFusionError::NotImplemented("x".into()).into();
         assert_eq!(e.code, SqlState::FEATURE_NOT_SUPPORTED);
     }

@@ -115,11 +115,13 @@ impl Engine {
     pub fn new() -> Result<Self> {
         let store: StateStoreRef = Arc::new(MemoryStateStore::new());
         let catalog = Arc::new(RwLock::new(Catalog::new()));
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_target_partitions(1)
             .with_information_schema(false);
+        // Sessions run in UTC: TIMESTAMPTZ values are stored as UTC instants.
+        config.options_mut().execution.time_zone = Some("+00:00".to_string());
         let ctx = SessionContext::new_with_config(config);
         let weir_catalog = MemoryCatalogProvider::new();
         weir_catalog.register_schema(
@@ -262,7 +264,9 @@ impl Engine {
 
     async fn dml(&self, s: &SqlStatement, params: Option<ParamValues>) -> Result<QueryResult> {
         let _guard = self.write_lock.lock().await;
-        let plan = self.plan(s, params).await?;
+        let mut s = s.clone();
+        weir_sql::parser::alias_insert_source(&mut s);
+        let plan = self.plan(&s, params).await?;
         let LogicalPlan::Dml(dml) = plan else {
             return Err(ServerError::Statement(Error::internal("DML did not plan as DML")));
         };

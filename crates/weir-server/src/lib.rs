@@ -13,6 +13,7 @@ pub mod engine;
 mod error;
 mod params;
 pub mod provider;
+mod text_format;
 pub mod wire;
 
 use std::net::SocketAddr;

@@ -95,6 +95,7 @@ fn response(result: QueryResult, format: &Format) -> PgWireResult<Response> {
             let header = Arc::new(fields(&schema, format)?);
             let mut rows = Vec::new();
             for b in batches {
+                let b = crate::text_format::postgres_text_columns(b, format).map_err(|e| pg_error(e.into()))?;
                 rows.extend(arrow_pg::datatypes::encode_recordbatch(Arc::clone(&header), b));
             }
             Ok(Response::Query(QueryResponse::new(header, stream::iter(rows))))

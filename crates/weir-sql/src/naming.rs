@@ -23,6 +23,9 @@ pub fn output_names(plan: &LogicalPlan) -> Vec<String> {
 
 fn expr_name(e: &Expr) -> String {
     match e {
+        // DataFusion aliases its own rewrites with display names such as
+        // "count(*)"; a user alias with parentheses would need quoting.
+        Expr::Alias(a) if a.name.contains('(') => name_from_display(&a.name),
         Expr::Alias(a) => a.name.clone(),
         Expr::Column(c) => name_from_display(&c.name),
         Expr::Literal(..) => "?column?".to_string(),

@@ -50,6 +50,32 @@ impl Statement {
     }
 }
 
+/// Give every unnamed item of an INSERT's SELECT list a unique alias.
+///
+/// INSERT maps columns by position, so names do not matter there; but
+/// DataFusion refuses a projection with two identical expressions
+/// (`SELECT i, i`), which Postgres accepts.
+pub fn alias_insert_source(statement: &mut SqlStatement) {
+    use weir_common::datafusion::sql::sqlparser::ast::{Ident, SelectItem, SetExpr};
+    let SqlStatement::Insert(insert) = statement else {
+        return;
+    };
+    let Some(query) = insert.source.as_mut() else {
+        return;
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    for (i, item) in select.projection.iter_mut().enumerate() {
+        if let SelectItem::UnnamedExpr(expr) = item {
+            *item = SelectItem::ExprWithAlias {
+                expr: expr.clone(),
+                alias: Ident::new(format!("__weir_col_{i}")),
+            };
+        }
+    }
+}
+
 /// Parse every statement of `sql` (separated by `;`).
 pub fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
     let dialect = PostgreSqlDialect {};

@@ -54,10 +54,26 @@ fn main() -> std::process::ExitCode {
                 }
             };
             tracing::info!(addr = %server.local_addr(), "weir is listening");
-            let _ = tokio::signal::ctrl_c().await;
+            wait_for_shutdown_signal().await;
             tracing::info!("shutting down");
             server.shutdown().await;
             std::process::ExitCode::SUCCESS
         }),
     }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -1,0 +1,208 @@
+//! End-to-end smoke test: the real `weir` binary, driven by the real `psql`.
+//!
+//! Starts `weir serve` on a free port with a fresh data directory, then runs
+//! psql scripts against it and compares psql's exact output. Needs the
+//! `psql` client on PATH (Debian: `apt-get install postgresql-client`;
+//! `scripts/install-deps.sh` installs it).
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A running `weir serve`; killed (and its data directory removed) on drop,
+/// including when an assertion fails.
+struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start() -> Server {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("weir-psql-smoke-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temporary directory");
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("weir.log")).expect("create server log");
+        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir.join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the weir binary");
+        let mut server = Server { child, port, dir };
+        server.wait_until_accepting();
+        server
+    }
+
+    fn wait_until_accepting(&mut self) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("weir exited before accepting connections ({status}); log:\n{}", self.log());
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("weir did not accept connections on {addr} within 60s; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("weir.log")).unwrap_or_default()
+    }
+
+    /// Run `script` with psql (on stdin, stopping at the first error).
+    fn psql(&self, script: &str) -> Output {
+        let mut child = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "weir", "-d", "weir"])
+            .args(["-v", "ON_ERROR_STOP=1", "-X", "-A", "-t", "-q", "-f", "-"])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env_remove("PGPASSWORD")
+            .env_remove("PGSERVICE")
+            .env_remove("PGOPTIONS")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run `psql` ({e}): this test needs the PostgreSQL client on PATH \
+                     (Debian: apt-get install postgresql-client, or run scripts/install-deps.sh)"
+                )
+            });
+        child
+            .stdin
+            .take()
+            .expect("psql stdin")
+            .write_all(script.as_bytes())
+            .expect("write the psql script");
+        child.wait_with_output().expect("wait for psql")
+    }
+
+    /// Run `script`, require success and return stdout.
+    fn psql_ok(&self, script: &str) -> String {
+        let out = self.psql(script);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "psql failed ({}) on:\n{script}\nstdout:\n{stdout}\nstderr:\n{stderr}\nserver log:\n{}",
+            out.status,
+            self.log()
+        );
+        assert!(stderr.is_empty(), "psql wrote to stderr on:\n{script}\n{stderr}");
+        stdout
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("weir data and log kept in {}", self.dir.display());
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+fn require_psql() {
+    match Command::new("psql").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!("`psql --version` failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => panic!(
+            "this test needs the `psql` binary on PATH but running it failed ({e}); \
+             install it with `apt-get install postgresql-client` or scripts/install-deps.sh"
+        ),
+    }
+}
+
+const BY_KEY: &str = "SELECT k, n, total FROM by_key ORDER BY k;";
+const GLOBAL: &str = "SELECT n, total FROM overall;";
+
+#[test]
+fn psql_session_against_the_weir_binary() {
+    require_psql();
+    let server = Server::start();
+
+    server.psql_ok(
+        "CREATE TABLE t (id BIGINT PRIMARY KEY, k TEXT NOT NULL, v BIGINT);
+         CREATE MATERIALIZED VIEW by_key AS
+             SELECT k, count(*) AS n, sum(v) AS total FROM t GROUP BY k;
+         CREATE MATERIALIZED VIEW overall AS
+             SELECT count(*) AS n, sum(v) AS total FROM t;",
+    );
+
+    // A global aggregate over an empty table has one row, as in Postgres.
+    assert_eq!(server.psql_ok(BY_KEY), "");
+    assert_eq!(server.psql_ok(GLOBAL), "0|\n");
+
+    server.psql_ok(
+        "INSERT INTO t VALUES (1, 'a', 10), (2, 'a', 20), (3, 'b', 5);
+         INSERT INTO t VALUES (4, 'c', NULL);",
+    );
+    assert_eq!(server.psql_ok(BY_KEY), "a|2|30\nb|1|5\nc|1|\n");
+    assert_eq!(server.psql_ok(GLOBAL), "4|35\n");
+
+    // UPDATE moves a row between groups and changes a value.
+    server.psql_ok("UPDATE t SET k = 'b', v = 7 WHERE id = 2;");
+    assert_eq!(server.psql_ok(BY_KEY), "a|1|10\nb|2|12\nc|1|\n");
+    assert_eq!(server.psql_ok(GLOBAL), "4|22\n");
+
+    // DELETE empties a group: it disappears from the view.
+    server.psql_ok("DELETE FROM t WHERE k = 'c';");
+    assert_eq!(server.psql_ok(BY_KEY), "a|1|10\nb|2|12\n");
+    assert_eq!(server.psql_ok(GLOBAL), "3|22\n");
+
+    // Writes and reads in one script: each write is visible to the next read.
+    let out = server.psql_ok(
+        "DELETE FROM t WHERE id = 1;
+         SELECT k, n, total FROM by_key ORDER BY k;
+         INSERT INTO t VALUES (5, 'a', 1);
+         SELECT k, n, total FROM by_key ORDER BY k;
+         SELECT n, total FROM overall;",
+    );
+    assert_eq!(out, "b|2|12\na|1|1\nb|2|12\n3|13\n");
+
+    let out = server.psql_ok("SHOW MATERIALIZED VIEWS;");
+    let mut views: Vec<&str> = out.lines().collect();
+    views.sort();
+    assert_eq!(views, ["by_key", "overall"]);
+
+    // Errors: psql exits non-zero and shows the SQLSTATE and the message.
+    let out = server.psql("\\set VERBOSITY verbose\nSELECT * FROM missing;");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "SELECT from a missing table succeeded");
+    assert!(
+        stderr.contains("42P01") && stderr.contains("relation \"missing\" does not exist"),
+        "unexpected psql error output: {stderr}"
+    );
+
+    let out = server.psql("\\set VERBOSITY verbose\nINSERT INTO t VALUES (3, 'x', 1);");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "duplicate primary key was accepted");
+    assert!(stderr.contains("23505"), "unexpected psql error output: {stderr}");
+
+    // The failed statements changed nothing, and the server still answers.
+    assert_eq!(server.psql_ok(BY_KEY), "a|1|1\nb|2|12\n");
+    assert_eq!(server.psql_ok(GLOBAL), "3|13\n");
+}
