@@ -48,31 +48,57 @@ pub struct AggregateCall {
     pub args: Vec<Arc<dyn PhysicalExpr>>,
     /// `FILTER (WHERE ...)`, if any.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
-    /// Types of `Accumulator::state()`, for persisting it.
-    pub state_types: Vec<DataType>,
     /// For EXPLAIN.
     pub display: String,
 }
 
 struct PreparedCall {
     call: AggregateCall,
+    /// Types of `Accumulator::state()`, which is what the state table keeps.
+    state_types: Vec<DataType>,
     state_codec: RowCodec,
     value_codec: Option<Arc<RowCodec>>,
 }
 
 impl PreparedCall {
-    fn new_accumulator(&self) -> Result<Box<dyn Accumulator>, DataflowError> {
-        Ok(match &self.call.factory {
-            AccumulatorFactory::DataFusion(expr) => expr.create_sliding_accumulator()?,
-            AccumulatorFactory::MinMax { is_max, data_type } => {
-                let codec = self
-                    .value_codec
-                    .clone()
-                    .ok_or_else(|| DataflowError::Internal("MIN/MAX without codec".into()))?;
-                Box::new(RetractableMinMax::new(*is_max, data_type.clone(), codec))
+    fn new(call: AggregateCall) -> Result<Self, DataflowError> {
+        let value_codec = match &call.factory {
+            AccumulatorFactory::MinMax { data_type, .. } => {
+                Some(Arc::new(RowCodec::new(std::slice::from_ref(data_type))?))
             }
+            AccumulatorFactory::DataFusion(_) => None,
+        };
+        // The retractable ("sliding") accumulators keep more state than
+        // their declared state fields (SUM also counts its inputs), so the
+        // layout is read off an empty accumulator.
+        let mut probe = make_accumulator(&call.factory, &value_codec)?;
+        let state_types: Vec<DataType> = probe.state()?.iter().map(|s| s.data_type()).collect();
+        Ok(PreparedCall {
+            state_codec: RowCodec::new(&state_types)?,
+            state_types,
+            value_codec,
+            call,
         })
     }
+
+    fn new_accumulator(&self) -> Result<Box<dyn Accumulator>, DataflowError> {
+        make_accumulator(&self.call.factory, &self.value_codec)
+    }
+}
+
+fn make_accumulator(
+    factory: &AccumulatorFactory,
+    value_codec: &Option<Arc<RowCodec>>,
+) -> Result<Box<dyn Accumulator>, DataflowError> {
+    Ok(match factory {
+        AccumulatorFactory::DataFusion(expr) => expr.create_sliding_accumulator()?,
+        AccumulatorFactory::MinMax { is_max, data_type } => {
+            let codec = value_codec
+                .clone()
+                .ok_or_else(|| DataflowError::Internal("MIN/MAX without codec".into()))?;
+            Box::new(RetractableMinMax::new(*is_max, data_type.clone(), codec))
+        }
+    })
 }
 
 struct Group {
@@ -112,20 +138,7 @@ impl HashAggregate {
     ) -> Result<Self, DataflowError> {
         let calls = calls
             .into_iter()
-            .map(|call| {
-                let state_codec = RowCodec::new(&call.state_types)?;
-                let value_codec = match &call.factory {
-                    AccumulatorFactory::MinMax { data_type, .. } => {
-                        Some(Arc::new(RowCodec::new(std::slice::from_ref(data_type))?))
-                    }
-                    AccumulatorFactory::DataFusion(_) => None,
-                };
-                Ok(PreparedCall {
-                    call,
-                    state_codec,
-                    value_codec,
-                })
-            })
+            .map(PreparedCall::new)
             .collect::<Result<Vec<_>, DataflowError>>()?;
         let mut agg = HashAggregate {
             group_codec: RowCodec::new(&group_types)?,
@@ -225,7 +238,7 @@ impl HashAggregate {
                 .collect::<Result<Vec<_>, _>>()?;
             let arrays = arrays
                 .into_iter()
-                .zip(&call.call.state_types)
+                .zip(&call.state_types)
                 .map(|(a, t)| if a.data_type() == t { Ok(a) } else { compute::cast(&a, t) })
                 .collect::<Result<Vec<_>, _>>()?;
             let rows = call.state_codec.encode(&arrays)?;
@@ -455,5 +468,152 @@ impl Operator for HashAggregate {
         let data = batch_with_columns(&self.schema, columns)?;
         out.push(StreamChunk::new(data, ops.into()));
         Ok(())
+    }
+}
+
+impl HashAggregate {
+    /// Drop every clean group from memory; they reload from the state table
+    /// on their next change. (The hot-key cache of a later version evicts
+    /// this way under memory pressure.)
+    pub fn evict_clean_groups(&mut self) {
+        for slot in 0..self.groups.len() {
+            let clean = matches!(&self.groups[slot], Some(g) if !g.dirty);
+            if clean {
+                if let Some(g) = self.groups[slot].take() {
+                    self.index.remove(&g.key);
+                    self.free_slots.push(slot as u32);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use weir_common::arrow::array::{Int64Array, RecordBatch};
+    use weir_common::arrow::datatypes::{Field, Schema};
+    use weir_common::datafusion::functions_aggregate::{count::count_udaf, sum::sum_udaf};
+    use weir_common::datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use weir_common::datafusion::physical_expr::expressions::Column;
+    use weir_state::{MemoryStateStore, StateStoreRef};
+
+    fn input_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    fn aggregate(store: &StateStoreRef) -> HashAggregate {
+        let schema = input_schema();
+        let v: Arc<dyn PhysicalExpr> = Arc::new(Column::new("v", 1));
+        let sum = AggregateExprBuilder::new(sum_udaf(), vec![Arc::clone(&v)])
+            .schema(Arc::clone(&schema))
+            .alias("sum")
+            .build()
+            .unwrap();
+        let count = AggregateExprBuilder::new(count_udaf(), vec![v])
+            .schema(Arc::clone(&schema))
+            .alias("count")
+            .build()
+            .unwrap();
+        let calls = [sum, count]
+            .into_iter()
+            .map(|agg| AggregateCall {
+                args: agg.expressions(),
+                display: agg.name().to_string(),
+                factory: AccumulatorFactory::DataFusion(Arc::new(agg)),
+                filter: None,
+            })
+            .chain(std::iter::once(AggregateCall {
+                factory: AccumulatorFactory::MinMax { is_max: true, data_type: DataType::Int64 },
+                args: vec![Arc::new(Column::new("v", 1))],
+                filter: None,
+                display: "max(v)".into(),
+            }))
+            .collect();
+        let out = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("sum", DataType::Int64, true),
+            Field::new("count", DataType::Int64, true),
+            Field::new("max", DataType::Int64, true),
+        ]));
+        HashAggregate::new(
+            vec![Arc::new(Column::new("k", 0))],
+            vec![DataType::Int64],
+            calls,
+            out,
+            StateTable::new(Arc::clone(store), 9),
+        )
+        .unwrap()
+    }
+
+    fn chunk(rows: &[(i64, Option<i64>, Op)]) -> StreamChunk {
+        let k = Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());
+        let v = Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>());
+        let ops: Vec<i8> = rows.iter().map(|r| r.2.code()).collect();
+        let data = RecordBatch::try_new(input_schema(), vec![Arc::new(k), Arc::new(v)]).unwrap();
+        StreamChunk::new(data, ops.into())
+    }
+
+    /// Apply emitted changes to a model of the view: row text → count.
+    fn apply(view: &mut BTreeMap<String, i64>, out: &[StreamChunk]) {
+        for c in out {
+            for i in 0..c.len() {
+                let row: Vec<String> = c
+                    .data
+                    .columns()
+                    .iter()
+                    .map(|col| ScalarValue::try_from_array(col, i).unwrap().to_string())
+                    .collect();
+                let e = view.entry(row.join(",")).or_insert(0);
+                *e += c.op(i).weight();
+                if *e == 0 {
+                    view.remove(&row.join(","));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn retractions_and_reload_from_state() {
+        let store: StateStoreRef = Arc::new(MemoryStateStore::new());
+        let mut agg = aggregate(&store);
+        let mut view = BTreeMap::new();
+        let mut out = Vec::new();
+        agg.process(
+            chunk(&[(1, Some(10), Op::Insert), (1, Some(5), Op::Insert), (2, None, Op::Insert)]),
+            &mut out,
+        )
+        .unwrap();
+        agg.on_barrier(Barrier { epoch: 1 }, &mut out).unwrap();
+        apply(&mut view, &out);
+        out.clear();
+        assert_eq!(
+            view.keys().cloned().collect::<Vec<_>>(),
+            vec!["1,15,2,10".to_string(), "2,NULL,0,NULL".to_string()]
+        );
+        // Everything reloads from the state table from here on.
+        agg.evict_clean_groups();
+        agg.process(
+            chunk(&[(1, Some(10), Op::Delete), (2, None, Op::Delete), (3, Some(7), Op::Insert)]),
+            &mut out,
+        )
+        .unwrap();
+        agg.on_barrier(Barrier { epoch: 2 }, &mut out).unwrap();
+        apply(&mut view, &out);
+        assert_eq!(
+            view.keys().cloned().collect::<Vec<_>>(),
+            vec!["1,5,1,5".to_string(), "3,7,1,7".to_string()]
+        );
+        // A fresh operator over the same state continues where it left off.
+        let mut again = aggregate(&store);
+        out.clear();
+        again.process(chunk(&[(1, Some(5), Op::Delete)]), &mut out).unwrap();
+        again.on_barrier(Barrier { epoch: 3 }, &mut out).unwrap();
+        apply(&mut view, &out);
+        assert_eq!(view.keys().cloned().collect::<Vec<_>>(), vec!["3,7,1,7".to_string()]);
     }
 }

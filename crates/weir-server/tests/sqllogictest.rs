@@ -19,6 +19,8 @@
 //!   specific to Weir are marked `onlyif weir`. Each file runs in a fresh
 //!   database created through the given connection, e.g.
 //!   `WEIR_SLT_POSTGRES="host=127.0.0.1 port=5499 user=postgres"`.
+//!   Adding `WEIR_SLT_OVERRIDE=1 WEIR_SLT_MODE=simple` rewrites the files'
+//!   expected results with Postgres' output (review the diff!).
 //!
 //! Conventions of the .slt files: NULL prints as `NULL`, the empty string as
 //! `(empty)`, booleans as `t`/`f`; errors display as `<SQLSTATE>: <message>`,
@@ -657,6 +659,30 @@ async fn run_file_on_postgres(admin: &str, path: &Path, mode: Mode, index: usize
         return vec![format!("cannot create database {db}: {}", SqlError::from(e))];
     }
     let config = format!("{admin} dbname={db} options='-c TimeZone=UTC -c IntervalStyle=postgres -c DateStyle=ISO'");
+    if std::env::var_os("WEIR_SLT_OVERRIDE").is_some() {
+        // Rewrite the file's expected results with what Postgres returns.
+        let engine = Engine::Postgres;
+        let mut runner = Runner::new(move || {
+            let config = config.clone();
+            async move { Conn::connect(&config, mode, engine).await }
+        });
+        runner.add_label(engine.name());
+        runner.add_label(mode.name());
+        let result = runner
+            .update_test_file(
+                path,
+                " ",
+                sqllogictest::default_validator,
+                sqllogictest::default_normalizer,
+                sqllogictest::default_column_validator,
+            )
+            .await;
+        runner.shutdown_async().await;
+        return match result {
+            Ok(()) => vec![],
+            Err(e) => vec![format!("cannot update: {e}")],
+        };
+    }
     run_file(path, config, mode, Engine::Postgres).await
 }
 

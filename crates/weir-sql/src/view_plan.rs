@@ -307,7 +307,6 @@ fn aggregate_spec(a: &Aggregate) -> Result<OperatorSpec, SqlError> {
                 },
                 args,
                 filter: lowered.filter,
-                state_types: vec![DataType::Binary],
                 display,
             }
         } else {
@@ -319,16 +318,10 @@ fn aggregate_spec(a: &Aggregate) -> Result<OperatorSpec, SqlError> {
                     if agg.is_distinct() { " (DISTINCT)" } else { "" }
                 )));
             }
-            let state_types = agg
-                .state_fields()?
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect();
             AggregateCall {
                 factory: AccumulatorFactory::DataFusion(Arc::clone(&agg)),
                 args,
                 filter: lowered.filter,
-                state_types,
                 display,
             }
         };
