@@ -123,7 +123,16 @@ pub struct HashAggregate {
     free_slots: Vec<u32>,
     dirty: Vec<u32>,
     state: StateTable,
+    /// Input not yet folded into the accumulators (see [`MINI_BATCH_ROWS`]).
+    buffered: Vec<StreamChunk>,
+    buffered_rows: usize,
 }
+
+/// Input rows gathered before they are folded into the accumulators. With
+/// many groups a single chunk touches each group about once; gathering
+/// several chunks lets each accumulator call cover several rows. Output only
+/// happens at barriers, so this delays nothing.
+pub const MINI_BATCH_ROWS: usize = 64 * 1024;
 
 impl HashAggregate {
     /// A GROUP BY `group_exprs` computing `calls`, emitting `schema` (group
@@ -150,6 +159,8 @@ impl HashAggregate {
             free_slots: Vec::new(),
             dirty: Vec::new(),
             state,
+            buffered: Vec::new(),
+            buffered_rows: 0,
         };
         if agg.is_global() {
             // The one row of a global aggregate exists before any input.
@@ -345,6 +356,37 @@ impl Operator for HashAggregate {
         if chunk.is_empty() {
             return Ok(());
         }
+        self.buffered_rows += chunk.len();
+        self.buffered.push(chunk);
+        if self.buffered_rows >= MINI_BATCH_ROWS {
+            self.fold_buffered()?;
+        }
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, _barrier: Barrier, out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+        self.fold_buffered()?;
+        self.emit_dirty(out)
+    }
+}
+
+impl HashAggregate {
+    fn fold_buffered(&mut self) -> Result<(), DataflowError> {
+        let chunks = std::mem::take(&mut self.buffered);
+        self.buffered_rows = 0;
+        match chunks.len() {
+            0 => Ok(()),
+            1 => chunks.into_iter().try_for_each(|c| self.fold(c)),
+            _ => {
+                let schema = chunks[0].schema();
+                let all = StreamChunk::concat(&schema, &chunks)?;
+                self.fold(all)
+            }
+        }
+    }
+
+    /// Fold input changes into the groups' accumulators.
+    fn fold(&mut self, chunk: StreamChunk) -> Result<(), DataflowError> {
         let n = chunk.len();
         let slots = self.group_slots(&chunk)?;
         let (perm, ranges) = bucket_rows(&slots, &chunk);
@@ -393,7 +435,8 @@ impl Operator for HashAggregate {
         Ok(())
     }
 
-    fn on_barrier(&mut self, _barrier: Barrier, out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+    /// Emit one net change per touched group and persist their state.
+    fn emit_dirty(&mut self, out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
         let dirty = std::mem::take(&mut self.dirty);
         if dirty.is_empty() {
             return Ok(());
