@@ -128,6 +128,13 @@ impl From<DataFusionError> for Error {
                 };
                 Error::new(code, message)
             }
+            DataFusionError::Execution(m) if m.contains("non-nullable but contains null") => {
+                let column = m.split('\'').nth(1).unwrap_or("?");
+                Error::new(
+                    SqlState::NOT_NULL_VIOLATION,
+                    format!("null value in column \"{column}\" violates not-null constraint"),
+                )
+            }
             DataFusionError::Execution(m) => {
                 let code = if m.contains("Divide by zero") || m.contains("division by zero") {
                     SqlState::DIVISION_BY_ZERO
@@ -175,6 +182,8 @@ fn classify_plan_message(m: &str) -> SqlState {
         SqlState::UNDEFINED_COLUMN
     } else if lower.contains("invalid function") || lower.contains("no function matches") {
         SqlState::UNDEFINED_FUNCTION
+    } else if lower.contains("non-boolean") {
+        SqlState::DATATYPE_MISMATCH
     } else if lower.contains("coerc")
         || lower.contains("cannot cast")
         || lower.contains("type")

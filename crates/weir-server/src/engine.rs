@@ -592,8 +592,18 @@ impl Engine {
 }
 
 /// Cast the columns `offset..offset + schema.len()` of `batches` to `schema`.
+/// The result's columns are all nullable: NOT NULL is checked by the table
+/// store, which reports it as Postgres does.
 fn conform(schema: &SchemaRef, batches: &[RecordBatch], offset: usize) -> Result<RecordBatch> {
     let width = schema.fields().len();
+    let schema: SchemaRef = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let schema = &schema;
     let mut out = Vec::with_capacity(batches.len());
     for b in batches {
         if b.num_columns() < offset + width {

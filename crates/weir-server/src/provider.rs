@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
-use weir_common::arrow::datatypes::SchemaRef;
+use weir_common::arrow::datatypes::{Field, Schema, SchemaRef};
 use weir_common::datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use weir_common::datafusion::common::{Constraint, Constraints};
 use weir_common::datafusion::datasource::memory::MemorySourceConfig;
@@ -62,6 +62,10 @@ pub struct RelationTable {
     relation: Arc<Relation>,
     store: StateStoreRef,
     constraints: Option<Constraints>,
+    /// The relation's columns, all nullable: NOT NULL is enforced by the
+    /// table store, with Postgres' error and the real column name, rather
+    /// than by DataFusion's insert planning.
+    schema: SchemaRef,
 }
 
 impl std::fmt::Debug for RelationTable {
@@ -78,7 +82,14 @@ impl RelationTable {
             }
             _ => None,
         };
+        let fields: Vec<Field> = relation
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
         RelationTable {
+            schema: Arc::new(Schema::new(fields)),
             relation,
             store,
             constraints,
@@ -89,7 +100,7 @@ impl RelationTable {
 #[async_trait]
 impl TableProvider for RelationTable {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.relation.schema)
+        Arc::clone(&self.schema)
     }
 
     fn constraints(&self) -> Option<&Constraints> {
@@ -109,13 +120,13 @@ impl TableProvider for RelationTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let r = &self.relation;
         let batch = match &r.kind {
-            RelationKind::Table { pk, .. } => read_table(&self.store, r.state_id, &r.schema, !pk.is_empty()),
+            RelationKind::Table { pk, .. } => read_table(&self.store, r.state_id, &self.schema, !pk.is_empty()),
             RelationKind::View { dataflow, .. } => {
                 if let DataflowStatus::Failed(e) = dataflow.status() {
                     let e = e.context(format!("materialized view \"{}\" has failed", r.name));
                     return Err(DataFusionError::External(Box::new(e)));
                 }
-                read_view(&self.store, r.state_id, &r.schema)
+                read_view(&self.store, r.state_id, &self.schema)
             }
         }
         .map_err(|e| DataFusionError::External(Box::new(weir_common::Error::from(e))))?;

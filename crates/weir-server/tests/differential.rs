@@ -20,6 +20,7 @@
 //!   `7,` runs seed 7 alone). Default: 0..16.
 //! - `WEIR_DIFF_STEPS`: random statements per seed. Default: 200.
 //! - `WEIR_DIFF_SHRINK_SECS`: time budget for shrinking a failure (0: off).
+//! - `WEIR_DIFF_PARALLEL`: seeds run at once, each on its own server (2).
 //! - `WEIR_DIFF_VERBOSE=1`: print every statement.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -38,7 +40,9 @@ use weir_server::{RunningServer, ServerConfig};
 
 const DEFAULT_SEEDS: u64 = 16;
 const DEFAULT_STEPS: usize = 200;
-const DEFAULT_SHRINK_SECS: u64 = 120;
+const DEFAULT_SHRINK_SECS: u64 = 60;
+/// Seeds run at the same time (each on its own server).
+const DEFAULT_PARALLEL: usize = 2;
 /// A statement taking longer than this counts as a hang.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -200,10 +204,18 @@ fn all_views() -> Vec<ViewDef> {
 
 static SERVER_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Connections used to read, beside the one that writes. Reads of a step
+/// run concurrently over them (and they check read-your-writes across
+/// sessions).
+const READERS: usize = 4;
+
 struct Harness {
     server: Option<RunningServer>,
+    /// The session that writes.
     client: Client,
-    conn_task: JoinHandle<()>,
+    /// Sessions that read.
+    readers: Vec<Client>,
+    conn_tasks: Vec<JoinHandle<()>>,
     dir: PathBuf,
 }
 
@@ -219,26 +231,46 @@ impl Harness {
         .map_err(|e| format!("server did not start: {e}"))?;
         let addr = server.local_addr();
         let conn_str = format!("host={} port={} user=weir dbname=weir", addr.ip(), addr.port());
-        let (client, connection) = tokio::time::timeout(STATEMENT_TIMEOUT, tokio_postgres::connect(&conn_str, NoTls))
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| format!("connect failed: {e}"))?;
-        let conn_task = tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let mut clients = Vec::new();
+        let mut conn_tasks = Vec::new();
+        for _ in 0..=READERS {
+            let (client, connection) =
+                tokio::time::timeout(STATEMENT_TIMEOUT, tokio_postgres::connect(&conn_str, NoTls))
+                    .await
+                    .map_err(|_| "connect timed out".to_string())?
+                    .map_err(|e| format!("connect failed: {e}"))?;
+            conn_tasks.push(tokio::spawn(async move {
+                let _ = connection.await;
+            }));
+            clients.push(client);
+        }
+        let client = clients.remove(0);
         Ok(Harness {
             server: Some(server),
             client,
-            conn_task,
+            readers: clients,
+            conn_tasks,
             dir,
         })
+    }
+
+    /// Check every view in `views`, concurrently over the reading sessions.
+    async fn check_views(&self, views: &[ViewDef]) -> Vec<Result<(), String>> {
+        let n = self.readers.len();
+        let checks = views
+            .iter()
+            .enumerate()
+            .map(|(i, v)| check_view(&self.readers[(2 * i) % n], &self.readers[(2 * i + 1) % n], v));
+        futures::future::join_all(checks).await
     }
 
     async fn stop(mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
         }
-        self.conn_task.abort();
+        for t in &self.conn_tasks {
+            t.abort();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -309,13 +341,12 @@ async fn run(client: &Client, sql: &str) -> Result<Rows, QueryError> {
 // ---------------------------------------------------------------------------
 
 /// Why a view does not match: a human-readable account.
-async fn check_view(client: &Client, v: &ViewDef) -> Result<(), String> {
-    let actual = run(client, &format!("SELECT * FROM {}", v.name))
-        .await
-        .map_err(|e| format!("SELECT * FROM {} failed: {e}", v.name))?;
-    let expected = run(client, &v.oracle)
-        .await
-        .map_err(|e| format!("oracle query for {} failed: {e}\n  oracle: {}", v.name, v.oracle))?;
+async fn check_view(a: &Client, b: &Client, v: &ViewDef) -> Result<(), String> {
+    let select = format!("SELECT * FROM {}", v.name);
+    let (actual, expected) = tokio::join!(run(a, &select), run(b, &v.oracle));
+    let actual = actual.map_err(|e| format!("SELECT * FROM {} failed: {e}", v.name))?;
+    let expected =
+        expected.map_err(|e| format!("oracle query for {} failed: {e}\n  oracle: {}", v.name, v.oracle))?;
     if actual.columns != expected.columns {
         return Err(format!(
             "view {} has columns {:?}, its query as a batch has {:?}",
@@ -702,14 +733,23 @@ struct LogEntry {
     kind: LogKind,
 }
 
+/// A seed's failure. With `view` set, that view was wrong (or broken) and
+/// the seed went on without it; otherwise the seed stopped.
 struct Failure {
     seed: u64,
     step: Option<usize>,
     last_statement: String,
-    /// The view found wrong, when the failure is a mismatch.
     view: Option<ViewDef>,
     detail: String,
+    /// Every statement executed, up to and including the last one.
     log: Vec<LogEntry>,
+}
+
+impl Failure {
+    /// What a replay must reproduce: the first line of the account.
+    fn signature(&self) -> &str {
+        self.detail.lines().next().unwrap_or("")
+    }
 }
 
 #[derive(Default)]
@@ -729,6 +769,9 @@ struct SeedRun {
     h: Harness,
     log: Vec<LogEntry>,
     active: Vec<ViewDef>,
+    /// Views that failed (and views on them): no longer checked or created.
+    broken: BTreeSet<&'static str>,
+    failures: Vec<Failure>,
     stats: SeedStats,
 }
 
@@ -744,18 +787,51 @@ impl SeedRun {
         }
     }
 
-    async fn check_all(&mut self, step: Option<usize>) -> Result<(), Failure> {
-        for v in &self.active {
-            self.stats.checks += 1;
-            if let Err(detail) = check_view(&self.h.client, v).await {
-                let is_mismatch = detail.contains("differs from its query");
-                return Err(self.fail(step, if is_mismatch { Some(v) } else { None }, detail));
+    /// Record that `v` failed; stop checking it and the views reading it.
+    fn view_failed(&mut self, step: Option<usize>, v: &ViewDef, detail: String) {
+        let f = self.fail(step, Some(v), detail);
+        self.failures.push(f);
+        self.broken.insert(v.name);
+        loop {
+            let before = self.broken.len();
+            for w in all_views() {
+                if w.upstream.is_some_and(|u| self.broken.contains(u)) {
+                    self.broken.insert(w.name);
+                }
+            }
+            if self.broken.len() == before {
+                break;
             }
         }
-        Ok(())
+        let broken = self.broken.clone();
+        self.active.retain(|w| !broken.contains(w.name));
     }
 
-    async fn create_view(&mut self, v: &ViewDef, step: Option<usize>) -> Result<(), Failure> {
+    async fn check_all(&mut self, step: Option<usize>) {
+        let views = self.active.clone();
+        self.stats.checks += views.len();
+        let results = self.h.check_views(&views).await;
+        for (v, result) in views.iter().zip(results) {
+            if let Err(detail) = result {
+                if !self.broken.contains(v.name) {
+                    self.view_failed(step, v, detail);
+                }
+            }
+        }
+    }
+
+    /// Record a failure of a statement (once per kind in a seed).
+    fn statement_failed(&mut self, step: usize, detail: String) {
+        let f = self.fail(Some(step), None, detail);
+        if !self.failures.iter().any(|g| g.view.is_none() && g.signature() == f.signature()) {
+            self.failures.push(f);
+        }
+    }
+
+    async fn create_view(&mut self, v: &ViewDef, step: Option<usize>) {
+        if self.broken.contains(v.name) {
+            return;
+        }
         let sql = format!("CREATE MATERIALIZED VIEW {} AS {}", v.name, v.def);
         if verbose() {
             eprintln!("[seed {}] {sql}", self.seed);
@@ -767,18 +843,17 @@ impl SeedRun {
                     kind: LogKind::CreateView(v.name),
                 });
                 self.active.push(v.clone());
-                Ok(())
             }
             Err(e) if v.may_be_unsupported && e.code() == Some("0A000") => {
                 self.stats.unsupported.push(format!("{}: {e}", v.name));
-                Ok(())
+                self.broken.insert(v.name);
             }
             Err(e) => {
                 self.log.push(LogEntry {
-                    sql: sql.clone(),
+                    sql,
                     kind: LogKind::CreateView(v.name),
                 });
-                Err(self.fail(step, None, format!("CREATE MATERIALIZED VIEW {} failed: {e}", v.name)))
+                self.view_failed(step, v, create_failed(v, &e));
             }
         }
     }
@@ -791,28 +866,45 @@ impl SeedRun {
     }
 }
 
-async fn run_seed(seed: u64, steps: usize) -> Result<SeedStats, Failure> {
-    let h = Harness::start().await.map_err(|detail| Failure {
-        seed,
-        step: None,
-        last_statement: String::new(),
-        view: None,
-        detail,
-        log: Vec::new(),
-    })?;
-    let mut run_ = SeedRun {
+fn create_failed(v: &ViewDef, e: &QueryError) -> String {
+    format!("CREATE MATERIALIZED VIEW {} failed: {e}", v.name)
+}
+
+async fn run_seed(seed: u64, steps: usize) -> (SeedStats, Vec<Failure>) {
+    let h = match Harness::start().await {
+        Ok(h) => h,
+        Err(detail) => {
+            let f = Failure {
+                seed,
+                step: None,
+                last_statement: String::new(),
+                view: None,
+                detail,
+                log: Vec::new(),
+            };
+            return (SeedStats::default(), vec![f]);
+        }
+    };
+    let mut r = SeedRun {
         seed,
         h,
         log: Vec::new(),
         active: Vec::new(),
+        broken: BTreeSet::new(),
+        failures: Vec::new(),
         stats: SeedStats::default(),
     };
-    let result = drive(&mut run_, steps).await;
-    let SeedRun { h, stats, .. } = run_;
+    if let Err(f) = drive(&mut r, steps).await {
+        r.failures.push(f);
+    }
+    let SeedRun { h, stats, failures, .. } = r;
     h.stop().await;
-    result.map(|()| stats)
+    (stats, failures)
 }
 
+/// Run one seed. Wrong views are recorded and dropped as they are found; an
+/// `Err` is a failure that stops the seed (a statement failed unexpectedly,
+/// a hang, ...).
 async fn drive(r: &mut SeedRun, steps: usize) -> Result<(), Failure> {
     let mut rng = StdRng::seed_from_u64(seed_mix(r.seed));
     for sql in SETUP {
@@ -837,17 +929,18 @@ async fn drive(r: &mut SeedRun, steps: usize) -> Result<(), Failure> {
             let at = rng.random_range(lo..hi).max(upstream_at.unwrap_or(0));
             later.push((at, v));
         } else {
-            r.create_view(&v, None).await?;
+            r.create_view(&v, None).await;
         }
     }
-    r.check_all(None).await?;
+    r.check_all(None).await;
     let mut g = Gen::new();
     for step in 0..steps {
-        for (_, v) in later.iter().filter(|(at, _)| *at == step) {
-            r.create_view(v, Some(step)).await?;
+        let due: Vec<ViewDef> = later.iter().filter(|(at, _)| *at == step).map(|(_, v)| v.clone()).collect();
+        for v in &due {
+            r.create_view(v, Some(step)).await;
         }
-        if later.iter().any(|(at, _)| *at == step) {
-            r.check_all(Some(step)).await?;
+        if !due.is_empty() {
+            r.check_all(Some(step)).await;
         }
         let stmt = g.next(&mut rng);
         if verbose() {
@@ -867,17 +960,20 @@ async fn drive(r: &mut SeedRun, steps: usize) -> Result<(), Failure> {
         });
         r.stats.steps += 1;
         let outcome = run(&r.h.client, &stmt.sql).await;
+        // A wrong outcome is recorded and the seed goes on (the tables are
+        // read back, so the generator stays in sync), except for a hang.
         match (&outcome, stmt.expect) {
+            (Err(QueryError::Timeout), _) => {
+                return Err(r.fail(Some(step), None, format!("statement hung: {}", QueryError::Timeout)));
+            }
             (Ok(_), Expect::Ok) => {}
             (Err(e), Expect::Err(code)) if e.code() == Some(code) => r.stats.statement_errors += 1,
-            (Err(e), Expect::Ok) => {
-                return Err(r.fail(Some(step), None, format!("statement failed unexpectedly: {e}")));
-            }
+            (Err(e), Expect::Ok) => r.statement_failed(step, format!("statement failed unexpectedly: {e}")),
             (Err(e), Expect::Err(code)) => {
-                return Err(r.fail(Some(step), None, format!("statement should fail with {code}, got: {e}")));
+                r.statement_failed(step, format!("statement should fail with {code}, got: {e}"))
             }
             (Ok(_), Expect::Err(code)) => {
-                return Err(r.fail(Some(step), None, format!("statement should fail with {code}, but succeeded")));
+                r.statement_failed(step, format!("statement should fail with {code}, but succeeded"))
             }
         }
         if let Some(before) = before {
@@ -885,19 +981,20 @@ async fn drive(r: &mut SeedRun, steps: usize) -> Result<(), Failure> {
                 .snapshot()
                 .await
                 .map_err(|e| r.fail(Some(step), None, format!("reading the tables failed: {e}")))?;
-            if before != after {
-                return Err(r.fail(
-                    Some(step),
-                    None,
+            if outcome.is_err() && before != after {
+                r.statement_failed(
+                    step,
                     format!(
-                        "a failed statement changed the tables\n  t before:\n{}  t after:\n{}",
+                        "a failed statement changed the tables\n  t before:\n{}  t after:\n{}  m before:\n{}  m after:\n{}",
                         fmt_rows(&before.0),
-                        fmt_rows(&after.0)
+                        fmt_rows(&after.0),
+                        fmt_rows(&before.1),
+                        fmt_rows(&after.1)
                     ),
-                ));
+                );
             }
         }
-        if stmt.refresh_ids {
+        if stmt.refresh_ids || outcome.is_err() != matches!(stmt.expect, Expect::Err(_)) {
             let ids = run(&r.h.client, "SELECT id FROM t")
                 .await
                 .map_err(|e| r.fail(Some(step), None, format!("SELECT id FROM t failed: {e}")))?;
@@ -907,7 +1004,7 @@ async fn drive(r: &mut SeedRun, steps: usize) -> Result<(), Failure> {
                 .filter_map(|row| row[0].as_deref().and_then(|s| s.parse().ok()))
                 .collect();
         }
-        r.check_all(Some(step)).await?;
+        r.check_all(Some(step)).await;
     }
     Ok(())
 }
@@ -922,23 +1019,26 @@ fn seed_mix(seed: u64) -> u64 {
 // ---------------------------------------------------------------------------
 
 /// Replay `entries` on a fresh server (statement errors ignored) and check
-/// `v` at the end. `Some(detail)` if it still mismatches.
+/// `v` at the end: the account of what is wrong with it, if anything.
 async fn replay(entries: &[&LogEntry], v: &ViewDef) -> Option<String> {
     let h = Harness::start().await.ok()?;
     let mut result = None;
-    let mut ok = true;
+    let mut hung = false;
     for e in entries {
-        if let Err(QueryError::Timeout) = run(&h.client, &e.sql).await {
-            ok = false;
-            break;
+        match run(&h.client, &e.sql).await {
+            Err(QueryError::Timeout) => {
+                hung = true;
+                break;
+            }
+            Err(err) if e.kind == LogKind::CreateView(v.name) => {
+                result = Some(create_failed(v, &err));
+                break;
+            }
+            _ => {}
         }
     }
-    if ok {
-        if let Err(detail) = check_view(&h.client, v).await {
-            if detail.contains("differs from its query") {
-                result = Some(detail);
-            }
-        }
+    if !hung && result.is_none() {
+        result = check_view(&h.readers[0], &h.readers[1], v).await.err();
     }
     h.stop().await;
     result
@@ -982,15 +1082,17 @@ async fn shrink(f: &Failure, budget: Duration) -> Option<Shrunk> {
         .copied()
         .filter(|i| !matches!(f.log[*i].kind, LogKind::CreateView(_)) || needed(&f.log[*i]))
         .collect();
+    let sig = f.signature().to_string();
+    let same = |d: Option<String>| d.filter(|d| d.lines().next() == Some(sig.as_str()));
     replays += 1;
-    let mut detail = match replay(&build(&without_views), v).await {
+    let mut detail = match same(replay(&build(&without_views), v).await) {
         Some(d) => {
             keep = without_views;
             d
         }
         None => {
             replays += 1;
-            replay(&build(&keep), v).await?
+            same(replay(&build(&keep), v).await)?
         }
     };
     // ddmin over the removable entries (complements only).
@@ -1014,7 +1116,7 @@ async fn shrink(f: &Failure, budget: Duration) -> Option<Shrunk> {
             }
             let candidate: Vec<usize> = keep.iter().copied().filter(|i| !c.contains(i)).collect();
             replays += 1;
-            if let Some(d) = replay(&build(&candidate), v).await {
+            if let Some(d) = same(replay(&build(&candidate), v).await) {
                 keep = candidate;
                 detail = d;
                 n = (n_chunks - 1).max(2);
@@ -1112,28 +1214,30 @@ async fn views_equal_their_queries_run_as_batches() {
     let mut expected_errors = 0;
     let mut unsupported = BTreeSet::new();
     let mut failures: Vec<Failure> = Vec::new();
-    for &seed in &seeds {
-        let t0 = Instant::now();
-        match run_seed(seed, steps).await {
-            Ok(stats) => {
-                total_steps += stats.steps;
-                total_checks += stats.checks;
-                expected_errors += stats.statement_errors;
-                unsupported.extend(stats.unsupported);
-                if verbose() {
-                    eprintln!("seed {seed}: {} steps in {:.1?}", stats.steps, t0.elapsed());
-                }
-            }
-            Err(f) => {
-                eprintln!(
-                    "seed {seed}: FAILED at step {:?} after {:.1?}: {}",
-                    f.step,
-                    t0.elapsed(),
-                    f.detail.lines().next().unwrap_or("")
-                );
-                failures.push(f);
-            }
+    let parallel: usize = env_num("WEIR_DIFF_PARALLEL", DEFAULT_PARALLEL);
+    let mut results = futures::stream::iter(seeds.clone())
+        .map(|seed| async move {
+            let t0 = Instant::now();
+            let (stats, failures) = run_seed(seed, steps).await;
+            (seed, t0.elapsed(), stats, failures)
+        })
+        .buffered(parallel.max(1));
+    while let Some((seed, took, stats, seed_failures)) = results.next().await {
+        total_steps += stats.steps;
+        total_checks += stats.checks;
+        expected_errors += stats.statement_errors;
+        unsupported.extend(stats.unsupported);
+        if verbose() || !seed_failures.is_empty() {
+            eprintln!("seed {seed}: {} steps in {took:.1?}", stats.steps);
         }
+        for f in &seed_failures {
+            eprintln!(
+                "seed {seed}: FAILED at step {:?}: {}",
+                f.step,
+                f.signature()
+            );
+        }
+        failures.extend(seed_failures);
     }
     let elapsed = started.elapsed();
     eprintln!(
@@ -1151,14 +1255,28 @@ async fn views_equal_their_queries_run_as_batches() {
     if failures.is_empty() {
         return;
     }
-    // Shrink the first failure of each distinct view (at most three).
+    // Report the first failure of each kind (view or statement failure),
+    // shrunk to a minimal statement sequence when it is about a view.
+    let mut by_kind: BTreeMap<String, (usize, Vec<&Failure>)> = BTreeMap::new();
+    for (i, f) in failures.iter().enumerate() {
+        let kind = match &f.view {
+            Some(v) => format!("view {}", v.name),
+            None => format!("statement: {}", f.signature()),
+        };
+        by_kind.entry(kind).or_insert((i, Vec::new())).1.push(f);
+    }
+    let mut kinds: Vec<(String, (usize, Vec<&Failure>))> = by_kind.into_iter().collect();
+    kinds.sort_by_key(|(_, (first, _))| *first);
     let mut out = String::new();
-    let mut shrunk_views = BTreeSet::new();
-    for f in &failures {
-        let key = f.view.as_ref().map(|v| v.name);
-        let sh = if !shrink_budget.is_zero() && key.is_some() && shrunk_views.len() < 3 && shrunk_views.insert(key)
-        {
-            shrink(f, shrink_budget).await
+    for (n, (kind, (_, fs))) in kinds.iter().enumerate() {
+        let f = fs[0];
+        let seeds: BTreeSet<u64> = fs.iter().map(|f| f.seed).collect();
+        let _ = writeln!(out, "=== {kind}: failed in {} seed(s) {:?}", seeds.len(), seeds);
+        let sh = if !shrink_budget.is_zero() && f.view.is_some() && n < 6 {
+            let t0 = Instant::now();
+            let sh = shrink(f, shrink_budget).await;
+            eprintln!("shrinking the failure of {kind} took {:.1?}", t0.elapsed());
+            sh
         } else {
             None
         };
@@ -1166,8 +1284,9 @@ async fn views_equal_their_queries_run_as_batches() {
         out.push('\n');
     }
     panic!(
-        "{} of {} seeds found a view that differs from its query run as a batch (or another failure):\n\n{out}",
+        "{} failure(s) in {} of {} seeds: a view differs from its query run as a batch, or another failure\n\n{out}",
         failures.len(),
+        failures.iter().map(|f| f.seed).collect::<BTreeSet<_>>().len(),
         seeds.len()
     );
 }

@@ -140,14 +140,14 @@ fn check_supported(plan: &LogicalPlan) -> Result<(), SqlError> {
     let mut problem: Option<String> = None;
     plan.apply(|node| {
         let unsupported = match node {
-            LogicalPlan::Limit(_) => Some("LIMIT (and ORDER BY ... LIMIT) in a materialized view"),
-            LogicalPlan::Window(_) => Some("window functions in a materialized view"),
-            LogicalPlan::Join(_) => Some("joins in a materialized view"),
-            LogicalPlan::Union(_) => Some("UNION in a materialized view"),
-            LogicalPlan::RecursiveQuery(_) => Some("recursive queries in a materialized view"),
-            LogicalPlan::Unnest(_) => Some("UNNEST in a materialized view"),
+            LogicalPlan::Limit(_) => Some("LIMIT (and ORDER BY ... LIMIT)"),
+            LogicalPlan::Window(_) => Some("window functions"),
+            LogicalPlan::Join(_) => Some("joins"),
+            LogicalPlan::Union(_) => Some("UNION"),
+            LogicalPlan::RecursiveQuery(_) => Some("recursive queries"),
+            LogicalPlan::Unnest(_) => Some("UNNEST"),
             LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
-                Some("a materialized view without a FROM table")
+                Some("queries without a FROM table")
             }
             _ => None,
         };
@@ -162,17 +162,17 @@ fn check_supported(plan: &LogicalPlan) -> Result<(), SqlError> {
                         if f.func.signature().volatility != Volatility::Immutable =>
                     {
                         problem = Some(format!(
-                            "non-deterministic function {}() in a materialized view",
+                            "non-deterministic functions such as {}()",
                             f.func.name()
                         ));
                         return Ok(TreeNodeRecursion::Stop);
                     }
                     Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::SetComparison(_) => {
-                        problem = Some("subqueries in a materialized view".into());
+                        problem = Some("subqueries".into());
                         return Ok(TreeNodeRecursion::Stop);
                     }
                     Expr::AggregateFunction(a) if !a.params.order_by.is_empty() => {
-                        problem = Some("ORDER BY inside an aggregate in a materialized view".into());
+                        problem = Some("ORDER BY inside an aggregate".into());
                         return Ok(TreeNodeRecursion::Stop);
                     }
                     _ => {}
@@ -187,7 +187,7 @@ fn check_supported(plan: &LogicalPlan) -> Result<(), SqlError> {
         }
     })?;
     match problem {
-        Some(p) => Err(SqlError::Unsupported(format!("{p} is not supported"))),
+        Some(p) => Err(SqlError::Unsupported(format!("materialized views do not support {p}"))),
         None => Ok(()),
     }
 }

@@ -5,7 +5,7 @@
 //! scan within one vnode returns keys in SQL order; this is what MIN/MAX use to
 //! find the current extreme.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use weir_common::vnode::Vnode;
 
@@ -20,7 +20,8 @@ pub struct StateTable {
     store: StateStoreRef,
     id: StateTableId,
     /// Writes since the last commit (`None` = delete), keyed by full key.
-    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Point operations dominate, so this is a hash map; scans merge it.
+    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl StateTable {
@@ -29,7 +30,7 @@ impl StateTable {
         StateTable {
             store,
             id,
-            pending: BTreeMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -100,10 +101,7 @@ impl StateTable {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         let committed = self.store.scan_prefix(prefix)?;
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
-        for (k, v) in self.pending.range(prefix.to_vec()..) {
-            if !k.starts_with(prefix) {
-                break;
-            }
+        for (k, v) in self.pending.iter().filter(|(k, _)| k.starts_with(prefix)) {
             match v {
                 Some(v) => {
                     merged.insert(k.clone(), v.clone());
