@@ -85,7 +85,7 @@ impl StreamChunk {
 
     /// Keep the rows where `mask` is true (nulls drop the row).
     pub fn filter(&self, mask: &BooleanArray) -> Result<StreamChunk> {
-        let mask = if mask.null_count() > 0 {
+        let mask = if mask.nulls().is_some() {
             compute::prep_null_mask_filter(mask)
         } else {
             mask.clone()

@@ -404,7 +404,12 @@ impl HashAggregate {
                         .ok_or_else(|| DataflowError::Internal("FILTER is not boolean".into()))?;
                     // Rows the filter rejects count as NULL arguments, which
                     // every supported aggregate ignores.
-                    Some(compute::not(&compute::prep_null_mask_filter(&m))?)
+                    let m = if m.nulls().is_some() {
+                        compute::prep_null_mask_filter(&m)
+                    } else {
+                        m
+                    };
+                    Some(compute::not(&m)?)
                 }
                 None => None,
             };

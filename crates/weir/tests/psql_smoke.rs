@@ -25,12 +25,18 @@ impl Server {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("weir-psql-smoke-{}-{nanos}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("weir-psql-smoke-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create temporary directory");
         let port = free_port();
         let log = std::fs::File::create(dir.join("weir.log")).expect("create server log");
         let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
             .arg(dir.join("data"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -47,13 +53,19 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("weir exited before accepting connections ({status}); log:\n{}", self.log());
+                panic!(
+                    "weir exited before accepting connections ({status}); log:\n{}",
+                    self.log()
+                );
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("weir did not accept connections on {addr} within 60s; log:\n{}", self.log());
+                panic!(
+                    "weir did not accept connections on {addr} within 60s; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -103,7 +115,10 @@ impl Server {
             out.status,
             self.log()
         );
-        assert!(stderr.is_empty(), "psql wrote to stderr on:\n{script}\n{stderr}");
+        assert!(
+            stderr.is_empty(),
+            "psql wrote to stderr on:\n{script}\n{stderr}"
+        );
         stdout
     }
 }
@@ -128,7 +143,10 @@ fn free_port() -> u16 {
 fn require_psql() {
     match Command::new("psql").arg("--version").output() {
         Ok(out) if out.status.success() => {}
-        Ok(out) => panic!("`psql --version` failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Ok(out) => panic!(
+            "`psql --version` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
         Err(e) => panic!(
             "this test needs the `psql` binary on PATH but running it failed ({e}); \
              install it with `apt-get install postgresql-client` or scripts/install-deps.sh"
@@ -191,7 +209,10 @@ fn psql_session_against_the_weir_binary() {
     // Errors: psql exits non-zero and shows the SQLSTATE and the message.
     let out = server.psql("\\set VERBOSITY verbose\nSELECT * FROM missing;");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "SELECT from a missing table succeeded");
+    assert!(
+        !out.status.success(),
+        "SELECT from a missing table succeeded"
+    );
     assert!(
         stderr.contains("42P01") && stderr.contains("relation \"missing\" does not exist"),
         "unexpected psql error output: {stderr}"
@@ -200,9 +221,27 @@ fn psql_session_against_the_weir_binary() {
     let out = server.psql("\\set VERBOSITY verbose\nINSERT INTO t VALUES (3, 'x', 1);");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "duplicate primary key was accepted");
-    assert!(stderr.contains("23505"), "unexpected psql error output: {stderr}");
+    assert!(
+        stderr.contains("23505"),
+        "unexpected psql error output: {stderr}"
+    );
 
     // The failed statements changed nothing, and the server still answers.
     assert_eq!(server.psql_ok(BY_KEY), "a|1|1\nb|2|12\n");
     assert_eq!(server.psql_ok(GLOBAL), "3|13\n");
+
+    // A runtime error while maintaining a view: the write is acknowledged and
+    // stored, that view fails with the original SQLSTATE, the others go on.
+    server.psql_ok("CREATE MATERIALIZED VIEW ratio AS SELECT id, 100 / v AS r FROM t;");
+    server.psql_ok("INSERT INTO t VALUES (6, 'a', 0);");
+    let out = server.psql("\\set VERBOSITY verbose\nSELECT * FROM ratio;");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "SELECT from a failed view succeeded");
+    assert!(
+        stderr.contains("22012") && stderr.contains("ratio"),
+        "unexpected psql error output: {stderr}"
+    );
+    assert_eq!(server.psql_ok("SELECT id, v FROM t WHERE id = 6;"), "6|0\n");
+    assert_eq!(server.psql_ok(BY_KEY), "a|2|1\nb|2|12\n");
+    assert_eq!(server.psql_ok(GLOBAL), "4|13\n");
 }

@@ -1,0 +1,326 @@
+//! `agg-bench`: load rows into a table that feeds an incrementally maintained
+//! GROUP BY view, and report end-to-end throughput and the server's peak
+//! memory.
+//!
+//! ```text
+//! CREATE TABLE src (k BIGINT, v BIGINT);
+//! CREATE MATERIALIZED VIEW agg AS SELECT k, count(*), sum(v) FROM src GROUP BY k;
+//! INSERT INTO src SELECT value % 10000, value FROM generate_series(lo, hi);  -- repeated
+//! ```
+//!
+//! Every INSERT returns only once the view has processed it, so the load
+//! time is end to end. Afterwards the whole view is read back and checked
+//! against the closed-form expected counts and sums of every group.
+//!
+//! By default the benchmark starts `weir serve` itself (the `weir` binary
+//! next to this one, or `--weir-bin`) on a free port with a temporary data
+//! directory, and reads the server's peak RSS (`VmHWM`) from /proc. With
+//! `--addr` it uses a running server instead (dropping `agg` and `src` there
+//! first); pass `--server-pid` to report that server's peak RSS.
+//!
+//! The last line of output is machine-readable:
+//! `weir bench=agg rows=N seconds=S rows_per_s=R peak_rss_mb=M`.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use weir_bench::pg::Connection;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Load rows into a table feeding a GROUP BY materialized view.
+#[derive(Parser, Debug)]
+#[command(name = "agg-bench")]
+struct Args {
+    /// Rows to load.
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: u64,
+    /// Rows per INSERT statement.
+    #[arg(long, default_value_t = 1_000_000)]
+    batch: u64,
+    /// Number of groups (k = value % groups).
+    #[arg(long, default_value_t = 10_000)]
+    groups: u64,
+    /// Use the Weir server at this address instead of starting one. Drops
+    /// `agg` and `src` there if they exist.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// With --addr: the server's process id, to report its peak RSS.
+    #[arg(long, requires = "addr")]
+    server_pid: Option<u32>,
+    /// The `weir` binary to start (default: `weir` in this program's directory).
+    #[arg(long, conflicts_with = "addr")]
+    weir_bin: Option<PathBuf>,
+    /// Keep the started server's data directory and log.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// A `weir serve` started by the benchmark; killed on drop.
+struct SpawnedServer {
+    child: Child,
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl SpawnedServer {
+    fn start(bin: &Path, keep: bool) -> Result<(SpawnedServer, SocketAddr), BoxError> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("weir-agg-bench-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let log = std::fs::File::create(dir.join("weir.log"))?;
+        let child = Command::new(bin)
+            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(dir.join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut server = SpawnedServer { child, dir, keep };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                return Err(
+                    format!("weir exited at startup ({status}); log:\n{}", server.log()).into(),
+                );
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok((server, addr));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("weir did not listen on {addr} within 60s").into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("weir.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SpawnedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if self.keep {
+            eprintln!(
+                "agg-bench: server data and log kept in {}",
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Peak resident set size of a process in MiB (Linux `VmHWM`).
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn exec(client: &mut Connection, sql: &str) -> Result<(), BoxError> {
+    client
+        .simple_query(sql)
+        .map(|_| ())
+        .map_err(|e| format!("{sql}\n  failed: {e}").into())
+}
+
+/// Expected (count, sum) of group `k` for values 1..=n with key value % g.
+fn expected_group(k: u64, n: u64, g: u64) -> (i128, i128) {
+    // Values v = k + j*g (v >= 1, v <= n).
+    let first = if k == 0 { g } else { k };
+    if first > n {
+        return (0, 0);
+    }
+    let count = ((n - first) / g + 1) as i128;
+    let last = first as i128 + (count - 1) * g as i128;
+    (count, (first as i128 + last) * count / 2)
+}
+
+/// Read the whole view and compare every group with the expected values.
+fn verify(client: &mut Connection, rows: u64, groups: u64) -> Result<(), BoxError> {
+    let result = client
+        .query_one("SELECT * FROM agg")
+        .map_err(|e| format!("SELECT * FROM agg failed: {e}"))?;
+    let mut seen = std::collections::HashSet::new();
+    let (mut total_count, mut total_sum) = (0i128, 0i128);
+    for row in &result.rows {
+        let field = |i: usize| -> Result<i128, BoxError> {
+            let text = row
+                .get(i)
+                .and_then(|v| v.as_deref())
+                .ok_or_else(|| format!("column {i} of agg is NULL or missing"))?;
+            Ok(text
+                .parse::<i128>()
+                .map_err(|e| format!("agg column {i} = {text:?}: {e}"))?)
+        };
+        let (k, count, sum) = (field(0)?, field(1)?, field(2)?);
+        if k < 0 || k >= groups as i128 || !seen.insert(k) {
+            return Err(format!("unexpected or repeated group k = {k}").into());
+        }
+        let (want_count, want_sum) = expected_group(k as u64, rows, groups);
+        if (count, sum) != (want_count, want_sum) {
+            return Err(format!(
+                "group {k}: count {count}, sum {sum}; expected count {want_count}, sum {want_sum}"
+            )
+            .into());
+        }
+        total_count += count;
+        total_sum += sum;
+    }
+    let want_groups = groups.min(rows) as usize;
+    let want_sum = rows as i128 * (rows as i128 + 1) / 2;
+    if seen.len() != want_groups || total_count != rows as i128 || total_sum != want_sum {
+        return Err(format!(
+            "view has {} groups, total count {total_count}, total sum {total_sum}; \
+             expected {want_groups}, {rows}, {want_sum}",
+            seen.len()
+        )
+        .into());
+    }
+    println!(
+        "verified: {} groups, total count {total_count}, total sum {total_sum}",
+        seen.len()
+    );
+    Ok(())
+}
+
+fn run(args: Args) -> Result<(), BoxError> {
+    if args.rows == 0 || args.batch == 0 || args.groups == 0 {
+        return Err("--rows, --batch and --groups must be positive".into());
+    }
+    let mut spawned = None;
+    let (addr, pid) = match args.addr {
+        Some(addr) => (addr, args.server_pid),
+        None => {
+            let bin = match &args.weir_bin {
+                Some(b) => b.clone(),
+                None => std::env::current_exe()?
+                    .parent()
+                    .ok_or("cannot locate this program's directory")?
+                    .join("weir"),
+            };
+            let (server, addr) = SpawnedServer::start(&bin, args.keep)?;
+            let pid = server.child.id();
+            println!("started {} (pid {pid}) on {addr}", bin.display());
+            spawned = Some(server);
+            (addr, Some(pid))
+        }
+    };
+
+    let result = load_and_verify(&args, addr, pid);
+    if let (Err(e), Some(server)) = (&result, &spawned) {
+        let log = server.log();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(format!("{e}\nlast lines of the server log:\n{}", tail.join("\n")).into());
+    }
+    let (seconds, peak) = result?;
+    drop(spawned);
+
+    let rows_per_s = args.rows as f64 / seconds;
+    let peak = match peak {
+        Some(mb) => format!("{mb:.0}"),
+        None => "NA".to_string(),
+    };
+    println!(
+        "weir bench=agg rows={} seconds={seconds:.3} rows_per_s={rows_per_s:.0} peak_rss_mb={peak}",
+        args.rows
+    );
+    Ok(())
+}
+
+/// Create, load and verify; returns the load time in seconds and the
+/// server's peak RSS in MiB (read before the server is stopped).
+fn load_and_verify(
+    args: &Args,
+    addr: SocketAddr,
+    pid: Option<u32>,
+) -> Result<(f64, Option<f64>), BoxError> {
+    let mut client = Connection::connect(addr, "weir", "weir")
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+
+    if args.addr.is_some() {
+        exec(&mut client, "DROP MATERIALIZED VIEW IF EXISTS agg")?;
+        exec(&mut client, "DROP TABLE IF EXISTS src")?;
+    }
+    exec(&mut client, "CREATE TABLE src (k BIGINT, v BIGINT)")?;
+    exec(
+        &mut client,
+        "CREATE MATERIALIZED VIEW agg AS SELECT k, count(*), sum(v) FROM src GROUP BY k",
+    )?;
+
+    println!(
+        "loading {} rows into src in INSERTs of up to {} rows ({} groups)",
+        args.rows, args.batch, args.groups
+    );
+    let start = Instant::now();
+    let mut lo = 1u64;
+    while lo <= args.rows {
+        let hi = args.rows.min(lo.saturating_add(args.batch - 1));
+        let sql = format!(
+            "INSERT INTO src SELECT value % {}, value FROM generate_series({lo}, {hi})",
+            args.groups
+        );
+        let t = Instant::now();
+        let n = client
+            .query_one(&sql)
+            .map_err(|e| format!("{sql}\n  failed: {e}"))?
+            .affected();
+        if n != hi - lo + 1 {
+            return Err(format!("{sql} reported {n} rows, expected {}", hi - lo + 1).into());
+        }
+        println!("  rows {lo}..={hi}: {:.3}s", t.elapsed().as_secs_f64());
+        lo = hi + 1;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+
+    verify(&mut client, args.rows, args.groups)?;
+    let peak = pid.and_then(peak_rss_mb);
+    drop(client);
+    Ok((seconds, peak))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agg-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expected_group;
+
+    #[test]
+    fn expected_groups_add_up() {
+        for (n, g) in [(10u64, 3u64), (7, 10), (100, 10), (1, 1), (12345, 100)] {
+            let (mut c, mut s) = (0i128, 0i128);
+            for k in 0..g {
+                let (ck, sk) = expected_group(k, n, g);
+                let brute: Vec<u64> = (1..=n).filter(|v| v % g == k).collect();
+                assert_eq!(ck, brute.len() as i128, "n={n} g={g} k={k}");
+                assert_eq!(sk, brute.iter().map(|v| *v as i128).sum::<i128>());
+                c += ck;
+                s += sk;
+            }
+            assert_eq!(c, n as i128);
+            assert_eq!(s, n as i128 * (n as i128 + 1) / 2);
+        }
+    }
+}
