@@ -192,13 +192,32 @@ fn check_supported(plan: &LogicalPlan) -> Result<(), SqlError> {
     }
 }
 
+/// The physical form of `expr`, with integer arithmetic that fails on
+/// overflow (SQLSTATE 22003, as in Postgres) instead of wrapping around.
 fn physical(expr: &Expr, input: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, SqlError> {
-    Ok(create_physical_expr(
+    let e = create_physical_expr(
         expr,
         input,
         &ExecutionProps::new(),
         &PhysicalPlanningContext::default(),
-    )?)
+    )?;
+    Ok(checked_arithmetic(e)?)
+}
+
+fn checked_arithmetic(
+    e: Arc<dyn PhysicalExpr>,
+) -> Result<Arc<dyn PhysicalExpr>, weir_common::datafusion::error::DataFusionError> {
+    use weir_common::datafusion::common::tree_node::Transformed;
+    use weir_common::datafusion::physical_expr::expressions::BinaryExpr;
+    e.transform_up(|node| {
+        if let Some(b) = node.downcast_ref::<BinaryExpr>() {
+            let checked = BinaryExpr::new(Arc::clone(b.left()), *b.op(), Arc::clone(b.right()))
+                .with_fail_on_overflow(true);
+            return Ok(Transformed::yes(Arc::new(checked) as Arc<dyn PhysicalExpr>));
+        }
+        Ok(Transformed::no(node))
+    })
+    .map(|t| t.data)
 }
 
 /// Append the operators computing `plan` to `ops`; returns the source.
