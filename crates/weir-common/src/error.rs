@@ -56,7 +56,10 @@ impl From<ArrowError> for Error {
             ArrowError::DivideByZero => SqlState::DIVISION_BY_ZERO,
             ArrowError::ArithmeticOverflow(_) => SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
             ArrowError::CastError(m) | ArrowError::ParseError(m) | ArrowError::InvalidArgumentError(m)
-                if m.contains("overflow") || m.contains("too large") || m.contains("out of range") =>
+                if m.contains("overflow")
+                    || m.contains("too large")
+                    || m.contains("out of range")
+                    || m.contains("Can't cast value") =>
             {
                 SqlState::NUMERIC_VALUE_OUT_OF_RANGE
             }

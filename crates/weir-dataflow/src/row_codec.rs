@@ -39,8 +39,13 @@ impl RowCodec {
         Self::new(&types)
     }
 
-    /// Encode the rows of these columns.
+    /// Encode the rows of these columns. `-0.0` encodes as `0.0`: SQL
+    /// treats them as equal, so they must be the same key.
     pub fn encode(&self, columns: &[ArrayRef]) -> Result<Rows, DataflowError> {
+        if columns.iter().any(|c| matches!(c.data_type(), DataType::Float32 | DataType::Float64)) {
+            let normalized: Vec<ArrayRef> = columns.iter().map(normalize_zero).collect();
+            return Ok(self.converter.convert_columns(&normalized)?);
+        }
         Ok(self.converter.convert_columns(columns)?)
     }
 
@@ -61,6 +66,23 @@ impl RowCodec {
     {
         let columns = self.decode(rows)?;
         Ok(batch_with_columns(schema, columns)?)
+    }
+}
+
+/// The column with negative zeros replaced by positive ones.
+fn normalize_zero(column: &ArrayRef) -> ArrayRef {
+    use weir_common::arrow::array::{AsArray, PrimitiveArray};
+    use weir_common::arrow::datatypes::{Float32Type, Float64Type};
+    match column.data_type() {
+        DataType::Float64 => {
+            let a: PrimitiveArray<Float64Type> = column.as_primitive::<Float64Type>().unary(|v| v + 0.0);
+            Arc::new(a)
+        }
+        DataType::Float32 => {
+            let a: PrimitiveArray<Float32Type> = column.as_primitive::<Float32Type>().unary(|v| v + 0.0);
+            Arc::new(a)
+        }
+        _ => Arc::clone(column),
     }
 }
 
@@ -97,5 +119,15 @@ mod tests {
         let back = codec.decode(bytes).unwrap();
         assert_eq!(&back[0], &cols[0]);
         assert_eq!(&back[1], &cols[1]);
+    }
+
+    #[test]
+    fn negative_zero_is_zero() {
+        use weir_common::arrow::array::Float64Array;
+        let codec = RowCodec::new(&[DataType::Float64]).unwrap();
+        let rows = codec
+            .encode(&[Arc::new(Float64Array::from(vec![0.0, -0.0])) as ArrayRef])
+            .unwrap();
+        assert_eq!(rows.row(0), rows.row(1));
     }
 }

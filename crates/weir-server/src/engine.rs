@@ -122,6 +122,8 @@ impl Engine {
             .with_information_schema(false);
         // Sessions run in UTC: TIMESTAMPTZ values are stored as UTC instants.
         config.options_mut().execution.time_zone = Some("+00:00".to_string());
+        // 1.005 is NUMERIC in Postgres, not a float.
+        config.options_mut().sql_parser.parse_float_as_decimal = true;
         let ctx = SessionContext::new_with_config(config);
         let weir_catalog = MemoryCatalogProvider::new();
         weir_catalog.register_schema(
@@ -283,6 +285,7 @@ impl Engine {
             ));
         };
         let schema = Arc::clone(&relation.schema);
+        check_assignment_types(&schema, &dml.input)?;
         let (deletes, inserts, tag) = match &dml.op {
             WriteOp::Insert(_) => {
                 let rows = self.rows_for(&schema, &dml.input, 0).await?;
@@ -589,6 +592,62 @@ impl Engine {
             }
         }
     }
+}
+
+/// Postgres refuses to assign a boolean to a number column and a number to
+/// a boolean column (42804); DataFusion would cast. Checked on what
+/// DataFusion's INSERT/UPDATE planning feeds each target column: the
+/// projection's expressions and, for INSERT ... VALUES, the values
+/// themselves, looking through the casts the planner added.
+fn check_assignment_types(schema: &SchemaRef, input: &LogicalPlan) -> Result<()> {
+    use weir_common::datafusion::logical_expr::ExprSchemable;
+    fn uncast(e: &Expr) -> &Expr {
+        match e {
+            Expr::Cast(c) => uncast(&c.expr),
+            Expr::Alias(a) => uncast(&a.expr),
+            other => other,
+        }
+    }
+    let check = |column: usize, source: &DataType| -> Result<()> {
+        let Some(field) = schema.fields().get(column) else {
+            return Ok(());
+        };
+        let target = field.data_type();
+        let textual = matches!(source, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Null);
+        if !textual && (*source == DataType::Boolean) != (*target == DataType::Boolean) {
+            return Err(user(
+                SqlState::DATATYPE_MISMATCH,
+                format!(
+                    "column \"{}\" is of type {target} but expression is of type {source}",
+                    field.name()
+                ),
+            ));
+        }
+        Ok(())
+    };
+    let LogicalPlan::Projection(p) = input else {
+        return Ok(());
+    };
+    let values = match p.input.as_ref() {
+        LogicalPlan::Values(v) => Some(v),
+        _ => None,
+    };
+    for (i, e) in p.expr.iter().enumerate() {
+        let inner = uncast(e);
+        match (inner, values) {
+            (Expr::Column(c), Some(v)) => {
+                if let Ok(idx) = v.schema.index_of_column(c) {
+                    for row in &v.values {
+                        if let Some(value) = row.get(idx) {
+                            check(i, &uncast(value).get_type(&v.schema)?)?;
+                        }
+                    }
+                }
+            }
+            _ => check(i, &inner.get_type(p.input.schema())?)?,
+        }
+    }
+    Ok(())
 }
 
 /// Cast the columns `offset..offset + schema.len()` of `batches` to `schema`.

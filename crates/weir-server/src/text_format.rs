@@ -1,15 +1,21 @@
 //! Postgres' text output for types whose text form `pgwire` renders
 //! differently: timestamps print without trailing fractional zeros
 //! (`2024-01-02 03:04:05`, `... 03:04:05.5`) and TIMESTAMPTZ with its offset
-//! (`+00`). Columns sent in binary are left alone.
+//! (`+00`); floats print as Postgres does (`2`, `1e+20`, `Infinity`);
+//! intervals as `1 year 2 mons 3 days 04:05:06.5`; NUMERIC by Arrow's exact
+//! decimal formatting. Columns sent in binary are left alone, except that a
+//! NUMERIC too large for the binary encoder is refused with 22003.
 
 use std::sync::Arc;
 
 use chrono::DateTime;
 use pgwire::api::portal::Format;
-use weir_common::arrow::array::{Array, ArrayRef, RecordBatch, StringBuilder, TimestampMicrosecondArray};
+use weir_common::arrow::array::{
+    Array, ArrayRef, Decimal128Array, Float64Array, IntervalMonthDayNanoArray, RecordBatch, StringBuilder,
+    TimestampMicrosecondArray,
+};
 use weir_common::arrow::compute::cast;
-use weir_common::arrow::datatypes::{DataType, TimeUnit};
+use weir_common::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
 use weir_common::arrow::error::ArrowError;
 
 /// Replace text-format timestamp columns of `batch` by their Postgres text.
@@ -18,13 +24,20 @@ use weir_common::arrow::error::ArrowError;
 pub fn postgres_text_columns(batch: RecordBatch, format: &Format) -> Result<RecordBatch, ArrowError> {
     let mut columns: Option<Vec<ArrayRef>> = None;
     for (i, column) in batch.columns().iter().enumerate() {
-        if let DataType::Timestamp(_, tz) = column.data_type() {
-            if format.is_binary(i) {
-                continue;
+        if format.is_binary(i) {
+            if let DataType::Decimal128(_, _) = column.data_type() {
+                check_binary_decimal(column)?;
             }
-            let text = format_timestamps(column, tz.is_some())?;
-            columns.get_or_insert_with(|| batch.columns().to_vec())[i] = text;
+            continue;
         }
+        let text = match column.data_type() {
+            DataType::Timestamp(_, tz) => format_timestamps(column, tz.is_some())?,
+            DataType::Float64 | DataType::Float32 => format_floats(column)?,
+            DataType::Interval(IntervalUnit::MonthDayNano) => format_intervals(column)?,
+            DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => cast(column, &DataType::Utf8)?,
+            _ => continue,
+        };
+        columns.get_or_insert_with(|| batch.columns().to_vec())[i] = text;
     }
     match columns {
         None => Ok(batch),
@@ -76,8 +89,136 @@ pub fn format_micros(micros: i64, with_offset: bool) -> String {
     s
 }
 
+/// The binary NUMERIC encoder holds 28 significant digits.
+fn check_binary_decimal(column: &ArrayRef) -> Result<(), ArrowError> {
+    const LIMIT: i128 = 79_228_162_514_264_337_593_543_950_335;
+    if let Some(d) = column.as_any().downcast_ref::<Decimal128Array>() {
+        if d.iter().flatten().any(|v| v > LIMIT || v < -LIMIT) {
+            return Err(ArrowError::ArithmeticOverflow(
+                "numeric value has more than 28 digits, which the binary format cannot carry; request text format".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn format_floats(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let is_f32 = column.data_type() == &DataType::Float32;
+    let as_f64 = cast(column, &DataType::Float64)?;
+    let values = as_f64
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .ok_or_else(|| ArrowError::CastError("float cast failed".into()))?;
+    let mut out = StringBuilder::with_capacity(values.len(), values.len() * 8);
+    for i in 0..values.len() {
+        if values.is_null(i) {
+            out.append_null();
+        } else if is_f32 {
+            out.append_value(format_float(values.value(i) as f32 as f64, true));
+        } else {
+            out.append_value(format_float(values.value(i), false));
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// A float as Postgres prints it (shortest exact digits; exponent form
+/// outside 1e-4 .. 1e15, or 1e6 for REAL).
+pub fn format_float(v: f64, is_f32: bool) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    let sci = if is_f32 {
+        format!("{:e}", v as f32)
+    } else {
+        format!("{v:e}")
+    };
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let max_fixed = if is_f32 { 6 } else { 15 };
+    if v != 0.0 && (exp < -4 || exp >= max_fixed) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    } else if is_f32 {
+        format!("{}", v as f32)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn format_intervals(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let values = column
+        .as_any()
+        .downcast_ref::<IntervalMonthDayNanoArray>()
+        .ok_or_else(|| ArrowError::CastError("interval cast failed".into()))?;
+    let mut out = StringBuilder::with_capacity(values.len(), values.len() * 16);
+    for i in 0..values.len() {
+        if values.is_null(i) {
+            out.append_null();
+        } else {
+            let v = values.value(i);
+            out.append_value(format_interval(v.months, v.days, v.nanoseconds / 1000));
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// An interval as Postgres prints it with IntervalStyle `postgres`.
+pub fn format_interval(months: i32, days: i32, micros: i64) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let (years, mons) = (months / 12, months % 12);
+    let unit = |n: i64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    if years != 0 {
+        parts.push(unit(years as i64, "year", "years"));
+    }
+    if mons != 0 {
+        parts.push(unit(mons as i64, "mon", "mons"));
+    }
+    if days != 0 {
+        parts.push(unit(days as i64, "day", "days"));
+    }
+    if micros != 0 || parts.is_empty() {
+        let sign = if micros < 0 { "-" } else if !parts.is_empty() && (months < 0 || days < 0) { "+" } else { "" };
+        let m = micros.unsigned_abs();
+        let (h, rem) = (m / 3_600_000_000, m % 3_600_000_000);
+        let (min, rem) = (rem / 60_000_000, rem % 60_000_000);
+        let (sec, frac) = (rem / 1_000_000, rem % 1_000_000);
+        let mut t = format!("{sign}{h:02}:{min:02}:{sec:02}");
+        if frac != 0 {
+            t.push('.');
+            t.push_str(format!("{frac:06}").trim_end_matches('0'));
+        }
+        parts.push(t);
+    }
+    parts.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn floats_like_postgres() {
+        assert_eq!(format_float(2.0, false), "2");
+        assert_eq!(format_float(-3.0, false), "-3");
+        assert_eq!(format_float(1e20, false), "1e+20");
+        assert_eq!(format_float(1.5e-7, false), "1.5e-07");
+        assert_eq!(format_float(123456789012345.0, false), "123456789012345");
+        assert_eq!(format_float(0.1 + 0.2, false), "0.30000000000000004");
+        assert_eq!(format_float(f64::INFINITY, false), "Infinity");
+        assert_eq!(format_float(1.0 / 3.0, true), "0.33333334");
+        assert_eq!(format_float(1234567.0, true), "1.234567e+06");
+    }
+
+    #[test]
+    fn intervals_like_postgres() {
+        assert_eq!(format_interval(14, 3, 14_706_500_000), "1 year 2 mons 3 days 04:05:06.5");
+        assert_eq!(format_interval(0, 0, 0), "00:00:00");
+        assert_eq!(format_interval(0, 0, -1_500_000), "-00:00:01.5");
+        assert_eq!(format_interval(0, 1, 7_200_000_000), "1 day 02:00:00");
+    }
+
     use super::*;
 
     #[test]

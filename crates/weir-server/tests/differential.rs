@@ -6,20 +6,39 @@
 //! duplicates and colliding groups, whether the view was created before the
 //! data (incremental path) or after (backfill path).
 //!
-//! Each seed starts a fresh in-process server, creates two tables (one with a
-//! primary key, one multiset), creates about half of the views, then runs
-//! random DML; the other views are created at random points along the way.
-//! After every statement, every view is compared (as a multiset of text rows,
-//! column names included) with its oracle query. On a mismatch the statement
-//! log is shrunk by replaying subsets on fresh servers, and the test fails
-//! with the seed, the step, the last statement, both row sets and a minimal
-//! SQL reproduction.
+//! Each seed starts a fresh in-process server and creates two tables, `t`
+//! (with a primary key) and `m` (a multiset, no key), and about half of the
+//! views; the others are created at random steps later (backfill), after
+//! their upstream view. Then it runs random statements: multi-row INSERTs,
+//! UPDATEs by key and by predicate (moving rows between groups, changing the
+//! primary key), DELETEs by key and by predicate, duplicates in `m`, several
+//! statements in one query string, now and then a bulk INSERT of more rows
+//! than a change chunk holds (updated and deleted again a few steps later),
+//! statements that must fail and change nothing (duplicate key, NULL key),
+//! and a view dropped (CASCADE) and created again.
+//!
+//! After every statement every view is compared, as a multiset of text rows
+//! with its column names, with its oracle: the defining SELECT (with the
+//! views it reads inlined as subqueries) run as a batch. An oracle's result
+//! depends only on its base table, so it is re-run only when that table's
+//! contents changed; the view itself is read after every statement. Reads go
+//! through other sessions than the writes (read-your-writes).
+//!
+//! A wrong view is recorded and dropped from the checks, and the seed goes
+//! on; so does a statement with the wrong outcome; a hang stops the seed. At
+//! the end, the first failure of each view is shrunk by replaying subsets of
+//! the statement log on fresh servers, and the test fails with the seed, the
+//! step, the last statement, both row sets and a minimal SQL reproduction.
+//!
+//! Floats are dyadic (sums are exact in any order), except in
+//! `special_float_values_match_batch_queries`, which adds NaN, ±Infinity and
+//! -0 to the column `x`.
 //!
 //! Knobs (environment variables):
 //! - `WEIR_DIFF_SEEDS`: `N` (seeds 0..N), `A..B` (a range) or `A,B,C` (a list;
-//!   `7,` runs seed 7 alone). Default: 0..16.
-//! - `WEIR_DIFF_STEPS`: random statements per seed. Default: 200.
-//! - `WEIR_DIFF_SHRINK_SECS`: time budget for shrinking a failure (0: off).
+//!   `7,` runs seed 7 alone). Default: 0..10 (special floats: 0..4).
+//! - `WEIR_DIFF_STEPS`: random statements per seed. Default: 200 (120).
+//! - `WEIR_DIFF_SHRINK_SECS`: time budget for shrinking one failure (0: off).
 //! - `WEIR_DIFF_PARALLEL`: seeds run at once, each on its own server (2).
 //! - `WEIR_DIFF_VERBOSE=1`: print every statement.
 
@@ -38,9 +57,9 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 use weir_server::{RunningServer, ServerConfig};
 
-const DEFAULT_SEEDS: u64 = 16;
+const DEFAULT_SEEDS: u64 = 10;
 const DEFAULT_STEPS: usize = 200;
-const DEFAULT_SHRINK_SECS: u64 = 60;
+const DEFAULT_SHRINK_SECS: u64 = 30;
 /// Chance, per step, of dropping a view and creating it again later.
 const DROP_RATE: f64 = 0.015;
 /// Seeds run at the same time (each on its own server).
@@ -110,13 +129,16 @@ fn all_views() -> Vec<ViewDef> {
     // Aggregates left unaliased get Postgres' names (count, sum, ...); the
     // inlined versions alias them explicitly, since a plain DataFusion
     // subquery would call them "count(*)", "sum(t.v)", ...
-    let t_agg_k = "SELECT k, count(*), count(v) AS count_v, sum(v), min(v), max(v), avg(f) FROM t GROUP BY k";
+    let t_agg_k =
+        "SELECT k, count(*), count(v) AS count_v, sum(v), min(v), max(v), avg(f) FROM t GROUP BY k";
     let t_agg_k_inline = "(SELECT k, count(*) AS \"count\", count(v) AS count_v, sum(v) AS \"sum\", \
                           min(v) AS \"min\", max(v) AS \"max\", avg(f) AS \"avg\" FROM t GROUP BY k)";
     let t_on_agg = "SELECT k, \"count\" FROM t_agg_k WHERE \"count\" > 1";
-    let t_on_agg_inline = format!("(SELECT k, \"count\" FROM {t_agg_k_inline} AS t_agg_k WHERE \"count\" > 1)");
+    let t_on_agg_inline =
+        format!("(SELECT k, \"count\" FROM {t_agg_k_inline} AS t_agg_k WHERE \"count\" > 1)");
     let t_filter = "SELECT id, k, g, v FROM t WHERE v > 0 AND g IS NOT NULL";
-    let m_agg = "SELECT k, count(*), count(v) AS count_v, sum(v), min(v), max(v), avg(v) FROM m GROUP BY k";
+    let m_agg =
+        "SELECT k, count(*), count(v) AS count_v, sum(v), min(v), max(v), avg(v) FROM m GROUP BY k";
     let m_agg_inline = "(SELECT k, count(*) AS \"count\", count(v) AS count_v, sum(v) AS \"sum\", \
                         min(v) AS \"min\", max(v) AS \"max\", avg(v) AS \"avg\" FROM m GROUP BY k)";
     let m_distinct = "SELECT DISTINCT k, v FROM m";
@@ -246,7 +268,8 @@ struct Harness {
 impl Harness {
     async fn start() -> Result<Harness, String> {
         let n = SERVER_COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("weir-differential-{}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("weir-differential-{}-{n}", std::process::id()));
         let server = weir_server::start(ServerConfig {
             listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
             data_dir: dir.clone(),
@@ -254,7 +277,11 @@ impl Harness {
         .await
         .map_err(|e| format!("server did not start: {e}"))?;
         let addr = server.local_addr();
-        let conn_str = format!("host={} port={} user=weir dbname=weir", addr.ip(), addr.port());
+        let conn_str = format!(
+            "host={} port={} user=weir dbname=weir",
+            addr.ip(),
+            addr.port()
+        );
         let mut clients = Vec::new();
         let mut conn_tasks = Vec::new();
         for _ in 0..=READERS {
@@ -280,10 +307,19 @@ impl Harness {
 
     /// Check every view in `views`, concurrently over the reading sessions.
     /// `oracles[i]` is the known batch result for `views[i]`, if any.
-    async fn check_views(&self, views: &[ViewDef], oracles: &[Option<Rows>]) -> Vec<Result<Rows, String>> {
+    async fn check_views(
+        &self,
+        views: &[ViewDef],
+        oracles: &[Option<Rows>],
+    ) -> Vec<Result<Rows, String>> {
         let n = self.readers.len();
         let checks = views.iter().zip(oracles).enumerate().map(|(i, (v, o))| {
-            check_view(&self.readers[(2 * i) % n], &self.readers[(2 * i + 1) % n], v, o.as_ref())
+            check_view(
+                &self.readers[(2 * i) % n],
+                &self.readers[(2 * i + 1) % n],
+                v,
+                o.as_ref(),
+            )
         });
         futures::future::join_all(checks).await
     }
@@ -302,15 +338,24 @@ impl Harness {
 #[derive(Debug)]
 enum QueryError {
     Timeout,
-    Db { code: Option<String>, message: String },
+    Db {
+        code: Option<String>,
+        message: String,
+    },
 }
 
 impl std::fmt::Display for QueryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QueryError::Timeout => write!(f, "no answer within {STATEMENT_TIMEOUT:?} (hang)"),
-            QueryError::Db { code: Some(c), message } => write!(f, "ERROR {c}: {message}"),
-            QueryError::Db { code: None, message } => write!(f, "error: {message}"),
+            QueryError::Db {
+                code: Some(c),
+                message,
+            } => write!(f, "ERROR {c}: {message}"),
+            QueryError::Db {
+                code: None,
+                message,
+            } => write!(f, "error: {message}"),
         }
     }
 }
@@ -368,7 +413,12 @@ async fn run(client: &Client, sql: &str) -> Result<Rows, QueryError> {
 /// Why a view does not match: a human-readable account.
 /// Compare view `v` with its oracle, run on `b` unless its result is known
 /// (`oracle`). Returns the oracle's result.
-async fn check_view(a: &Client, b: &Client, v: &ViewDef, oracle: Option<&Rows>) -> Result<Rows, String> {
+async fn check_view(
+    a: &Client,
+    b: &Client,
+    v: &ViewDef,
+    oracle: Option<&Rows>,
+) -> Result<Rows, String> {
     let select = format!("SELECT * FROM {}", v.name);
     let run_oracle = async {
         match oracle {
@@ -378,8 +428,12 @@ async fn check_view(a: &Client, b: &Client, v: &ViewDef, oracle: Option<&Rows>) 
     };
     let (actual, expected) = tokio::join!(run(a, &select), run_oracle);
     let actual = actual.map_err(|e| format!("SELECT * FROM {} failed: {e}", v.name))?;
-    let expected =
-        expected.map_err(|e| format!("oracle query for {} failed: {e}\n  oracle: {}", v.name, v.oracle))?;
+    let expected = expected.map_err(|e| {
+        format!(
+            "oracle query for {} failed: {e}\n  oracle: {}",
+            v.name, v.oracle
+        )
+    })?;
     if actual.columns != expected.columns {
         return Err(format!(
             "view {} has columns {:?}, its query as a batch has {:?}",
@@ -447,10 +501,30 @@ fn describe_mismatch(v: &ViewDef, actual: &Rows, expected: &Rows) -> String {
         "view {} differs from its query run as a batch\n  view: {}\n  batch query: {}\n  columns: {:?}\n",
         v.name, v.def, v.oracle, actual.columns
     );
-    let _ = write!(s, "    rows only in the view ({}):\n{}", only_view.len(), fmt_rows(&only_view));
-    let _ = write!(s, "    rows only in the batch result ({}):\n{}", only_batch.len(), fmt_rows(&only_batch));
-    let _ = write!(s, "    view (actual, {} rows):\n{}", actual.rows.len(), fmt_rows(&actual.rows));
-    let _ = write!(s, "    batch (expected, {} rows):\n{}", expected.rows.len(), fmt_rows(&expected.rows));
+    let _ = write!(
+        s,
+        "    rows only in the view ({}):\n{}",
+        only_view.len(),
+        fmt_rows(&only_view)
+    );
+    let _ = write!(
+        s,
+        "    rows only in the batch result ({}):\n{}",
+        only_batch.len(),
+        fmt_rows(&only_batch)
+    );
+    let _ = write!(
+        s,
+        "    view (actual, {} rows):\n{}",
+        actual.rows.len(),
+        fmt_rows(&actual.rows)
+    );
+    let _ = write!(
+        s,
+        "    batch (expected, {} rows):\n{}",
+        expected.rows.len(),
+        fmt_rows(&expected.rows)
+    );
     s
 }
 
@@ -639,7 +713,10 @@ impl Gen {
     fn rand_x(&self, rng: &mut StdRng) -> Option<String> {
         if self.special_floats && rng.random_bool(0.4) {
             let special = ["'NaN'", "'Infinity'", "'-Infinity'", "'-0'"];
-            return Some(format!("CAST({} AS DOUBLE PRECISION)", special.choose(rng).unwrap()));
+            return Some(format!(
+                "CAST({} AS DOUBLE PRECISION)",
+                special.choose(rng).unwrap()
+            ));
         }
         rand_f(rng)
     }
@@ -677,16 +754,25 @@ impl Gen {
                         true,
                     )
                 }
-                None => ok(format!("DELETE FROM t WHERE {}", eq_pred("g", rand_g(rng))), true),
+                None => ok(
+                    format!("DELETE FROM t WHERE {}", eq_pred("g", rand_g(rng))),
+                    true,
+                ),
             },
             // INSERT 1..=5 new rows.
             3..=34 => {
                 let n = rng.random_range(1..=5);
                 let ids = self.fresh_ids(rng, n);
                 if ids.is_empty() {
-                    return ok(format!("DELETE FROM t WHERE {}", eq_pred("k", rand_k(rng))), true);
+                    return ok(
+                        format!("DELETE FROM t WHERE {}", eq_pred("k", rand_k(rng))),
+                        true,
+                    );
                 }
-                let rows: Vec<String> = ids.iter().map(|id| self.t_row(rng, &id.to_string())).collect();
+                let rows: Vec<String> = ids
+                    .iter()
+                    .map(|id| self.t_row(rng, &id.to_string()))
+                    .collect();
                 self.ids.extend(ids);
                 ok(format!("INSERT INTO t VALUES {}", rows.join(", ")), false)
             }
@@ -718,7 +804,11 @@ impl Gen {
             ),
             // UPDATE moving rows between groups.
             55..=61 => ok(
-                format!("UPDATE t SET k = {} WHERE {}", lit(rand_k(rng)), eq_pred("k", rand_k(rng))),
+                format!(
+                    "UPDATE t SET k = {} WHERE {}",
+                    lit(rand_k(rng)),
+                    eq_pred("k", rand_k(rng))
+                ),
                 false,
             ),
             62..=65 => ok(
@@ -730,13 +820,25 @@ impl Gen {
                 ),
                 false,
             ),
-            66..=67 => ok(format!("UPDATE t SET v = NULL WHERE {}", eq_pred("g", rand_g(rng))), false),
+            66..=67 => ok(
+                format!("UPDATE t SET v = NULL WHERE {}", eq_pred("g", rand_g(rng))),
+                false,
+            ),
             // UPDATE of the primary key to a free id.
-            68..=70 => match (self.existing_id(rng), self.fresh_ids(rng, 1).first().copied()) {
+            68..=70 => match (
+                self.existing_id(rng),
+                self.fresh_ids(rng, 1).first().copied(),
+            ) {
                 (Some(old), Some(new)) => {
                     self.ids.remove(&old);
                     self.ids.insert(new);
-                    ok(format!("UPDATE t SET id = {new}, f = {} WHERE id = {old}", lit(rand_f(rng))), false)
+                    ok(
+                        format!(
+                            "UPDATE t SET id = {new}, f = {} WHERE id = {old}",
+                            lit(rand_f(rng))
+                        ),
+                        false,
+                    )
                 }
                 _ => ok("UPDATE t SET v = v * 2 WHERE v < 0".into(), false),
             },
@@ -748,8 +850,14 @@ impl Gen {
                 };
                 ok(format!("DELETE FROM t WHERE id = {id}"), true)
             }
-            80..=85 => ok(format!("DELETE FROM t WHERE {}", eq_pred("k", rand_k(rng))), true),
-            86..=90 => ok(format!("DELETE FROM t WHERE v < {}", rng.random_range(-3..=1)), true),
+            80..=85 => ok(
+                format!("DELETE FROM t WHERE {}", eq_pred("k", rand_k(rng))),
+                true,
+            ),
+            86..=90 => ok(
+                format!("DELETE FROM t WHERE v < {}", rng.random_range(-3..=1)),
+                true,
+            ),
             91..=93 => ok(
                 format!(
                     "DELETE FROM t WHERE {} AND v > {}",
@@ -833,7 +941,10 @@ impl Gen {
                     let row = if !self.m_rows.is_empty() && rng.random_bool(0.5) {
                         *self.m_rows.choose(rng).unwrap()
                     } else {
-                        let r = (opt(rng, 0.2, |r| r.random_range(0..4)), opt(rng, 0.2, |r| r.random_range(-2..4)));
+                        let r = (
+                            opt(rng, 0.2, |r| r.random_range(0..4)),
+                            opt(rng, 0.2, |r| r.random_range(-2..4)),
+                        );
                         self.m_rows.push(r);
                         r
                     };
@@ -848,7 +959,10 @@ impl Gen {
                 "DELETE FROM m WHERE {}",
                 eq_pred("k", opt(rng, 0.2, |r| r.random_range(0..4)))
             )),
-            60..=66 => ok(format!("DELETE FROM m WHERE v < {}", rng.random_range(-2..=1))),
+            60..=66 => ok(format!(
+                "DELETE FROM m WHERE v < {}",
+                rng.random_range(-2..=1)
+            )),
             67..=73 => ok(format!(
                 "DELETE FROM m WHERE {} AND {}",
                 eq_pred("k", opt(rng, 0.2, |r| r.random_range(0..4))),
@@ -1026,7 +1140,11 @@ impl SeedRun {
     /// Record a failure of a statement (once per kind in a seed).
     fn statement_failed(&mut self, step: usize, detail: String) {
         let f = self.fail(Some(step), None, detail);
-        if !self.failures.iter().any(|g| g.view.is_none() && g.signature() == f.signature()) {
+        if !self
+            .failures
+            .iter()
+            .any(|g| g.view.is_none() && g.signature() == f.signature())
+        {
             self.failures.push(f);
         }
     }
@@ -1063,7 +1181,11 @@ impl SeedRun {
 
     /// `DROP MATERIALIZED VIEW name CASCADE`; returns the active views it
     /// dropped (itself and the views on it), upstreams first.
-    async fn drop_view(&mut self, name: &'static str, step: usize) -> Result<Vec<ViewDef>, Failure> {
+    async fn drop_view(
+        &mut self,
+        name: &'static str,
+        step: usize,
+    ) -> Result<Vec<ViewDef>, Failure> {
         let sql = format!("DROP MATERIALIZED VIEW {name} CASCADE");
         if verbose() {
             eprintln!("[seed {} step {step}] {sql}", self.seed);
@@ -1073,7 +1195,9 @@ impl SeedRun {
             kind: LogKind::Dml,
         });
         match run(&self.h.client, &self.log.last().unwrap().sql).await {
-            Err(QueryError::Timeout) => Err(self.fail(Some(step), None, "DROP MATERIALIZED VIEW hung".into())),
+            Err(QueryError::Timeout) => {
+                Err(self.fail(Some(step), None, "DROP MATERIALIZED VIEW hung".into()))
+            }
             Err(e) => {
                 self.statement_failed(step, format!("DROP MATERIALIZED VIEW failed: {e}"));
                 Ok(Vec::new())
@@ -1081,7 +1205,10 @@ impl SeedRun {
             Ok(_) => {
                 let dropped: Vec<ViewDef> = all_views()
                     .into_iter()
-                    .filter(|v| view_chain(v.name).contains(&name) && self.active.iter().any(|a| a.name == v.name))
+                    .filter(|v| {
+                        view_chain(v.name).contains(&name)
+                            && self.active.iter().any(|a| a.name == v.name)
+                    })
                     .collect();
                 self.active.retain(|a| !view_chain(a.name).contains(&name));
                 for v in &dropped {
@@ -1138,13 +1265,17 @@ async fn run_seed(seed: u64, steps: usize, sc: Scenario) -> (SeedStats, Vec<Fail
         broken: BTreeSet::new(),
         failures: Vec::new(),
         stats: SeedStats::default(),
-        tables: [("t", (Vec::new(), 0)), ("m", (Vec::new(), 0))].into_iter().collect(),
+        tables: [("t", (Vec::new(), 0)), ("m", (Vec::new(), 0))]
+            .into_iter()
+            .collect(),
         oracle_cache: BTreeMap::new(),
     };
     if let Err(f) = drive(&mut r, steps, sc).await {
         r.failures.push(f);
     }
-    let SeedRun { h, stats, failures, .. } = r;
+    let SeedRun {
+        h, stats, failures, ..
+    } = r;
     h.stop().await;
     (stats, failures)
 }
@@ -1198,7 +1329,11 @@ async fn drive(r: &mut SeedRun, steps: usize, sc: Scenario) -> Result<(), Failur
         }
         // Due views, upstreams first.
         let order: Vec<&str> = all_views().iter().map(|v| v.name).collect();
-        let mut due: Vec<ViewDef> = later.iter().filter(|(at, _)| *at == step).map(|(_, v)| v.clone()).collect();
+        let mut due: Vec<ViewDef> = later
+            .iter()
+            .filter(|(at, _)| *at == step)
+            .map(|(_, v)| v.clone())
+            .collect();
         due.sort_by_key(|v| order.iter().position(|n| *n == v.name));
         for v in &due {
             r.create_view(v, Some(step)).await;
@@ -1211,11 +1346,9 @@ async fn drive(r: &mut SeedRun, steps: usize, sc: Scenario) -> Result<(), Failur
             eprintln!("[seed {} step {step}] {}", r.seed, stmt.sql);
         }
         let before = match stmt.expect {
-            Expect::Err(_) => Some(
-                r.snapshot()
-                    .await
-                    .map_err(|e| r.fail(Some(step), None, format!("reading the tables failed: {e}")))?,
-            ),
+            Expect::Err(_) => Some(r.snapshot().await.map_err(|e| {
+                r.fail(Some(step), None, format!("reading the tables failed: {e}"))
+            })?),
             Expect::Ok => None,
         };
         r.log.push(LogEntry {
@@ -1230,17 +1363,24 @@ async fn drive(r: &mut SeedRun, steps: usize, sc: Scenario) -> Result<(), Failur
         // read back, so the generator stays in sync), except for a hang.
         match (&outcome, stmt.expect) {
             (Err(QueryError::Timeout), _) => {
-                return Err(r.fail(Some(step), None, format!("statement hung: {}", QueryError::Timeout)));
+                return Err(r.fail(
+                    Some(step),
+                    None,
+                    format!("statement hung: {}", QueryError::Timeout),
+                ));
             }
             (Ok(_), Expect::Ok) => {}
             (Err(e), Expect::Err(code)) if e.code() == Some(code) => r.stats.statement_errors += 1,
-            (Err(e), Expect::Ok) => r.statement_failed(step, format!("statement failed unexpectedly: {e}")),
+            (Err(e), Expect::Ok) => {
+                r.statement_failed(step, format!("statement failed unexpectedly: {e}"))
+            }
             (Err(e), Expect::Err(code)) => {
                 r.statement_failed(step, format!("statement should fail with {code}, got: {e}"))
             }
-            (Ok(_), Expect::Err(code)) => {
-                r.statement_failed(step, format!("statement should fail with {code}, but succeeded"))
-            }
+            (Ok(_), Expect::Err(code)) => r.statement_failed(
+                step,
+                format!("statement should fail with {code}, but succeeded"),
+            ),
         }
         if let Some(before) = before {
             let after = r
@@ -1304,7 +1444,9 @@ async fn replay(entries: &[&LogEntry], v: &ViewDef) -> Option<String> {
         }
     }
     if !hung && result.is_none() {
-        result = check_view(&h.readers[0], &h.readers[1], v, None).await.err();
+        result = check_view(&h.readers[0], &h.readers[1], v, None)
+            .await
+            .err();
     }
     h.stop().await;
     result
@@ -1365,7 +1507,11 @@ async fn shrink(f: &Failure, budget: Duration) -> Option<Shrunk> {
     let mut n = 2usize;
     let mut complete = true;
     loop {
-        let removable: Vec<usize> = keep.iter().copied().filter(|i| !needed(&f.log[*i])).collect();
+        let removable: Vec<usize> = keep
+            .iter()
+            .copied()
+            .filter(|i| !needed(&f.log[*i]))
+            .collect();
         if removable.is_empty() {
             break;
         }
@@ -1426,13 +1572,18 @@ fn seeds_from_env(default: u64) -> Vec<u64> {
             .map(|s| s.trim().parse().expect("WEIR_DIFF_SEEDS: bad seed"))
             .collect();
     }
-    let n: u64 = spec.parse().expect("WEIR_DIFF_SEEDS: a count, A..B or a comma list");
+    let n: u64 = spec
+        .parse()
+        .expect("WEIR_DIFF_SEEDS: a count, A..B or a comma list");
     (0..n).collect()
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
-        Ok(s) => s.trim().parse().unwrap_or_else(|_| panic!("{name}: not a number: {s}")),
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: not a number: {s}")),
         Err(_) => default,
     }
 }
@@ -1459,12 +1610,20 @@ fn report(f: &Failure, shrunk: Option<&Shrunk>) -> String {
             "  minimal reproduction ({} statements, {} replays{}):",
             sh.statements.len(),
             sh.replays,
-            if sh.complete { "" } else { ", shrinking stopped at its time budget" }
+            if sh.complete {
+                ""
+            } else {
+                ", shrinking stopped at its time budget"
+            }
         );
         for st in &sh.statements {
             let _ = writeln!(s, "    {st};");
         }
-        let _ = writeln!(s, "  after which:\n  {}", sh.detail.trim_end().replace('\n', "\n  "));
+        let _ = writeln!(
+            s,
+            "  after which:\n  {}",
+            sh.detail.trim_end().replace('\n', "\n  ")
+        );
     }
     s
 }
@@ -1569,7 +1728,12 @@ async fn differential(sc: Scenario) {
     for (n, (kind, (_, fs))) in kinds.iter().enumerate() {
         let f = fs[0];
         let seeds: BTreeSet<u64> = fs.iter().map(|f| f.seed).collect();
-        let _ = writeln!(out, "=== {kind}: failed in {} seed(s) {:?}", seeds.len(), seeds);
+        let _ = writeln!(
+            out,
+            "=== {kind}: failed in {} seed(s) {:?}",
+            seeds.len(),
+            seeds
+        );
         let sh = if !shrink_budget.is_zero() && f.view.is_some() && n < 6 {
             let t0 = Instant::now();
             let sh = shrink(f, shrink_budget).await;

@@ -320,8 +320,14 @@ impl Raw {
             Type::INT4 => i32::from_be_bytes(be(b)?).to_string(),
             Type::INT8 => i64::from_be_bytes(be(b)?).to_string(),
             Type::OID => u32::from_be_bytes(be(b)?).to_string(),
-            Type::FLOAT4 => format_float(f32::from_be_bytes(be(b)?) as f64, format!("{:e}", f32::from_be_bytes(be(b)?)), 6),
-            Type::FLOAT8 => format_float(f64::from_be_bytes(be(b)?), format!("{:e}", f64::from_be_bytes(be(b)?)), 15),
+            Type::FLOAT4 => {
+                let v = f32::from_be_bytes(be(b)?);
+                format_float(v as f64, format!("{v:e}"), 6)
+            }
+            Type::FLOAT8 => {
+                let v = f64::from_be_bytes(be(b)?);
+                format_float(v, format!("{v:e}"), 15)
+            }
             Type::NUMERIC => format_numeric(b)?,
             Type::DATE => format_date(i32::from_be_bytes(be(b)?))?,
             Type::TIME => format_time_of_day(i64::from_be_bytes(be(b)?)),
@@ -342,14 +348,11 @@ impl Raw {
                 let months = i32::from_be_bytes(be(&b[12..])?);
                 format_interval(micros, days, months)
             }
-            _ => {
-                // Text-like types (text, varchar, bpchar, name, unknown, ...)
-                // are sent as their UTF-8 bytes.
-                let s = std::str::from_utf8(b).ok()?;
-                s.to_string()
-            }
+            // Text-like types (text, varchar, bpchar, name, unknown, ...)
+            // are sent as their UTF-8 bytes.
+            _ => std::str::from_utf8(b).ok()?.to_string(),
         };
-        Ok::<_, ()>(if text.is_empty() { "(empty)".to_string() } else { text }).ok()
+        Some(if text.is_empty() { "(empty)".to_string() } else { text })
     }
 }
 
@@ -770,4 +773,42 @@ fn formats_like_postgres() {
     let mut b = vec![0, 1, 0xff, 0xff, 0x40, 0, 0, 2];
     b.extend_from_slice(&500i16.to_be_bytes());
     assert_eq!(format_numeric(&b).unwrap(), "-0.05");
+}
+
+/// Column names are invisible to .slt files; check the ones clients rely on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_column_names() {
+    let data_dir = std::env::temp_dir().join(format!("weir-slt-names-{}", std::process::id()));
+    let server = weir_server::start(weir_server::ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("valid address"),
+        data_dir: data_dir.clone(),
+    })
+    .await
+    .expect("server starts");
+    let addr = server.local_addr();
+    let config = format!("host={} port={} user=weir dbname=weir", addr.ip(), addr.port());
+    let (client, connection) = tokio_postgres::connect(&config, NoTls).await.expect("connects");
+    let task = tokio::spawn(connection);
+    client
+        .batch_execute("CREATE TABLE t (a INT); CREATE MATERIALIZED VIEW v AS SELECT a FROM t")
+        .await
+        .expect("setup");
+    for sql in ["SHOW TABLES", "SHOW MATERIALIZED VIEWS"] {
+        let messages = client.simple_query(sql).await.expect(sql);
+        let names: Vec<String> = messages
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::RowDescription(cols) => Some(cols.iter().map(|c| c.name().to_string()).collect()),
+                _ => None,
+            })
+            .expect("a row description");
+        assert_eq!(names, vec!["Name".to_string()], "{sql} (simple protocol)");
+        let stmt = client.prepare(sql).await.expect(sql);
+        let names: Vec<&str> = stmt.columns().iter().map(|c| c.name()).collect();
+        assert_eq!(names, vec!["Name"], "{sql} (extended protocol)");
+    }
+    drop(client);
+    task.abort();
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
 }

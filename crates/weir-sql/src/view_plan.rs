@@ -109,7 +109,14 @@ pub async fn plan_view(state: &SessionState, query: &Query) -> Result<ViewPlan, 
     let names = output_names(&plan);
     let optimized = state.optimize(&plan)?;
     let mut operators = Vec::new();
-    let source = translate(&optimized, &mut operators)?;
+    // The optimizer may prove the input empty (`WHERE false`) and drop the
+    // scan; the view still follows its table, for the epochs.
+    let source = match translate(&optimized, &mut operators)? {
+        Some(s) => s,
+        None => first_scan(&plan).ok_or_else(|| {
+            SqlError::Unsupported("materialized views do not support queries without a FROM table".into())
+        })?,
+    };
     let arrow_schema = optimized.schema().as_arrow();
     if names.len() != arrow_schema.fields().len() {
         return Err(SqlError::Weir(weir_common::Error::internal(
@@ -220,8 +227,22 @@ fn checked_arithmetic(
     .map(|t| t.data)
 }
 
-/// Append the operators computing `plan` to `ops`; returns the source.
-fn translate(plan: &LogicalPlan, ops: &mut Vec<OperatorSpec>) -> Result<TableReference, SqlError> {
+/// The first table the plan scans.
+fn first_scan(plan: &LogicalPlan) -> Option<TableReference> {
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            found = Some(scan.table_name.clone());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// Append the operators computing `plan` to `ops`; returns the source, or
+/// `None` when the plan reads no table (its input is provably empty).
+fn translate(plan: &LogicalPlan, ops: &mut Vec<OperatorSpec>) -> Result<Option<TableReference>, SqlError> {
     match plan {
         LogicalPlan::TableScan(scan) => {
             if scan.fetch.is_some() {
@@ -252,7 +273,16 @@ fn translate(plan: &LogicalPlan, ops: &mut Vec<OperatorSpec>) -> Result<TableRef
                     predicate: physical(f, &scan.projected_schema)?,
                 });
             }
-            Ok(scan.table_name.clone())
+            Ok(Some(scan.table_name.clone()))
+        }
+        LogicalPlan::EmptyRelation(e) if !e.produce_one_row => {
+            // Nothing ever passes: the operators above see only barriers.
+            ops.push(OperatorSpec::Filter {
+                predicate: Arc::new(weir_common::datafusion::physical_expr::expressions::Literal::new(
+                    weir_common::datafusion::common::ScalarValue::Boolean(Some(false)),
+                )),
+            });
+            Ok(None)
         }
         LogicalPlan::Projection(p) => {
             let source = translate(&p.input, ops)?;
