@@ -55,7 +55,9 @@ impl From<ArrowError> for Error {
         let code = match &e {
             ArrowError::DivideByZero => SqlState::DIVISION_BY_ZERO,
             ArrowError::ArithmeticOverflow(_) => SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
-            ArrowError::CastError(m) | ArrowError::ParseError(m) | ArrowError::InvalidArgumentError(m)
+            ArrowError::CastError(m)
+            | ArrowError::ParseError(m)
+            | ArrowError::InvalidArgumentError(m)
                 if m.contains("overflow")
                     || m.contains("too large")
                     || m.contains("out of range")
@@ -99,11 +101,13 @@ impl From<DataFusionError> for Error {
         match e {
             DataFusionError::ArrowError(a, _) => Error::from(*a),
             DataFusionError::Context(_, inner) => Error::from(*inner),
-            DataFusionError::Shared(inner) => Error::from(
-                DataFusionError::External(Box::new(SharedDfError(inner.to_string()))),
-            ),
+            DataFusionError::Shared(inner) => Error::from(DataFusionError::External(Box::new(
+                SharedDfError(inner.to_string()),
+            ))),
             DataFusionError::Diagnostic(_, inner) => Error::from(*inner),
-            DataFusionError::Collection(mut errs) if !errs.is_empty() => Error::from(errs.remove(0)),
+            DataFusionError::Collection(mut errs) if !errs.is_empty() => {
+                Error::from(errs.remove(0))
+            }
             DataFusionError::SchemaError(s, _) => {
                 if let SchemaError::FieldNotFound { field, .. } = s.as_ref() {
                     return Error::new(
@@ -120,13 +124,13 @@ impl From<DataFusionError> for Error {
                 Error::new(code, clean_message(&s.to_string()))
             }
             DataFusionError::SQL(p, _) => Error::new(SqlState::SYNTAX_ERROR, p.to_string()),
-            DataFusionError::NotImplemented(m) => {
-                Error::unsupported(clean_message(&m))
-            }
+            DataFusionError::NotImplemented(m) => Error::unsupported(clean_message(&m)),
             DataFusionError::Plan(m) => {
                 let code = classify_plan_message(&m);
                 let message = match (code, missing_table(&m)) {
-                    (SqlState::UNDEFINED_TABLE, Some(t)) => format!("relation \"{t}\" does not exist"),
+                    (SqlState::UNDEFINED_TABLE, Some(t)) => {
+                        format!("relation \"{t}\" does not exist")
+                    }
                     _ => clean_message(&m),
                 };
                 Error::new(code, message)
@@ -178,10 +182,11 @@ fn missing_table(m: &str) -> Option<String> {
 /// Map DataFusion's planning messages to the SQLSTATE Postgres would give.
 fn classify_plan_message(m: &str) -> SqlState {
     let lower = m.to_ascii_lowercase();
-    if lower.contains("table") && (lower.contains("not found") || lower.contains("doesn't exist"))
-    {
+    if lower.contains("table") && (lower.contains("not found") || lower.contains("doesn't exist")) {
         SqlState::UNDEFINED_TABLE
-    } else if lower.contains("no field named") || lower.contains("column") && lower.contains("not found") {
+    } else if lower.contains("no field named")
+        || lower.contains("column") && lower.contains("not found")
+    {
         SqlState::UNDEFINED_COLUMN
     } else if lower.contains("invalid function") || lower.contains("no function matches") {
         SqlState::UNDEFINED_FUNCTION
@@ -205,7 +210,12 @@ fn classify_plan_message(m: &str) -> SqlState {
 fn clean_message(m: &str) -> String {
     let m = m.trim();
     let m = m.split("\n\nBacktrace").next().unwrap_or(m);
-    for p in ["Error during planning: ", "Schema error: ", "Execution error: ", "This feature is not implemented: "] {
+    for p in [
+        "Error during planning: ",
+        "Schema error: ",
+        "Execution error: ",
+        "This feature is not implemented: ",
+    ] {
         if let Some(rest) = m.strip_prefix(p) {
             return rest.to_string();
         }

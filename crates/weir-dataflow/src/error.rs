@@ -41,7 +41,9 @@ impl From<DataflowError> for Error {
         match e {
             DataflowError::Eval(e) | DataflowError::Constraint(e) => e,
             DataflowError::State(s) => s.into(),
-            DataflowError::Panic(m) => Error::new(SqlState::INTERNAL_ERROR, format!("operator panicked: {m}")),
+            DataflowError::Panic(m) => {
+                Error::new(SqlState::INTERNAL_ERROR, format!("operator panicked: {m}"))
+            }
             DataflowError::Internal(m) => Error::internal(m),
         }
     }

@@ -26,7 +26,11 @@ impl Operator for Filter {
         format!("Filter {}", self.predicate)
     }
 
-    fn process(&mut self, chunk: StreamChunk, out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+    fn process(
+        &mut self,
+        chunk: StreamChunk,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
         let mask = self
             .predicate
             .evaluate(&chunk.data)?

@@ -215,18 +215,31 @@ impl HashAggregate {
         Ok(slot)
     }
 
-    fn restore(&self, bytes: &[u8], accumulators: &mut [Box<dyn Accumulator>]) -> Result<i64, DataflowError> {
-        let corrupt = |why: &str| DataflowError::State(weir_state::StateError::Corrupt {
-            table: self.state.id(),
-            reason: why.to_string(),
-        });
+    fn restore(
+        &self,
+        bytes: &[u8],
+        accumulators: &mut [Box<dyn Accumulator>],
+    ) -> Result<i64, DataflowError> {
+        let corrupt = |why: &str| {
+            DataflowError::State(weir_state::StateError::Corrupt {
+                table: self.state.id(),
+                reason: why.to_string(),
+            })
+        };
         let rows = i64::from_be_bytes(
-            bytes.get(..8).ok_or_else(|| corrupt("short group"))?.try_into().map_err(|_| corrupt("short group"))?,
+            bytes
+                .get(..8)
+                .ok_or_else(|| corrupt("short group"))?
+                .try_into()
+                .map_err(|_| corrupt("short group"))?,
         );
         let mut rest = &bytes[8..];
         for (call, acc) in self.calls.iter().zip(accumulators.iter_mut()) {
             let len = u32::from_be_bytes(
-                rest.get(..4).ok_or_else(|| corrupt("short state"))?.try_into().map_err(|_| corrupt("short state"))?,
+                rest.get(..4)
+                    .ok_or_else(|| corrupt("short state"))?
+                    .try_into()
+                    .map_err(|_| corrupt("short state"))?,
             ) as usize;
             let encoded = rest.get(4..4 + len).ok_or_else(|| corrupt("short state"))?;
             let arrays = call.state_codec.decode([encoded])?;
@@ -250,7 +263,13 @@ impl HashAggregate {
             let arrays = arrays
                 .into_iter()
                 .zip(&call.state_types)
-                .map(|(a, t)| if a.data_type() == t { Ok(a) } else { compute::cast(&a, t) })
+                .map(|(a, t)| {
+                    if a.data_type() == t {
+                        Ok(a)
+                    } else {
+                        compute::cast(&a, t)
+                    }
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let rows = call.state_codec.encode(&arrays)?;
             let encoded = rows.row(0).data();
@@ -352,7 +371,11 @@ impl Operator for HashAggregate {
         )
     }
 
-    fn process(&mut self, chunk: StreamChunk, _out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+    fn process(
+        &mut self,
+        chunk: StreamChunk,
+        _out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
         if chunk.is_empty() {
             return Ok(());
         }
@@ -364,7 +387,11 @@ impl Operator for HashAggregate {
         Ok(())
     }
 
-    fn on_barrier(&mut self, _barrier: Barrier, out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+    fn on_barrier(
+        &mut self,
+        _barrier: Barrier,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
         self.fold_buffered()?;
         self.emit_dirty(out)
     }
@@ -576,7 +603,10 @@ mod tests {
                 filter: None,
             })
             .chain(std::iter::once(AggregateCall {
-                factory: AccumulatorFactory::MinMax { is_max: true, data_type: DataType::Int64 },
+                factory: AccumulatorFactory::MinMax {
+                    is_max: true,
+                    data_type: DataType::Int64,
+                },
                 args: vec![Arc::new(Column::new("v", 1))],
                 filter: None,
                 display: "max(v)".into(),
@@ -632,7 +662,11 @@ mod tests {
         let mut view = BTreeMap::new();
         let mut out = Vec::new();
         agg.process(
-            chunk(&[(1, Some(10), Op::Insert), (1, Some(5), Op::Insert), (2, None, Op::Insert)]),
+            chunk(&[
+                (1, Some(10), Op::Insert),
+                (1, Some(5), Op::Insert),
+                (2, None, Op::Insert),
+            ]),
             &mut out,
         )
         .unwrap();
@@ -646,7 +680,11 @@ mod tests {
         // Everything reloads from the state table from here on.
         agg.evict_clean_groups();
         agg.process(
-            chunk(&[(1, Some(10), Op::Delete), (2, None, Op::Delete), (3, Some(7), Op::Insert)]),
+            chunk(&[
+                (1, Some(10), Op::Delete),
+                (2, None, Op::Delete),
+                (3, Some(7), Op::Insert),
+            ]),
             &mut out,
         )
         .unwrap();
@@ -659,9 +697,14 @@ mod tests {
         // A fresh operator over the same state continues where it left off.
         let mut again = aggregate(&store);
         out.clear();
-        again.process(chunk(&[(1, Some(5), Op::Delete)]), &mut out).unwrap();
+        again
+            .process(chunk(&[(1, Some(5), Op::Delete)]), &mut out)
+            .unwrap();
         again.on_barrier(Barrier { epoch: 3 }, &mut out).unwrap();
         apply(&mut view, &out);
-        assert_eq!(view.keys().cloned().collect::<Vec<_>>(), vec!["3,7,1,7".to_string()]);
+        assert_eq!(
+            view.keys().cloned().collect::<Vec<_>>(),
+            vec!["3,7,1,7".to_string()]
+        );
     }
 }

@@ -56,7 +56,11 @@ impl Operator for Materialize {
         format!("Materialize state_table={}", self.state.id())
     }
 
-    fn process(&mut self, chunk: StreamChunk, _out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+    fn process(
+        &mut self,
+        chunk: StreamChunk,
+        _out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
         let rows = self.codec.encode(chunk.data.columns())?;
         for (i, row) in rows.iter().enumerate() {
             let weight = chunk.op(i).weight();
@@ -66,9 +70,14 @@ impl Operator for Materialize {
         Ok(())
     }
 
-    fn on_barrier(&mut self, _barrier: Barrier, out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+    fn on_barrier(
+        &mut self,
+        _barrier: Barrier,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
         let pending = std::mem::take(&mut self.pending);
-        let mut changed: Vec<(Vec<u8>, i64)> = pending.into_iter().filter(|(_, d)| *d != 0).collect();
+        let mut changed: Vec<(Vec<u8>, i64)> =
+            pending.into_iter().filter(|(_, d)| *d != 0).collect();
         if changed.is_empty() {
             return Ok(());
         }
@@ -151,9 +160,15 @@ mod tests {
         let store: StateStoreRef = Arc::new(MemoryStateStore::new());
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
         let mut m = Materialize::new(schema.clone(), StateTable::new(store.clone(), 1)).unwrap();
-        let batch = |v: Vec<i64>| RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(v))]).unwrap();
+        let batch = |v: Vec<i64>| {
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(v))]).unwrap()
+        };
         let mut out = Vec::new();
-        m.process(StreamChunk::uniform(batch(vec![1, 2, 2]), Op::Insert), &mut out).unwrap();
+        m.process(
+            StreamChunk::uniform(batch(vec![1, 2, 2]), Op::Insert),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(read_view(&store, 1, &schema).unwrap().num_rows(), 0);
         m.on_barrier(Barrier { epoch: 1 }, &mut out).unwrap();
         assert_eq!(read_view(&store, 1, &schema).unwrap().num_rows(), 3);
@@ -161,9 +176,12 @@ mod tests {
         assert_eq!(out[0].len(), 3);
         out.clear();
         // Delete and re-insert in one epoch nets out to nothing emitted.
-        m.process(StreamChunk::uniform(batch(vec![2]), Op::Delete), &mut out).unwrap();
-        m.process(StreamChunk::uniform(batch(vec![2]), Op::Insert), &mut out).unwrap();
-        m.process(StreamChunk::uniform(batch(vec![1]), Op::Delete), &mut out).unwrap();
+        m.process(StreamChunk::uniform(batch(vec![2]), Op::Delete), &mut out)
+            .unwrap();
+        m.process(StreamChunk::uniform(batch(vec![2]), Op::Insert), &mut out)
+            .unwrap();
+        m.process(StreamChunk::uniform(batch(vec![1]), Op::Delete), &mut out)
+            .unwrap();
         m.on_barrier(Barrier { epoch: 2 }, &mut out).unwrap();
         let view = read_view(&store, 1, &schema).unwrap();
         assert_eq!(view.num_rows(), 2);

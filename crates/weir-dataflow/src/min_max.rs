@@ -84,10 +84,20 @@ fn encode_state(values: &BTreeMap<Vec<u8>, i64>) -> Vec<u8> {
 fn decode_state(mut bytes: &[u8], mut f: impl FnMut(&[u8], i64)) -> Result<(), DataFusionError> {
     let bad = || DataFusionError::Internal("corrupt MIN/MAX state".into());
     while !bytes.is_empty() {
-        let len = u32::from_be_bytes(bytes.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+        let len = u32::from_be_bytes(
+            bytes
+                .get(..4)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        ) as usize;
         let key = bytes.get(4..4 + len).ok_or_else(bad)?;
         let count = i64::from_be_bytes(
-            bytes.get(4 + len..12 + len).ok_or_else(bad)?.try_into().map_err(|_| bad())?,
+            bytes
+                .get(4 + len..12 + len)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
         );
         f(key, count);
         bytes = &bytes[12 + len..];
@@ -173,7 +183,8 @@ mod tests {
     #[test]
     fn delete_of_extreme_falls_back_to_next() {
         let mut max = acc(true);
-        max.update_batch(&arr(vec![Some(3), Some(7), None, Some(7), Some(-2)])).unwrap();
+        max.update_batch(&arr(vec![Some(3), Some(7), None, Some(7), Some(-2)]))
+            .unwrap();
         assert_eq!(max.evaluate().unwrap(), ScalarValue::Int32(Some(7)));
         max.retract_batch(&arr(vec![Some(7)])).unwrap();
         assert_eq!(max.evaluate().unwrap(), ScalarValue::Int32(Some(7)));
@@ -189,7 +200,8 @@ mod tests {
     #[test]
     fn state_round_trips() {
         let mut a = acc(false);
-        a.update_batch(&arr(vec![Some(5), Some(1), Some(1)])).unwrap();
+        a.update_batch(&arr(vec![Some(5), Some(1), Some(1)]))
+            .unwrap();
         let state = a.state().unwrap();
         let mut b = acc(false);
         let arrays: Vec<ArrayRef> = state.iter().map(|s| s.to_array().unwrap()).collect();

@@ -17,11 +17,19 @@ pub trait Operator: Send + 'static {
     fn explain(&self) -> String;
 
     /// Handle a chunk of input changes; append output chunks to `out`.
-    fn process(&mut self, chunk: StreamChunk, out: &mut Vec<StreamChunk>) -> Result<(), DataflowError>;
+    fn process(
+        &mut self,
+        chunk: StreamChunk,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError>;
 
     /// The epoch is complete: flush pending output to `out` and make state
     /// durable. The runtime forwards the barrier after the flushed chunks.
-    fn on_barrier(&mut self, barrier: Barrier, out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+    fn on_barrier(
+        &mut self,
+        barrier: Barrier,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
         let _ = (barrier, out);
         Ok(())
     }

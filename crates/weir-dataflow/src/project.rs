@@ -28,7 +28,11 @@ impl Operator for Project {
         format!("Project [{}]", exprs.join(", "))
     }
 
-    fn process(&mut self, chunk: StreamChunk, out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+    fn process(
+        &mut self,
+        chunk: StreamChunk,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
         let rows = chunk.len();
         let columns = self
             .exprs

@@ -35,14 +35,21 @@ impl RowCodec {
 
     /// A codec for every column of `schema`.
     pub fn for_schema(schema: &SchemaRef) -> Result<Self, DataflowError> {
-        let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+        let types: Vec<DataType> = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
         Self::new(&types)
     }
 
     /// Encode the rows of these columns. `-0.0` encodes as `0.0`: SQL
     /// treats them as equal, so they must be the same key.
     pub fn encode(&self, columns: &[ArrayRef]) -> Result<Rows, DataflowError> {
-        if columns.iter().any(|c| matches!(c.data_type(), DataType::Float32 | DataType::Float64)) {
+        if columns
+            .iter()
+            .any(|c| matches!(c.data_type(), DataType::Float32 | DataType::Float64))
+        {
             let normalized: Vec<ArrayRef> = columns.iter().map(normalize_zero).collect();
             return Ok(self.converter.convert_columns(&normalized)?);
         }
@@ -60,7 +67,11 @@ impl RowCodec {
     }
 
     /// Decode encoded rows into a batch of `schema`.
-    pub fn decode_batch<'a, I>(&self, schema: &SchemaRef, rows: I) -> Result<RecordBatch, DataflowError>
+    pub fn decode_batch<'a, I>(
+        &self,
+        schema: &SchemaRef,
+        rows: I,
+    ) -> Result<RecordBatch, DataflowError>
     where
         I: IntoIterator<Item = &'a [u8]>,
     {
@@ -75,11 +86,13 @@ fn normalize_zero(column: &ArrayRef) -> ArrayRef {
     use weir_common::arrow::datatypes::{Float32Type, Float64Type};
     match column.data_type() {
         DataType::Float64 => {
-            let a: PrimitiveArray<Float64Type> = column.as_primitive::<Float64Type>().unary(|v| v + 0.0);
+            let a: PrimitiveArray<Float64Type> =
+                column.as_primitive::<Float64Type>().unary(|v| v + 0.0);
             Arc::new(a)
         }
         DataType::Float32 => {
-            let a: PrimitiveArray<Float32Type> = column.as_primitive::<Float32Type>().unary(|v| v + 0.0);
+            let a: PrimitiveArray<Float32Type> =
+                column.as_primitive::<Float32Type>().unary(|v| v + 0.0);
             Arc::new(a)
         }
         _ => Arc::clone(column),

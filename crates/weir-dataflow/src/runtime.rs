@@ -221,7 +221,11 @@ mod tests {
         fn explain(&self) -> String {
             "Doubler".into()
         }
-        fn process(&mut self, chunk: StreamChunk, out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+        fn process(
+            &mut self,
+            chunk: StreamChunk,
+            out: &mut Vec<StreamChunk>,
+        ) -> Result<(), DataflowError> {
             out.push(chunk.clone());
             out.push(chunk);
             Ok(())
@@ -233,7 +237,11 @@ mod tests {
         fn explain(&self) -> String {
             "Exploder".into()
         }
-        fn process(&mut self, _chunk: StreamChunk, _out: &mut Vec<StreamChunk>) -> Result<(), DataflowError> {
+        fn process(
+            &mut self,
+            _chunk: StreamChunk,
+            _out: &mut Vec<StreamChunk>,
+        ) -> Result<(), DataflowError> {
             panic!("boom")
         }
     }
@@ -249,7 +257,12 @@ mod tests {
         let source = Outlet::new();
         let sink = Arc::new(Outlet::new());
         let mut out_rx = sink.subscribe();
-        let h = spawn_pipeline(vec![Box::new(Doubler), Box::new(Doubler)], source.subscribe(), sink, 0);
+        let h = spawn_pipeline(
+            vec![Box::new(Doubler), Box::new(Doubler)],
+            source.subscribe(),
+            sink,
+            0,
+        );
         source.send(Message::Chunk(chunk())).await;
         source.send(Message::Barrier(Barrier { epoch: 1 })).await;
         let mut chunks = 0;

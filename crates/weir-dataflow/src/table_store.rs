@@ -39,11 +39,19 @@ fn corrupt(table: StateTableId, reason: &str) -> DataflowError {
 impl TableStore {
     /// Storage for table `name` with columns `schema` and primary key column
     /// indices `pk` (empty: no primary key).
-    pub fn new(name: &str, schema: SchemaRef, pk: Vec<usize>, state: StateTable) -> Result<Self, DataflowError> {
+    pub fn new(
+        name: &str,
+        schema: SchemaRef,
+        pk: Vec<usize>,
+        state: StateTable,
+    ) -> Result<Self, DataflowError> {
         let pk_codec = if pk.is_empty() {
             None
         } else {
-            let types: Vec<_> = pk.iter().map(|i| schema.field(*i).data_type().clone()).collect();
+            let types: Vec<_> = pk
+                .iter()
+                .map(|i| schema.field(*i).data_type().clone())
+                .collect();
             Some(RowCodec::new(&types)?)
         };
         Ok(TableStore {
@@ -88,7 +96,11 @@ impl TableStore {
         }
     }
 
-    fn stage(&mut self, deletes: Option<&RecordBatch>, inserts: Option<&RecordBatch>) -> Result<(), DataflowError> {
+    fn stage(
+        &mut self,
+        deletes: Option<&RecordBatch>,
+        inserts: Option<&RecordBatch>,
+    ) -> Result<(), DataflowError> {
         if let Some(d) = deletes {
             self.stage_rows(d, Op::Delete)?;
         }
@@ -152,7 +164,9 @@ impl TableStore {
                     let vnode = vnode_of(key);
                     let count = match self.state.get(vnode, key)? {
                         Some(v) => i64::from_be_bytes(
-                            v.as_slice().try_into().map_err(|_| corrupt(self.state.id(), "bad count"))?,
+                            v.as_slice()
+                                .try_into()
+                                .map_err(|_| corrupt(self.state.id(), "bad count"))?,
                         ),
                         None => 0,
                     };
@@ -228,7 +242,10 @@ mod tests {
     fn batch(ids: Vec<i32>, vs: Vec<&str>) -> RecordBatch {
         RecordBatch::try_new(
             schema(),
-            vec![Arc::new(Int32Array::from(ids)), Arc::new(StringArray::from(vs))],
+            vec![
+                Arc::new(Int32Array::from(ids)),
+                Arc::new(StringArray::from(vs)),
+            ],
         )
         .unwrap()
     }
@@ -236,21 +253,31 @@ mod tests {
     #[test]
     fn primary_key_conflicts_apply_nothing() {
         let store: StateStoreRef = Arc::new(MemoryStateStore::new());
-        let mut t = TableStore::new("t", schema(), vec![0], StateTable::new(store.clone(), 1)).unwrap();
-        t.apply(None, Some(&batch(vec![1, 2], vec!["a", "b"]))).unwrap();
-        let err = t.apply(None, Some(&batch(vec![3, 1], vec!["c", "d"]))).unwrap_err();
+        let mut t =
+            TableStore::new("t", schema(), vec![0], StateTable::new(store.clone(), 1)).unwrap();
+        t.apply(None, Some(&batch(vec![1, 2], vec!["a", "b"])))
+            .unwrap();
+        let err = t
+            .apply(None, Some(&batch(vec![3, 1], vec!["c", "d"])))
+            .unwrap_err();
         assert_eq!(Error::from(err).code, SqlState::UNIQUE_VIOLATION);
         assert_eq!(t.read(&store).unwrap().num_rows(), 2);
         // An update of the key deletes first, so it does not conflict.
-        t.apply(Some(&batch(vec![1], vec!["a"])), Some(&batch(vec![1], vec!["z"]))).unwrap();
+        t.apply(
+            Some(&batch(vec![1], vec!["a"])),
+            Some(&batch(vec![1], vec!["z"])),
+        )
+        .unwrap();
         assert_eq!(t.read(&store).unwrap().num_rows(), 2);
     }
 
     #[test]
     fn multiset_counts_duplicates() {
         let store: StateStoreRef = Arc::new(MemoryStateStore::new());
-        let mut t = TableStore::new("t", schema(), vec![], StateTable::new(store.clone(), 1)).unwrap();
-        t.apply(None, Some(&batch(vec![1, 1, 2], vec!["a", "a", "b"]))).unwrap();
+        let mut t =
+            TableStore::new("t", schema(), vec![], StateTable::new(store.clone(), 1)).unwrap();
+        t.apply(None, Some(&batch(vec![1, 1, 2], vec!["a", "a", "b"])))
+            .unwrap();
         assert_eq!(t.read(&store).unwrap().num_rows(), 3);
         t.apply(Some(&batch(vec![1], vec!["a"])), None).unwrap();
         assert_eq!(t.read(&store).unwrap().num_rows(), 2);

@@ -94,7 +94,8 @@ impl Catalog {
 
     /// Add a relation; its name must be free.
     pub fn insert(&mut self, relation: Relation) {
-        self.relations.insert(relation.name.clone(), Arc::new(relation));
+        self.relations
+            .insert(relation.name.clone(), Arc::new(relation));
     }
 
     /// Remove a relation.

@@ -156,7 +156,11 @@ impl Engine {
 
     /// Execute one parsed statement. `params` are the values of `$1`, `$2`,
     /// ... in extended-protocol execution.
-    pub async fn execute(&self, statement: &Statement, params: Option<ParamValues>) -> Result<QueryResult> {
+    pub async fn execute(
+        &self,
+        statement: &Statement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryResult> {
         match statement {
             Statement::Flush => {
                 let _guard = self.write_lock.lock().await;
@@ -175,7 +179,11 @@ impl Engine {
         }
     }
 
-    async fn execute_sql(&self, s: &SqlStatement, params: Option<ParamValues>) -> Result<QueryResult> {
+    async fn execute_sql(
+        &self,
+        s: &SqlStatement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryResult> {
         match s {
             SqlStatement::Query(_) | SqlStatement::Explain { .. } => self.query(s, params).await,
             SqlStatement::Insert(_) | SqlStatement::Update(_) | SqlStatement::Delete(_) => {
@@ -193,10 +201,19 @@ impl Engine {
             SqlStatement::Commit { .. } => Ok(QueryResult::command("COMMIT")),
             SqlStatement::Rollback { .. } => Ok(QueryResult::command("ROLLBACK")),
             SqlStatement::Set(_) => Ok(QueryResult::command("SET")),
-            SqlStatement::ShowVariable { variable } => Ok(show_variable(&variable.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join("."))),
+            SqlStatement::ShowVariable { variable } => Ok(show_variable(
+                &variable
+                    .iter()
+                    .map(|i| i.value.clone())
+                    .collect::<Vec<_>>()
+                    .join("."),
+            )),
             other => Err(user(
                 SqlState::FEATURE_NOT_SUPPORTED,
-                format!("statement not supported: {}", first_words(&other.to_string())),
+                format!(
+                    "statement not supported: {}",
+                    first_words(&other.to_string())
+                ),
             )),
         }
     }
@@ -215,16 +232,27 @@ impl Engine {
 
     /// Plan a statement without executing it: parameter types and, for
     /// statements returning rows, the result schema (extended protocol).
-    pub async fn describe(&self, statement: &Statement) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+    pub async fn describe(
+        &self,
+        statement: &Statement,
+    ) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
         match statement {
             Statement::Sql(s) => match s.as_ref() {
-                SqlStatement::Query(_) | SqlStatement::Explain { .. } | SqlStatement::Insert(_)
-                | SqlStatement::Update(_) | SqlStatement::Delete(_) => {
+                SqlStatement::Query(_)
+                | SqlStatement::Explain { .. }
+                | SqlStatement::Insert(_)
+                | SqlStatement::Update(_)
+                | SqlStatement::Delete(_) => {
                     let plan = self.plan(s, None).await?;
                     let types = plan.get_parameter_types()?;
                     let mut ordered: Vec<(usize, Option<DataType>)> = types
                         .into_iter()
-                        .filter_map(|(k, v)| k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v)))
+                        .filter_map(|(k, v)| {
+                            k.trim_start_matches('$')
+                                .parse::<usize>()
+                                .ok()
+                                .map(|i| (i, v))
+                        })
                         .collect();
                     ordered.sort_by_key(|(i, _)| *i);
                     let count = ordered.last().map(|(i, _)| *i).unwrap_or(0);
@@ -232,7 +260,10 @@ impl Engine {
                     for (i, t) in ordered {
                         params[i - 1] = t;
                     }
-                    let schema = if matches!(s.as_ref(), SqlStatement::Query(_) | SqlStatement::Explain { .. }) {
+                    let schema = if matches!(
+                        s.as_ref(),
+                        SqlStatement::Query(_) | SqlStatement::Explain { .. }
+                    ) {
                         Some(pg_schema(&plan))
                     } else {
                         None
@@ -242,8 +273,12 @@ impl Engine {
                 SqlStatement::ShowVariable { .. } => Ok((vec![], Some(text_schema(&["setting"])))),
                 _ => Ok((vec![], None)),
             },
-            Statement::ShowTables | Statement::ShowMaterializedViews => Ok((vec![], Some(text_schema(&["Name"])))),
-            Statement::ExplainMaterializedView { .. } => Ok((vec![], Some(text_schema(&["QUERY PLAN"])))),
+            Statement::ShowTables | Statement::ShowMaterializedViews => {
+                Ok((vec![], Some(text_schema(&["Name"]))))
+            }
+            Statement::ExplainMaterializedView { .. } => {
+                Ok((vec![], Some(text_schema(&["QUERY PLAN"]))))
+            }
             _ => Ok((vec![], None)),
         }
     }
@@ -270,14 +305,17 @@ impl Engine {
         weir_sql::parser::alias_insert_source(&mut s);
         let plan = self.plan(&s, params).await?;
         let LogicalPlan::Dml(dml) = plan else {
-            return Err(ServerError::Statement(Error::internal("DML did not plan as DML")));
+            return Err(ServerError::Statement(Error::internal(
+                "DML did not plan as DML",
+            )));
         };
         let name = dml.table_name.table().to_string();
-        let relation = self
-            .catalog
-            .read()
-            .get(&name)
-            .ok_or_else(|| user(SqlState::UNDEFINED_TABLE, format!("relation \"{name}\" does not exist")))?;
+        let relation = self.catalog.read().get(&name).ok_or_else(|| {
+            user(
+                SqlState::UNDEFINED_TABLE,
+                format!("relation \"{name}\" does not exist"),
+            )
+        })?;
         let RelationKind::Table { store, .. } = &relation.kind else {
             return Err(user(
                 SqlState::WRONG_OBJECT_TYPE,
@@ -324,7 +362,12 @@ impl Engine {
 
     /// Run `plan` and return its rows cast to `schema`, reading columns
     /// starting at `offset`.
-    async fn rows_for(&self, schema: &SchemaRef, plan: &LogicalPlan, offset: usize) -> Result<RecordBatch> {
+    async fn rows_for(
+        &self,
+        schema: &SchemaRef,
+        plan: &LogicalPlan,
+        offset: usize,
+    ) -> Result<RecordBatch> {
         let batches = self.collect(plan.clone()).await?;
         conform(schema, &batches, offset)
     }
@@ -332,15 +375,25 @@ impl Engine {
     /// Old and new rows of an UPDATE. DataFusion plans UPDATE as a projection
     /// of the new values over the filtered table; we project the old columns
     /// beside them so both come from one scan.
-    async fn update_rows(&self, schema: &SchemaRef, dml: &DmlStatement) -> Result<(RecordBatch, RecordBatch)> {
+    async fn update_rows(
+        &self,
+        schema: &SchemaRef,
+        dml: &DmlStatement,
+    ) -> Result<(RecordBatch, RecordBatch)> {
         let LogicalPlan::Projection(projection) = dml.input.as_ref() else {
-            return Err(user(SqlState::FEATURE_NOT_SUPPORTED, "this form of UPDATE is not supported"));
+            return Err(user(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "this form of UPDATE is not supported",
+            ));
         };
         let input = projection.input.as_ref().clone();
         let width = schema.fields().len();
         let in_schema = input.schema().clone();
         if in_schema.fields().len() != width || projection.expr.len() != width {
-            return Err(user(SqlState::FEATURE_NOT_SUPPORTED, "UPDATE ... FROM is not supported"));
+            return Err(user(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "UPDATE ... FROM is not supported",
+            ));
         }
         let mut exprs: Vec<Expr> = in_schema.columns().into_iter().map(Expr::Column).collect();
         for (i, e) in projection.expr.iter().enumerate() {
@@ -372,13 +425,22 @@ impl Engine {
         let _guard = self.write_lock.lock().await;
         let plan = self.plan(s, None).await?;
         let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = plan else {
-            return Err(user(SqlState::FEATURE_NOT_SUPPORTED, "this form of CREATE TABLE is not supported"));
+            return Err(user(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "this form of CREATE TABLE is not supported",
+            ));
         };
         if !matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
-            return Err(user(SqlState::FEATURE_NOT_SUPPORTED, "CREATE TABLE ... AS is not supported"));
+            return Err(user(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "CREATE TABLE ... AS is not supported",
+            ));
         }
         if !create.column_defaults.is_empty() {
-            return Err(user(SqlState::FEATURE_NOT_SUPPORTED, "column DEFAULT values are not supported"));
+            return Err(user(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "column DEFAULT values are not supported",
+            ));
         }
         let name = create.name.table().to_string();
         let mut pk: Vec<usize> = Vec::new();
@@ -386,7 +448,10 @@ impl Engine {
             match c {
                 Constraint::PrimaryKey(cols) => pk = cols.clone(),
                 Constraint::Unique(_) => {
-                    return Err(user(SqlState::FEATURE_NOT_SUPPORTED, "UNIQUE constraints are not supported"))
+                    return Err(user(
+                        SqlState::FEATURE_NOT_SUPPORTED,
+                        "UNIQUE constraints are not supported",
+                    ))
                 }
             }
         }
@@ -406,7 +471,10 @@ impl Engine {
             if create.if_not_exists {
                 return Ok(QueryResult::command("CREATE TABLE"));
             }
-            return Err(user(SqlState::DUPLICATE_TABLE, format!("relation \"{name}\" already exists")));
+            return Err(user(
+                SqlState::DUPLICATE_TABLE,
+                format!("relation \"{name}\" already exists"),
+            ));
         }
         let state_id = catalog.allocate_state_id();
         let table = TableStore::new(
@@ -428,19 +496,30 @@ impl Engine {
         Ok(QueryResult::command("CREATE TABLE"))
     }
 
-    async fn create_view(&self, name: &ObjectName, query: &Query, if_not_exists: bool) -> Result<QueryResult> {
+    async fn create_view(
+        &self,
+        name: &ObjectName,
+        query: &Query,
+        if_not_exists: bool,
+    ) -> Result<QueryResult> {
         let _guard = self.write_lock.lock().await;
         let name = relation_name(name)?;
         if self.catalog.read().get(&name).is_some() {
             if if_not_exists {
                 return Ok(QueryResult::command("CREATE MATERIALIZED VIEW"));
             }
-            return Err(user(SqlState::DUPLICATE_TABLE, format!("relation \"{name}\" already exists")));
+            return Err(user(
+                SqlState::DUPLICATE_TABLE,
+                format!("relation \"{name}\" already exists"),
+            ));
         }
         let plan = plan_view(&self.state(), query).await?;
         let upstream_name = plan.source.table().to_string();
         let upstream = self.catalog.read().get(&upstream_name).ok_or_else(|| {
-            user(SqlState::UNDEFINED_TABLE, format!("relation \"{upstream_name}\" does not exist"))
+            user(
+                SqlState::UNDEFINED_TABLE,
+                format!("relation \"{upstream_name}\" does not exist"),
+            )
         })?;
         let schema = Arc::clone(&plan.schema);
         let (state_id, operators) = {
@@ -461,8 +540,15 @@ impl Engine {
         let epoch = self.epoch.load(Ordering::SeqCst);
         let dataflow = spawn_pipeline(operators, input_rx, Arc::clone(&outlet), epoch);
         let snapshot = match &upstream.kind {
-            RelationKind::Table { pk, .. } => read_table(&self.store, upstream.state_id, &upstream.schema, !pk.is_empty()),
-            RelationKind::View { .. } => read_view(&self.store, upstream.state_id, &upstream.schema),
+            RelationKind::Table { pk, .. } => read_table(
+                &self.store,
+                upstream.state_id,
+                &upstream.schema,
+                !pk.is_empty(),
+            ),
+            RelationKind::View { .. } => {
+                read_view(&self.store, upstream.state_id, &upstream.schema)
+            }
         }?;
         for chunk in split_chunks(&snapshot, Op::Insert) {
             if input_tx.send(Message::Chunk(chunk)).await.is_err() {
@@ -523,12 +609,21 @@ impl Engine {
         text_rows("Name", names)
     }
 
-    async fn drop(&self, object_type: ObjectType, if_exists: bool, names: &[ObjectName], cascade: bool) -> Result<QueryResult> {
+    async fn drop(
+        &self,
+        object_type: ObjectType,
+        if_exists: bool,
+        names: &[ObjectName],
+        cascade: bool,
+    ) -> Result<QueryResult> {
         let (want_view, tag) = match object_type {
             ObjectType::Table => (false, "DROP TABLE"),
             ObjectType::MaterializedView => (true, "DROP MATERIALIZED VIEW"),
             other => {
-                return Err(user(SqlState::FEATURE_NOT_SUPPORTED, format!("DROP {other} is not supported")))
+                return Err(user(
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    format!("DROP {other} is not supported"),
+                ))
             }
         };
         let _guard = self.write_lock.lock().await;
@@ -539,12 +634,26 @@ impl Engine {
                 if if_exists {
                     continue;
                 }
-                let what = if want_view { "materialized view" } else { "table" };
-                return Err(user(SqlState::UNDEFINED_TABLE, format!("{what} \"{name}\" does not exist")));
+                let what = if want_view {
+                    "materialized view"
+                } else {
+                    "table"
+                };
+                return Err(user(
+                    SqlState::UNDEFINED_TABLE,
+                    format!("{what} \"{name}\" does not exist"),
+                ));
             };
             if relation.is_view() != want_view {
-                let what = if want_view { "a materialized view" } else { "a table" };
-                return Err(user(SqlState::WRONG_OBJECT_TYPE, format!("\"{name}\" is not {what}")));
+                let what = if want_view {
+                    "a materialized view"
+                } else {
+                    "a table"
+                };
+                return Err(user(
+                    SqlState::WRONG_OBJECT_TYPE,
+                    format!("\"{name}\" is not {what}"),
+                ));
             }
             let dependents = self.all_dependents(&name);
             if !dependents.is_empty() && !cascade {
@@ -613,7 +722,10 @@ fn check_assignment_types(schema: &SchemaRef, input: &LogicalPlan) -> Result<()>
             return Ok(());
         };
         let target = field.data_type();
-        let textual = matches!(source, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Null);
+        let textual = matches!(
+            source,
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Null
+        );
         if !textual && (*source == DataType::Boolean) != (*target == DataType::Boolean) {
             return Err(user(
                 SqlState::DATATYPE_MISMATCH,
@@ -666,7 +778,9 @@ fn conform(schema: &SchemaRef, batches: &[RecordBatch], offset: usize) -> Result
     let mut out = Vec::with_capacity(batches.len());
     for b in batches {
         if b.num_columns() < offset + width {
-            return Err(ServerError::Statement(Error::internal("DML input has too few columns")));
+            return Err(ServerError::Statement(Error::internal(
+                "DML input has too few columns",
+            )));
         }
         let cols = (0..width)
             .map(|i| {
@@ -684,7 +798,8 @@ fn conform(schema: &SchemaRef, batches: &[RecordBatch], offset: usize) -> Result
             RecordBatch::try_new_with_options(
                 Arc::clone(schema),
                 cols,
-                &weir_common::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+                &weir_common::arrow::record_batch::RecordBatchOptions::new()
+                    .with_row_count(Some(b.num_rows())),
             )
             .map_err(|e| ServerError::Statement(e.into()))?,
         );
@@ -710,7 +825,10 @@ fn pg_schema(plan: &LogicalPlan) -> SchemaRef {
 
 fn text_schema(names: &[&str]) -> SchemaRef {
     Arc::new(Schema::new(
-        names.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect::<Vec<_>>(),
+        names
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
     ))
 }
 
@@ -718,8 +836,14 @@ fn text_rows(column: &str, values: Vec<String>) -> QueryResult {
     let schema = text_schema(&[column]);
     let array: ArrayRef = Arc::new(StringArray::from(values));
     match RecordBatch::try_new(Arc::clone(&schema), vec![array]) {
-        Ok(b) => QueryResult::Rows { schema, batches: vec![b] },
-        Err(_) => QueryResult::Rows { schema, batches: vec![] },
+        Ok(b) => QueryResult::Rows {
+            schema,
+            batches: vec![b],
+        },
+        Err(_) => QueryResult::Rows {
+            schema,
+            batches: vec![],
+        },
     }
 }
 

@@ -83,7 +83,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                     let _ = socket.set_nodelay(true);
                     let handlers = Arc::clone(&handlers);
                     tokio::spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await
+                        {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
                     });

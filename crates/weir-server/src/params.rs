@@ -11,7 +11,10 @@ use weir_common::{Error, SqlState};
 /// The parameter values of `portal`. Each parameter's type is the one the
 /// client declared, else the one the planner inferred (`inferred`), else
 /// text.
-pub fn decode<S: Clone>(portal: &Portal<S>, inferred: &[Option<DataType>]) -> Result<ParamValues, Error> {
+pub fn decode<S: Clone>(
+    portal: &Portal<S>,
+    inferred: &[Option<DataType>],
+) -> Result<ParamValues, Error> {
     let mut values = Vec::with_capacity(portal.parameter_len());
     for i in 0..portal.parameter_len() {
         let declared = portal

@@ -49,7 +49,10 @@ impl SchemaProvider for WeirSchema {
         let Some(relation) = self.catalog.read().get(name) else {
             return Ok(None);
         };
-        Ok(Some(Arc::new(RelationTable::new(relation, self.store.clone()))))
+        Ok(Some(Arc::new(RelationTable::new(
+            relation,
+            self.store.clone(),
+        ))))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -77,9 +80,9 @@ impl std::fmt::Debug for RelationTable {
 impl RelationTable {
     fn new(relation: Arc<Relation>, store: StateStoreRef) -> Self {
         let constraints = match &relation.kind {
-            RelationKind::Table { pk, .. } if !pk.is_empty() => {
-                Some(Constraints::new_unverified(vec![Constraint::PrimaryKey(pk.clone())]))
-            }
+            RelationKind::Table { pk, .. } if !pk.is_empty() => Some(Constraints::new_unverified(
+                vec![Constraint::PrimaryKey(pk.clone())],
+            )),
             _ => None,
         };
         let fields: Vec<Field> = relation
@@ -120,7 +123,9 @@ impl TableProvider for RelationTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let r = &self.relation;
         let batch = match &r.kind {
-            RelationKind::Table { pk, .. } => read_table(&self.store, r.state_id, &self.schema, !pk.is_empty()),
+            RelationKind::Table { pk, .. } => {
+                read_table(&self.store, r.state_id, &self.schema, !pk.is_empty())
+            }
             RelationKind::View { dataflow, .. } => {
                 if let DataflowStatus::Failed(e) = dataflow.status() {
                     let e = e.context(format!("materialized view \"{}\" has failed", r.name));
@@ -135,6 +140,10 @@ impl TableProvider for RelationTable {
         } else {
             vec![vec![batch]]
         };
-        Ok(MemorySourceConfig::try_new_exec(&partitions, self.schema(), projection.cloned())?)
+        Ok(MemorySourceConfig::try_new_exec(
+            &partitions,
+            self.schema(),
+            projection.cloned(),
+        )?)
     }
 }

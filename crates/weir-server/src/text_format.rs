@@ -11,8 +11,8 @@ use std::sync::Arc;
 use chrono::DateTime;
 use pgwire::api::portal::Format;
 use weir_common::arrow::array::{
-    Array, ArrayRef, Decimal128Array, Float64Array, IntervalMonthDayNanoArray, RecordBatch, StringBuilder,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, Decimal128Array, Float64Array, IntervalMonthDayNanoArray, RecordBatch,
+    StringBuilder, TimestampMicrosecondArray,
 };
 use weir_common::arrow::compute::cast;
 use weir_common::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
@@ -21,7 +21,10 @@ use weir_common::arrow::error::ArrowError;
 /// Replace text-format timestamp columns of `batch` by their Postgres text.
 /// The batch's schema is kept for the row description, which the caller
 /// has already built from the original types.
-pub fn postgres_text_columns(batch: RecordBatch, format: &Format) -> Result<RecordBatch, ArrowError> {
+pub fn postgres_text_columns(
+    batch: RecordBatch,
+    format: &Format,
+) -> Result<RecordBatch, ArrowError> {
     let mut columns: Option<Vec<ArrayRef>> = None;
     for (i, column) in batch.columns().iter().enumerate() {
         if format.is_binary(i) {
@@ -34,7 +37,9 @@ pub fn postgres_text_columns(batch: RecordBatch, format: &Format) -> Result<Reco
             DataType::Timestamp(_, tz) => format_timestamps(column, tz.is_some())?,
             DataType::Float64 | DataType::Float32 => format_floats(column)?,
             DataType::Interval(IntervalUnit::MonthDayNano) => format_intervals(column)?,
-            DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => cast(column, &DataType::Utf8)?,
+            DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => {
+                cast(column, &DataType::Utf8)?
+            }
             _ => continue,
         };
         columns.get_or_insert_with(|| batch.columns().to_vec())[i] = text;
@@ -49,7 +54,10 @@ pub fn postgres_text_columns(batch: RecordBatch, format: &Format) -> Result<Reco
                 .zip(&cols)
                 .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
                 .collect();
-            RecordBatch::try_new(Arc::new(weir_common::arrow::datatypes::Schema::new(fields)), cols)
+            RecordBatch::try_new(
+                Arc::new(weir_common::arrow::datatypes::Schema::new(fields)),
+                cols,
+            )
         }
     }
 }
@@ -129,7 +137,11 @@ pub fn format_float(v: f64, is_f32: bool) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     let sci = if is_f32 {
         format!("{:e}", v as f32)
@@ -181,7 +193,13 @@ pub fn format_interval(months: i32, days: i32, micros: i64) -> String {
         parts.push(unit(days as i64, "day", "days"));
     }
     if micros != 0 || parts.is_empty() {
-        let sign = if micros < 0 { "-" } else if !parts.is_empty() && (months < 0 || days < 0) { "+" } else { "" };
+        let sign = if micros < 0 {
+            "-"
+        } else if !parts.is_empty() && (months < 0 || days < 0) {
+            "+"
+        } else {
+            ""
+        };
         let m = micros.unsigned_abs();
         let (h, rem) = (m / 3_600_000_000, m % 3_600_000_000);
         let (min, rem) = (rem / 60_000_000, rem % 60_000_000);
@@ -213,7 +231,10 @@ mod tests {
 
     #[test]
     fn intervals_like_postgres() {
-        assert_eq!(format_interval(14, 3, 14_706_500_000), "1 year 2 mons 3 days 04:05:06.5");
+        assert_eq!(
+            format_interval(14, 3, 14_706_500_000),
+            "1 year 2 mons 3 days 04:05:06.5"
+        );
         assert_eq!(format_interval(0, 0, 0), "00:00:00");
         assert_eq!(format_interval(0, 0, -1_500_000), "-00:00:01.5");
         assert_eq!(format_interval(0, 1, 7_200_000_000), "1 day 02:00:00");

@@ -66,7 +66,11 @@ impl NoopStartupHandler for WeirHandler {}
 
 /// Convert a Weir error into a Postgres ErrorResponse.
 pub fn error_info(e: &Error) -> ErrorInfo {
-    let mut info = ErrorInfo::new("ERROR".to_string(), e.code.code().to_string(), e.message.clone());
+    let mut info = ErrorInfo::new(
+        "ERROR".to_string(),
+        e.code.code().to_string(),
+        e.message.clone(),
+    );
     info.position = e.position.map(|p| p.to_string());
     info
 }
@@ -95,10 +99,17 @@ fn response(result: QueryResult, format: &Format) -> PgWireResult<Response> {
             let header = Arc::new(fields(&schema, format)?);
             let mut rows = Vec::new();
             for b in batches {
-                let b = crate::text_format::postgres_text_columns(b, format).map_err(|e| pg_error(e.into()))?;
-                rows.extend(arrow_pg::datatypes::encode_recordbatch(Arc::clone(&header), b));
+                let b = crate::text_format::postgres_text_columns(b, format)
+                    .map_err(|e| pg_error(e.into()))?;
+                rows.extend(arrow_pg::datatypes::encode_recordbatch(
+                    Arc::clone(&header),
+                    b,
+                ));
             }
-            Ok(Response::Query(QueryResponse::new(header, stream::iter(rows))))
+            Ok(Response::Query(QueryResponse::new(
+                header,
+                stream::iter(rows),
+            )))
         }
     }
 }
@@ -145,7 +156,12 @@ pub struct WeirQueryParser;
 impl QueryParser for WeirQueryParser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
@@ -164,7 +180,11 @@ impl QueryParser for WeirQueryParser {
         Ok(vec![])
     }
 
-    fn get_result_schema(&self, _stmt: &Prepared, _format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        _stmt: &Prepared,
+        _format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         Ok(vec![])
     }
 }
@@ -215,7 +235,11 @@ impl ExtendedQueryHandler for WeirHandler {
         Ok(DescribeStatementResponse::new(params, fields))
     }
 
-    async fn do_describe_portal<C>(&self, _client: &mut C, target: &Portal<Prepared>) -> PgWireResult<DescribePortalResponse>
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        target: &Portal<Prepared>,
+    ) -> PgWireResult<DescribePortalResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Prepared>,
@@ -234,7 +258,12 @@ impl ExtendedQueryHandler for WeirHandler {
         Ok(DescribePortalResponse::new(fields))
     }
 
-    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Prepared>,
@@ -243,7 +272,11 @@ impl ExtendedQueryHandler for WeirHandler {
     {
         let statement = &portal.statement.statement.statement;
         let params = if portal.parameter_len() > 0 {
-            let (inferred, _) = self.engine.describe(statement).await.map_err(|e| pg_error(e.into()))?;
+            let (inferred, _) = self
+                .engine
+                .describe(statement)
+                .await
+                .map_err(|e| pg_error(e.into()))?;
             Some(params::decode(portal, &inferred).map_err(pg_error)?)
         } else {
             None

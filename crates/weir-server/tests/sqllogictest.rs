@@ -210,7 +210,11 @@ fn translate_for_postgres(sql: &str) -> String {
     let trimmed = sql.trim_start();
     let upper = trimmed.to_ascii_uppercase();
     let words: Vec<&str> = upper.split_whitespace().take(3).collect();
-    if words.len() == 3 && words[1] == "MATERIALIZED" && words[2] == "VIEW" && (words[0] == "CREATE" || words[0] == "DROP") {
+    if words.len() == 3
+        && words[1] == "MATERIALIZED"
+        && words[2] == "VIEW"
+        && (words[0] == "CREATE" || words[0] == "DROP")
+    {
         // Rebuild "<verb> VIEW <rest>".
         let mut rest = trimmed;
         for _ in 0..3 {
@@ -230,7 +234,9 @@ impl sqllogictest::AsyncDB for Conn {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
         if self.abandoned {
-            return Err(SqlError::other("connection abandoned after an earlier statement timed out"));
+            return Err(SqlError::other(
+                "connection abandoned after an earlier statement timed out",
+            ));
         }
         let sql = match self.engine {
             Engine::Weir => sql.to_string(),
@@ -277,7 +283,10 @@ struct Raw {
 }
 
 impl<'a> FromSql<'a> for Raw {
-    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         Ok(Raw {
             ty: ty.clone(),
             bytes: Some(raw.to_vec()),
@@ -352,7 +361,11 @@ impl Raw {
             // are sent as their UTF-8 bytes.
             _ => std::str::from_utf8(b).ok()?.to_string(),
         };
-        Some(if text.is_empty() { "(empty)".to_string() } else { text })
+        Some(if text.is_empty() {
+            "(empty)".to_string()
+        } else {
+            text
+        })
     }
 }
 
@@ -499,7 +512,11 @@ fn format_timestamp(micros: i64) -> Option<String> {
     }
     let ts = pg_epoch().checked_add_signed(chrono::Duration::microseconds(micros))?;
     let sub = ts.and_utc().timestamp_subsec_micros() as i64;
-    Some(format!("{}{}", ts.format("%Y-%m-%d %H:%M:%S"), fraction(sub)))
+    Some(format!(
+        "{}{}",
+        ts.format("%Y-%m-%d %H:%M:%S"),
+        fraction(sub)
+    ))
 }
 
 /// Postgres' `IntervalStyle = postgres` output (EncodeInterval).
@@ -639,7 +656,11 @@ async fn run_file_on_weir(path: &Path, mode: Mode) -> Vec<String> {
         Err(e) => return vec![format!("cannot start server: {e}")],
     };
     let addr = server.local_addr();
-    let config = format!("host={} port={} user=weir dbname=weir", addr.ip(), addr.port());
+    let config = format!(
+        "host={} port={} user=weir dbname=weir",
+        addr.ip(),
+        addr.port()
+    );
     let failures = run_file(path, config, mode, Engine::Weir).await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -652,16 +673,25 @@ async fn run_file_on_postgres(admin: &str, path: &Path, mode: Mode, index: usize
     let setup = async {
         let (client, connection) = tokio_postgres::connect(admin, NoTls).await?;
         let task = tokio::spawn(connection);
-        client.simple_query(&format!("DROP DATABASE IF EXISTS {db}")).await?;
-        client.simple_query(&format!("CREATE DATABASE {db}")).await?;
+        client
+            .simple_query(&format!("DROP DATABASE IF EXISTS {db}"))
+            .await?;
+        client
+            .simple_query(&format!("CREATE DATABASE {db}"))
+            .await?;
         drop(client);
         let _ = task.await;
         Ok::<_, tokio_postgres::Error>(())
     };
     if let Err(e) = setup.await {
-        return vec![format!("cannot create database {db}: {}", SqlError::from(e))];
+        return vec![format!(
+            "cannot create database {db}: {}",
+            SqlError::from(e)
+        )];
     }
-    let config = format!("{admin} dbname={db} options='-c TimeZone=UTC -c IntervalStyle=postgres -c DateStyle=ISO'");
+    let config = format!(
+        "{admin} dbname={db} options='-c TimeZone=UTC -c IntervalStyle=postgres -c DateStyle=ISO'"
+    );
     if std::env::var_os("WEIR_SLT_OVERRIDE").is_some() {
         // Rewrite the file's expected results with what Postgres returns.
         let engine = Engine::Postgres;
@@ -692,10 +722,14 @@ async fn run_file_on_postgres(admin: &str, path: &Path, mode: Mode, index: usize
 fn report(engine: Engine, files: usize, failures: &[(String, Mode, String)]) {
     let runs = files * modes().len();
     if failures.is_empty() {
-        eprintln!("sqllogictest ({}): {runs} file runs, all passed", engine.name());
+        eprintln!(
+            "sqllogictest ({}): {runs} file runs, all passed",
+            engine.name()
+        );
         return;
     }
-    let mut failed_runs: Vec<(String, Mode)> = failures.iter().map(|(f, m, _)| (f.clone(), *m)).collect();
+    let mut failed_runs: Vec<(String, Mode)> =
+        failures.iter().map(|(f, m, _)| (f.clone(), *m)).collect();
     failed_runs.dedup();
     for (file, mode, message) in failures {
         eprintln!("==== {file} [{}] ====\n{message}\n", mode.name());
@@ -707,7 +741,10 @@ fn report(engine: Engine, files: usize, failures: &[(String, Mode, String)]) {
         failed_runs.len()
     );
     for (file, mode) in &failed_runs {
-        let n = failures.iter().filter(|(f, m, _)| f == file && m == mode).count();
+        let n = failures
+            .iter()
+            .filter(|(f, m, _)| f == file && m == mode)
+            .count();
         eprintln!("  {file} [{}]: {n} failed", mode.name());
     }
     panic!("{} sqllogictest records failed", failures.len());
@@ -716,7 +753,11 @@ fn report(engine: Engine, files: usize, failures: &[(String, Mode, String)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictest() {
     let files = slt_files();
-    assert!(!files.is_empty(), "no .slt files found under {}", sql_tests_root().display());
+    assert!(
+        !files.is_empty(),
+        "no .slt files found under {}",
+        sql_tests_root().display()
+    );
     let mut failures = Vec::new();
     for file in &files {
         for mode in modes() {
@@ -732,7 +773,8 @@ async fn sqllogictest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Postgres server: set WEIR_SLT_POSTGRES"]
 async fn sqllogictest_postgres() {
-    let admin = std::env::var("WEIR_SLT_POSTGRES").expect("set WEIR_SLT_POSTGRES to a libpq conninfo string");
+    let admin = std::env::var("WEIR_SLT_POSTGRES")
+        .expect("set WEIR_SLT_POSTGRES to a libpq conninfo string");
     let files = slt_files();
     let mut failures = Vec::new();
     for (i, file) in files.iter().enumerate() {
@@ -749,15 +791,33 @@ async fn sqllogictest_postgres() {
 fn formats_like_postgres() {
     assert_eq!(format_float(1.5, format!("{:e}", 1.5f64), 15), "1.5");
     assert_eq!(format_float(1e15, format!("{:e}", 1e15f64), 15), "1e+15");
-    assert_eq!(format_float(1e14, format!("{:e}", 1e14f64), 15), "100000000000000");
-    assert_eq!(format_float(0.0001, format!("{:e}", 0.0001f64), 15), "0.0001");
-    assert_eq!(format_float(0.00001, format!("{:e}", 0.00001f64), 15), "1e-05");
-    assert_eq!(format_float(-123.25, format!("{:e}", -123.25f64), 15), "-123.25");
+    assert_eq!(
+        format_float(1e14, format!("{:e}", 1e14f64), 15),
+        "100000000000000"
+    );
+    assert_eq!(
+        format_float(0.0001, format!("{:e}", 0.0001f64), 15),
+        "0.0001"
+    );
+    assert_eq!(
+        format_float(0.00001, format!("{:e}", 0.00001f64), 15),
+        "1e-05"
+    );
+    assert_eq!(
+        format_float(-123.25, format!("{:e}", -123.25f64), 15),
+        "-123.25"
+    );
     assert_eq!(format_float(1e6, format!("{:e}", 1e6f32), 6), "1e+06");
-    assert_eq!(format_float(123456.0, format!("{:e}", 123456f32), 6), "123456");
+    assert_eq!(
+        format_float(123456.0, format!("{:e}", 123456f32), 6),
+        "123456"
+    );
     assert_eq!(format_interval(0, 0, 0), "00:00:00");
     assert_eq!(format_interval(7_200_000_000, 1, 0), "1 day 02:00:00");
-    assert_eq!(format_interval(-1_500_000, 0, 14), "1 year 2 mons -00:00:01.5");
+    assert_eq!(
+        format_interval(-1_500_000, 0, 14),
+        "1 year 2 mons -00:00:01.5"
+    );
     assert_eq!(format_interval(3_600_000_000, -1, 0), "-1 days +01:00:00");
     assert_eq!(format_interval(0, 3, -1), "-1 mons +3 days");
     assert_eq!(format_timestamp(0).unwrap(), "2000-01-01 00:00:00");
@@ -786,8 +846,14 @@ async fn show_column_names() {
     .await
     .expect("server starts");
     let addr = server.local_addr();
-    let config = format!("host={} port={} user=weir dbname=weir", addr.ip(), addr.port());
-    let (client, connection) = tokio_postgres::connect(&config, NoTls).await.expect("connects");
+    let config = format!(
+        "host={} port={} user=weir dbname=weir",
+        addr.ip(),
+        addr.port()
+    );
+    let (client, connection) = tokio_postgres::connect(&config, NoTls)
+        .await
+        .expect("connects");
     let task = tokio::spawn(connection);
     client
         .batch_execute("CREATE TABLE t (a INT); CREATE MATERIALIZED VIEW v AS SELECT a FROM t")
@@ -798,7 +864,9 @@ async fn show_column_names() {
         let names: Vec<String> = messages
             .iter()
             .find_map(|m| match m {
-                SimpleQueryMessage::RowDescription(cols) => Some(cols.iter().map(|c| c.name().to_string()).collect()),
+                SimpleQueryMessage::RowDescription(cols) => {
+                    Some(cols.iter().map(|c| c.name().to_string()).collect())
+                }
                 _ => None,
             })
             .expect("a row description");

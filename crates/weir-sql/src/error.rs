@@ -7,7 +7,10 @@ use weir_common::{Error, SqlState};
 pub enum SqlError {
     /// The text is not valid SQL. `position` is a 1-based character offset.
     #[error("{message}")]
-    Syntax { message: String, position: Option<usize> },
+    Syntax {
+        message: String,
+        position: Option<usize>,
+    },
     /// A construct materialized views do not support (yet).
     #[error("{0}")]
     Unsupported(String),
@@ -42,9 +45,17 @@ impl SqlError {
 /// character offset.
 fn line_col_to_offset(msg: &str, sql: &str) -> Option<usize> {
     let line_at = msg.find("Line: ")? + 6;
-    let line: usize = msg[line_at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let line: usize = msg[line_at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
     let col_at = msg.find("Column: ")? + 8;
-    let col: usize = msg[col_at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let col: usize = msg[col_at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
     let mut offset = 0;
     for (i, l) in sql.split('\n').enumerate() {
         if i + 1 == line {
@@ -76,7 +87,13 @@ mod tests {
 
     #[test]
     fn offsets_count_lines() {
-        assert_eq!(line_col_to_offset("x at Line: 2, Column: 3", "ab\ncdef"), Some(6));
-        assert_eq!(line_col_to_offset("x at Line: 1, Column: 8", "SELECT FROM"), Some(8));
+        assert_eq!(
+            line_col_to_offset("x at Line: 2, Column: 3", "ab\ncdef"),
+            Some(6)
+        );
+        assert_eq!(
+            line_col_to_offset("x at Line: 1, Column: 8", "SELECT FROM"),
+            Some(8)
+        );
     }
 }

@@ -153,7 +153,9 @@ fn weir_statement(tokens: &[TokenWithSpan]) -> Option<Statement> {
     match words.as_slice() {
         [Keyword::FLUSH] => Some(Statement::Flush),
         [Keyword::SHOW, Keyword::TABLES] => Some(Statement::ShowTables),
-        [Keyword::SHOW, Keyword::MATERIALIZED, Keyword::VIEWS] => Some(Statement::ShowMaterializedViews),
+        [Keyword::SHOW, Keyword::MATERIALIZED, Keyword::VIEWS] => {
+            Some(Statement::ShowMaterializedViews)
+        }
         _ => None,
     }
 }
@@ -165,9 +167,7 @@ fn classify(statement: SqlStatement) -> Statement {
             query: v.query,
             if_not_exists: v.if_not_exists,
         },
-        SqlStatement::Explain { statement, .. }
-            if matches!(statement.as_ref(), SqlStatement::CreateView(v) if v.materialized) =>
-        {
+        SqlStatement::Explain { statement, .. } if matches!(statement.as_ref(), SqlStatement::CreateView(v) if v.materialized) => {
             match *statement {
                 SqlStatement::CreateView(v) => Statement::ExplainMaterializedView {
                     name: v.name,
@@ -204,6 +204,12 @@ mod tests {
             SqlError::Syntax { position, .. } => assert_eq!(position, Some(11)),
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(parse("SELEC 1"), Err(SqlError::Syntax { position: Some(1), .. })));
+        assert!(matches!(
+            parse("SELEC 1"),
+            Err(SqlError::Syntax {
+                position: Some(1),
+                ..
+            })
+        ));
     }
 }

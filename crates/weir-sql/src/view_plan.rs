@@ -19,7 +19,9 @@ use std::sync::Arc;
 use weir_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use weir_common::datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use weir_common::datafusion::common::DFSchema;
+use weir_common::datafusion::common::TableReference;
 use weir_common::datafusion::execution::context::SessionState;
+use weir_common::datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use weir_common::datafusion::logical_expr::{
     Aggregate, Expr, ExprSchemable, LogicalPlan, Volatility,
 };
@@ -28,8 +30,6 @@ use weir_common::datafusion::physical_expr::execution_props::ExecutionProps;
 use weir_common::datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use weir_common::datafusion::sql::parser::Statement as DfStatement;
 use weir_common::datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
-use weir_common::datafusion::common::TableReference;
-use weir_common::datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use weir_dataflow::filter::Filter;
 use weir_dataflow::hash_aggregate::{AccumulatorFactory, AggregateCall, HashAggregate};
 use weir_dataflow::materialize::Materialize;
@@ -114,7 +114,9 @@ pub async fn plan_view(state: &SessionState, query: &Query) -> Result<ViewPlan, 
     let source = match translate(&optimized, &mut operators)? {
         Some(s) => s,
         None => first_scan(&plan).ok_or_else(|| {
-            SqlError::Unsupported("materialized views do not support queries without a FROM table".into())
+            SqlError::Unsupported(
+                "materialized views do not support queries without a FROM table".into(),
+            )
         })?,
     };
     let arrow_schema = optimized.schema().as_arrow();
@@ -174,7 +176,10 @@ fn check_supported(plan: &LogicalPlan) -> Result<(), SqlError> {
                         ));
                         return Ok(TreeNodeRecursion::Stop);
                     }
-                    Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::SetComparison(_) => {
+                    Expr::ScalarSubquery(_)
+                    | Expr::Exists(_)
+                    | Expr::InSubquery(_)
+                    | Expr::SetComparison(_) => {
                         problem = Some("subqueries".into());
                         return Ok(TreeNodeRecursion::Stop);
                     }
@@ -194,7 +199,9 @@ fn check_supported(plan: &LogicalPlan) -> Result<(), SqlError> {
         }
     })?;
     match problem {
-        Some(p) => Err(SqlError::Unsupported(format!("materialized views do not support {p}"))),
+        Some(p) => Err(SqlError::Unsupported(format!(
+            "materialized views do not support {p}"
+        ))),
         None => Ok(()),
     }
 }
@@ -242,11 +249,16 @@ fn first_scan(plan: &LogicalPlan) -> Option<TableReference> {
 
 /// Append the operators computing `plan` to `ops`; returns the source, or
 /// `None` when the plan reads no table (its input is provably empty).
-fn translate(plan: &LogicalPlan, ops: &mut Vec<OperatorSpec>) -> Result<Option<TableReference>, SqlError> {
+fn translate(
+    plan: &LogicalPlan,
+    ops: &mut Vec<OperatorSpec>,
+) -> Result<Option<TableReference>, SqlError> {
     match plan {
         LogicalPlan::TableScan(scan) => {
             if scan.fetch.is_some() {
-                return Err(SqlError::Unsupported("LIMIT in a materialized view is not supported".into()));
+                return Err(SqlError::Unsupported(
+                    "LIMIT in a materialized view is not supported".into(),
+                ));
             }
             let full_schema = scan.source.schema();
             if let Some(projection) = &scan.projection {
@@ -256,10 +268,12 @@ fn translate(plan: &LogicalPlan, ops: &mut Vec<OperatorSpec>) -> Result<Option<T
                     let exprs = projection
                         .iter()
                         .map(|i| {
-                            Ok(Arc::new(weir_common::datafusion::physical_expr::expressions::Column::new(
-                                full_schema.field(*i).name(),
-                                *i,
-                            )) as Arc<dyn PhysicalExpr>)
+                            Ok(Arc::new(
+                                weir_common::datafusion::physical_expr::expressions::Column::new(
+                                    full_schema.field(*i).name(),
+                                    *i,
+                                ),
+                            ) as Arc<dyn PhysicalExpr>)
                         })
                         .collect::<Result<Vec<_>, SqlError>>()?;
                     ops.push(OperatorSpec::Project {
@@ -278,9 +292,11 @@ fn translate(plan: &LogicalPlan, ops: &mut Vec<OperatorSpec>) -> Result<Option<T
         LogicalPlan::EmptyRelation(e) if !e.produce_one_row => {
             // Nothing ever passes: the operators above see only barriers.
             ops.push(OperatorSpec::Filter {
-                predicate: Arc::new(weir_common::datafusion::physical_expr::expressions::Literal::new(
-                    weir_common::datafusion::common::ScalarValue::Boolean(Some(false)),
-                )),
+                predicate: Arc::new(
+                    weir_common::datafusion::physical_expr::expressions::Literal::new(
+                        weir_common::datafusion::common::ScalarValue::Boolean(Some(false)),
+                    ),
+                ),
             });
             Ok(None)
         }
@@ -321,7 +337,12 @@ fn translate(plan: &LogicalPlan, ops: &mut Vec<OperatorSpec>) -> Result<Option<T
 
 fn node_name(plan: &LogicalPlan) -> String {
     let display = plan.display().to_string();
-    display.split(':').next().unwrap_or("this query").trim().to_string()
+    display
+        .split(':')
+        .next()
+        .unwrap_or("this query")
+        .trim()
+        .to_string()
 }
 
 fn aggregate_spec(a: &Aggregate) -> Result<OperatorSpec, SqlError> {
@@ -342,7 +363,9 @@ fn aggregate_spec(a: &Aggregate) -> Result<OperatorSpec, SqlError> {
     let planning = PhysicalPlanningContext::default();
     let mut calls = Vec::with_capacity(a.aggr_expr.len());
     for e in &a.aggr_expr {
-        let lowered = LoweredAggregateBuilder::new(e, input_schema, &arrow_input, &props, &planning).build()?;
+        let lowered =
+            LoweredAggregateBuilder::new(e, input_schema, &arrow_input, &props, &planning)
+                .build()?;
         let agg = lowered.aggregate;
         let fname = agg.fun().name().to_ascii_lowercase();
         let args = agg.expressions();

@@ -65,7 +65,10 @@ impl StateStore for MemoryStateStore {
 
     fn delete_prefix(&self, prefix: &[u8]) -> Result<(), StateError> {
         let mut map = self.map.write();
-        let keys: Vec<Vec<u8>> = map.range(prefix_range(prefix)).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Vec<u8>> = map
+            .range(prefix_range(prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in keys {
             map.remove(&k);
         }
@@ -87,7 +90,12 @@ mod tests {
             (vec![2, 0], Some(vec![b'd'])),
         ])
         .unwrap();
-        let got: Vec<_> = s.scan_prefix(&[1]).unwrap().into_iter().map(|(k, _)| k).collect();
+        let got: Vec<_> = s
+            .scan_prefix(&[1])
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(got, vec![vec![1, 1], vec![1, 2], vec![1, 255]]);
         s.delete_prefix(&[1]).unwrap();
         assert_eq!(s.scan_prefix(&[]).unwrap().len(), 1);
