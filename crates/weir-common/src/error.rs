@@ -190,9 +190,8 @@ fn classify_plan_message(m: &str) -> SqlState {
         SqlState::UNDEFINED_COLUMN
     } else if lower.contains("invalid function") || lower.contains("no function matches") {
         SqlState::UNDEFINED_FUNCTION
-    } else if lower.contains("non-boolean") {
-        SqlState::DATATYPE_MISMATCH
-    } else if lower.contains("coerc")
+    } else if lower.contains("non-boolean")
+        || lower.contains("coerc")
         || lower.contains("cannot cast")
         || lower.contains("type")
         || lower.contains("signature")

@@ -101,7 +101,7 @@ pub fn format_micros(micros: i64, with_offset: bool) -> String {
 fn check_binary_decimal(column: &ArrayRef) -> Result<(), ArrowError> {
     const LIMIT: i128 = 79_228_162_514_264_337_593_543_950_335;
     if let Some(d) = column.as_any().downcast_ref::<Decimal128Array>() {
-        if d.iter().flatten().any(|v| v > LIMIT || v < -LIMIT) {
+        if d.iter().flatten().any(|v| !(-LIMIT..=LIMIT).contains(&v)) {
             return Err(ArrowError::ArithmeticOverflow(
                 "numeric value has more than 28 digits, which the binary format cannot carry; request text format".into(),
             ));

@@ -13,9 +13,12 @@ mod table;
 
 pub use error::StateError;
 pub use memory::MemoryStateStore;
-pub use table::{StateTable, StateTableId};
+pub use table::{StateTable, StateTableId, VnodeEntries};
 
 use std::sync::Arc;
+
+/// Key-value pairs, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A batch of writes applied atomically: `None` deletes the key.
 pub type WriteBatch = Vec<(Vec<u8>, Option<Vec<u8>>)>;
@@ -27,7 +30,7 @@ pub trait StateStore: Send + Sync + 'static {
     /// Apply all writes atomically with respect to readers.
     fn write(&self, batch: WriteBatch) -> Result<(), StateError>;
     /// All entries whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StateError>;
     /// Remove every key starting with `prefix` (used when an object is dropped).
     fn delete_prefix(&self, prefix: &[u8]) -> Result<(), StateError>;
 }

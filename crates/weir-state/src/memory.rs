@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use crate::{StateError, StateStore, WriteBatch};
+use crate::{Entries, StateError, StateStore, WriteBatch};
 
 /// State kept in process memory. Lost on restart; a durable backend comes
 /// with checkpoints.
@@ -55,7 +55,7 @@ impl StateStore for MemoryStateStore {
         Ok(())
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StateError> {
         let map = self.map.read();
         Ok(map
             .range(prefix_range(prefix))

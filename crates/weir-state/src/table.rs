@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use weir_common::vnode::Vnode;
 
-use crate::{StateError, StateStoreRef};
+use crate::{Entries, StateError, StateStoreRef};
+
+/// `(vnode, key, value)` triples of a whole table.
+pub type VnodeEntries = Vec<(Vnode, Vec<u8>, Vec<u8>)>;
 
 /// Identifies one state table in the store: each operator instance, table and
 /// view gets its own.
@@ -71,18 +74,14 @@ impl StateTable {
     /// Entries of `vnode` whose key starts with `prefix`, in key order,
     /// including uncommitted writes. Returned keys exclude the table id and
     /// vnode.
-    pub fn scan_prefix(
-        &self,
-        vnode: Vnode,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn scan_prefix(&self, vnode: Vnode, prefix: &[u8]) -> Result<Entries, StateError> {
         let full = self.full_key(vnode, prefix);
         self.merged_scan(&full, 5)
     }
 
     /// Every committed and staged entry of the table, over all vnodes, as
     /// `(vnode, key, value)`.
-    pub fn scan_all(&self) -> Result<Vec<(Vnode, Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn scan_all(&self) -> Result<VnodeEntries, StateError> {
         let prefix = self.id.to_be_bytes();
         Ok(self
             .merged_scan(&prefix, 4)?
@@ -94,11 +93,7 @@ impl StateTable {
             .collect())
     }
 
-    fn merged_scan(
-        &self,
-        prefix: &[u8],
-        strip: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    fn merged_scan(&self, prefix: &[u8], strip: usize) -> Result<Entries, StateError> {
         let committed = self.store.scan_prefix(prefix)?;
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
         for (k, v) in self.pending.iter().filter(|(k, _)| k.starts_with(prefix)) {
@@ -141,7 +136,7 @@ impl StateTable {
     pub fn read_committed(
         store: &StateStoreRef,
         id: StateTableId,
-    ) -> Result<Vec<(Vnode, Vec<u8>, Vec<u8>)>, StateError> {
+    ) -> Result<VnodeEntries, StateError> {
         Ok(store
             .scan_prefix(&id.to_be_bytes())?
             .into_iter()
