@@ -28,6 +28,7 @@ use weir_common::vnode::vnode_of;
 use weir_common::{Barrier, Op, StreamChunk};
 use weir_state::StateTable;
 
+use crate::float_sum::RetractableFloatSum;
 use crate::min_max::RetractableMinMax;
 use crate::row_codec::{batch_with_columns, RowCodec};
 use crate::{DataflowError, Operator};
@@ -38,6 +39,9 @@ pub enum AccumulatorFactory {
     DataFusion(Arc<AggregateFunctionExpr>),
     /// Weir's own MIN (`is_max = false`) or MAX over values of a type.
     MinMax { is_max: bool, data_type: DataType },
+    /// Weir's own SUM (or AVG) over floats, exact under retraction of NaN,
+    /// infinities and large values.
+    FloatSum { is_avg: bool },
 }
 
 /// One aggregate in the SELECT list.
@@ -66,7 +70,7 @@ impl PreparedCall {
             AccumulatorFactory::MinMax { data_type, .. } => {
                 Some(Arc::new(RowCodec::new(std::slice::from_ref(data_type))?))
             }
-            AccumulatorFactory::DataFusion(_) => None,
+            AccumulatorFactory::DataFusion(_) | AccumulatorFactory::FloatSum { .. } => None,
         };
         // The retractable ("sliding") accumulators keep more state than
         // their declared state fields (SUM also counts its inputs), so the
@@ -98,6 +102,7 @@ fn make_accumulator(
                 .ok_or_else(|| DataflowError::Internal("MIN/MAX without codec".into()))?;
             Box::new(RetractableMinMax::new(*is_max, data_type.clone(), codec))
         }
+        AccumulatorFactory::FloatSum { is_avg } => Box::new(RetractableFloatSum::new(*is_avg)),
     })
 }
 

@@ -15,6 +15,7 @@
 
 mod error;
 pub mod filter;
+pub mod float_sum;
 pub mod hash_aggregate;
 pub mod materialize;
 pub mod min_max;

@@ -193,10 +193,17 @@ fn all_views() -> Vec<ViewDef> {
         // Over x: ordinary values in the main test, NaN, infinities and -0
         // too in `special_float_values_match_batch_queries`.
         view("t_x_group", "SELECT x, count(*) AS n, sum(v) AS s FROM t GROUP BY x"),
+        // Sums and extremes apart: they go wrong in different ways.
         view(
-            "t_x_agg",
-            "SELECT k, count(x) AS nx, sum(x) AS sx, avg(x) AS ax, min(x) AS mnx, max(x) AS mxx FROM t GROUP BY k",
+            "t_x_sum",
+            "SELECT k, count(x) AS nx, sum(x) AS sx, avg(x) AS ax FROM t GROUP BY k",
         ),
+        // Global rather than grouped: DataFusion's *batch* grouped MIN/MAX
+        // mishandles Infinity and NaN (the oracle would be wrong, the view is
+        // right; see README "Known gaps"). The view runs the same MIN/MAX
+        // accumulator either way, and grouped MIN/MAX over finite values is
+        // covered by the main test.
+        view("t_x_minmax", "SELECT min(x) AS mnx, max(x) AS mxx FROM t"),
         view("t_x_distinct", "SELECT DISTINCT x FROM t"),
         view("t_x_expr", "SELECT id, x * 2 AS x2, x > 0 AS xpos FROM t WHERE x >= 0 OR x < 0"),
         view_on(
@@ -410,9 +417,9 @@ async fn run(client: &Client, sql: &str) -> Result<Rows, QueryError> {
 // Comparing a view with its oracle
 // ---------------------------------------------------------------------------
 
-/// Why a view does not match: a human-readable account.
-/// Compare view `v` with its oracle, run on `b` unless its result is known
-/// (`oracle`). Returns the oracle's result.
+/// Compare view `v` (read on `a`) with its oracle, run on `b` unless its
+/// result is known (`oracle`). Returns the oracle's result, or an account of
+/// what is wrong.
 async fn check_view(
     a: &Client,
     b: &Client,
@@ -1321,7 +1328,7 @@ async fn drive(r: &mut SeedRun, steps: usize, sc: Scenario) -> Result<(), Failur
             let gone: BTreeSet<&str> = dropped.iter().map(|v| v.name).collect();
             // Views waiting to be created on top of a dropped one wait for it.
             for (when, v) in later.iter_mut() {
-                if *when > step && view_chain(v.name).iter().any(|n| gone.contains(n)) {
+                if *when >= step && view_chain(v.name).iter().any(|n| gone.contains(n)) {
                     *when = (*when).max(at);
                 }
             }
@@ -1475,8 +1482,11 @@ async fn shrink(f: &Failure, budget: Duration) -> Option<Shrunk> {
     let v = f.view.as_ref()?;
     let started = Instant::now();
     let chain = view_chain(v.name);
+    // Only the failing view and the views it reads must stay; any other
+    // statement may go (a replay without a table it needs fails otherwise,
+    // so it is not taken).
     let needed = |e: &LogEntry| match &e.kind {
-        LogKind::Setup => true,
+        LogKind::Setup => false,
         LogKind::CreateView(n) => chain.contains(n),
         LogKind::Dml => false,
     };

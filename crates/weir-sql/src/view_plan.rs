@@ -370,7 +370,21 @@ fn aggregate_spec(a: &Aggregate) -> Result<OperatorSpec, SqlError> {
         let fname = agg.fun().name().to_ascii_lowercase();
         let args = agg.expressions();
         let display = agg.name().to_string();
-        let call = if (fname == "min" || fname == "max") && args.len() == 1 {
+        let float_arg = args.len() == 1
+            && matches!(
+                args[0].data_type(&arrow_input)?,
+                DataType::Float64 | DataType::Float32 | DataType::Float16
+            );
+        let call = if (fname == "sum" || fname == "avg") && float_arg && !agg.is_distinct() {
+            AggregateCall {
+                factory: AccumulatorFactory::FloatSum {
+                    is_avg: fname == "avg",
+                },
+                args,
+                filter: lowered.filter,
+                display,
+            }
+        } else if (fname == "min" || fname == "max") && args.len() == 1 {
             let data_type = agg.field().data_type().clone();
             AggregateCall {
                 factory: AccumulatorFactory::MinMax {
