@@ -115,10 +115,14 @@ impl Downstream {
     }
 }
 
+/// Run one operator until its input ends. The channels are borrowed so that
+/// the caller can record a failure before dropping them: the stages around
+/// a failed one then see their channels close only after the real error is
+/// on record.
 async fn run_stage(
     mut op: Box<dyn Operator>,
-    mut input: mpsc::Receiver<Message>,
-    downstream: Downstream,
+    input: &mut mpsc::Receiver<Message>,
+    downstream: &Downstream,
 ) -> Result<(), DataflowError> {
     let mut out = Vec::new();
     while let Some(msg) = input.recv().await {
@@ -187,7 +191,8 @@ pub fn spawn_pipeline(
         let status = Arc::clone(&status);
         let outlet = Arc::clone(&outlet);
         tasks.push(tokio::spawn(async move {
-            let result = AssertUnwindSafe(run_stage(op, stage_input, downstream))
+            let mut stage_input = stage_input;
+            let result = AssertUnwindSafe(run_stage(op, &mut stage_input, &downstream))
                 .catch_unwind()
                 .await;
             match result {
@@ -199,6 +204,8 @@ pub fn spawn_pipeline(
                     DataflowError::Panic(panic_message(panic)).into(),
                 ),
             }
+            drop(stage_input);
+            drop(downstream);
         }));
     }
     DataflowHandle {
@@ -285,10 +292,18 @@ mod tests {
     async fn panic_marks_failed_and_unblocks_waiters() {
         let source = Outlet::new();
         let sink = Arc::new(Outlet::new());
-        let h = spawn_pipeline(vec![Box::new(Exploder)], source.subscribe(), sink, 0);
+        let h = spawn_pipeline(
+            vec![Box::new(Exploder), Box::new(Doubler)],
+            source.subscribe(),
+            sink,
+            0,
+        );
         source.send(Message::Chunk(chunk())).await;
         source.send(Message::Barrier(Barrier { epoch: 1 })).await;
         h.wait_committed(1).await;
-        assert!(matches!(h.status(), DataflowStatus::Failed(_)));
+        match h.status() {
+            DataflowStatus::Failed(e) => assert!(e.message.contains("boom"), "{}", e.message),
+            DataflowStatus::Running => panic!("still running"),
+        }
     }
 }
