@@ -1,17 +1,29 @@
-//! The in-memory state store: one ordered map behind a reader-writer lock.
+//! The in-memory state store: one hash map per state table, behind a
+//! reader-writer lock.
+//!
+//! Point reads and writes (every stored row, every aggregate group) are hash
+//! lookups; ordered prefix scans sort the matching entries when asked. That
+//! suits this store's use, where scans read whole tables or views, while an
+//! ordered map made every row write pay a tree walk of byte comparisons.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::collections::HashMap;
 
 use parking_lot::RwLock;
 
 use crate::{Entries, StateError, StateStore, WriteBatch};
 
+/// A fast hasher: keys are memcomparable rows, hashed once per access.
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// Length of the state-table id that leads every key.
+const TABLE_ID_LEN: usize = 4;
+
 /// State kept in process memory. Lost on restart; a durable backend comes
 /// with checkpoints.
 #[derive(Default)]
 pub struct MemoryStateStore {
-    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// State-table id bytes → (rest of the key → value).
+    tables: RwLock<Map<[u8; TABLE_ID_LEN], Map<Vec<u8>, Vec<u8>>>>,
 }
 
 impl MemoryStateStore {
@@ -21,34 +33,44 @@ impl MemoryStateStore {
     }
 }
 
-fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
-    // The smallest key greater than every key with this prefix.
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.last_mut() {
-        if *last == u8::MAX {
-            end.pop();
-        } else {
-            *last += 1;
-            return (Bound::Included(prefix.to_vec()), Bound::Excluded(end));
-        }
-    }
-    (Bound::Included(prefix.to_vec()), Bound::Unbounded)
+/// Split a key into its table id and the rest.
+fn split(key: &[u8]) -> Option<([u8; TABLE_ID_LEN], &[u8])> {
+    let (id, rest) = key.split_at_checked(TABLE_ID_LEN)?;
+    Some((id.try_into().ok()?, rest))
 }
 
 impl StateStore for MemoryStateStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        Ok(self.map.read().get(key).cloned())
+        let Some((id, rest)) = split(key) else {
+            return Ok(None);
+        };
+        Ok(self
+            .tables
+            .read()
+            .get(&id)
+            .and_then(|t| t.get(rest))
+            .cloned())
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
-        let mut map = self.map.write();
+        let mut tables = self.tables.write();
         for (k, v) in batch {
+            let Some((id, _)) = split(&k) else {
+                return Err(StateError::Backend(format!(
+                    "key of {} bytes has no table id",
+                    k.len()
+                )));
+            };
+            let mut rest = k;
+            rest.drain(..TABLE_ID_LEN);
             match v {
                 Some(v) => {
-                    map.insert(k, v);
+                    tables.entry(id).or_default().insert(rest, v);
                 }
                 None => {
-                    map.remove(&k);
+                    if let Some(t) = tables.get_mut(&id) {
+                        t.remove(&rest);
+                    }
                 }
             }
         }
@@ -56,21 +78,38 @@ impl StateStore for MemoryStateStore {
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StateError> {
-        let map = self.map.read();
-        Ok(map
-            .range(prefix_range(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        let tables = self.tables.read();
+        let mut out: Entries = Vec::new();
+        for (id, table) in tables.iter() {
+            let (id_part, rest_prefix) = match prefix.len() {
+                n if n >= TABLE_ID_LEN => (&prefix[..TABLE_ID_LEN], &prefix[TABLE_ID_LEN..]),
+                _ => (prefix, &[][..]),
+            };
+            if !id.starts_with(id_part) {
+                continue;
+            }
+            for (k, v) in table.iter().filter(|(k, _)| k.starts_with(rest_prefix)) {
+                let mut full = Vec::with_capacity(TABLE_ID_LEN + k.len());
+                full.extend_from_slice(id);
+                full.extend_from_slice(k);
+                out.push((full, v.clone()));
+            }
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     fn delete_prefix(&self, prefix: &[u8]) -> Result<(), StateError> {
-        let mut map = self.map.write();
-        let keys: Vec<Vec<u8>> = map
-            .range(prefix_range(prefix))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
-            map.remove(&k);
+        let mut tables = self.tables.write();
+        if prefix.len() <= TABLE_ID_LEN {
+            tables.retain(|id, _| !id.starts_with(prefix));
+            return Ok(());
+        }
+        let Some((id, rest)) = split(prefix) else {
+            return Ok(());
+        };
+        if let Some(t) = tables.get_mut(&id) {
+            t.retain(|k, _| !k.starts_with(rest));
         }
         Ok(())
     }
@@ -80,24 +119,40 @@ impl StateStore for MemoryStateStore {
 mod tests {
     use super::*;
 
+    fn key(id: u32, rest: &[u8]) -> Vec<u8> {
+        let mut k = id.to_be_bytes().to_vec();
+        k.extend_from_slice(rest);
+        k
+    }
+
     #[test]
     fn prefix_scan_is_ordered_and_bounded() {
         let s = MemoryStateStore::new();
         s.write(vec![
-            (vec![1, 2], Some(vec![b'a'])),
-            (vec![1, 1], Some(vec![b'b'])),
-            (vec![1, 255], Some(vec![b'c'])),
-            (vec![2, 0], Some(vec![b'd'])),
+            (key(1, &[2]), Some(vec![b'a'])),
+            (key(1, &[1]), Some(vec![b'b'])),
+            (key(1, &[1, 255]), Some(vec![b'c'])),
+            (key(2, &[0]), Some(vec![b'd'])),
         ])
         .unwrap();
         let got: Vec<_> = s
-            .scan_prefix(&[1])
+            .scan_prefix(&key(1, &[]))
             .unwrap()
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-        assert_eq!(got, vec![vec![1, 1], vec![1, 2], vec![1, 255]]);
-        s.delete_prefix(&[1]).unwrap();
-        assert_eq!(s.scan_prefix(&[]).unwrap().len(), 1);
+        assert_eq!(got, vec![key(1, &[1]), key(1, &[1, 255]), key(1, &[2])]);
+        let got: Vec<_> = s
+            .scan_prefix(&key(1, &[1]))
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(got, vec![key(1, &[1]), key(1, &[1, 255])]);
+        assert_eq!(s.get(&key(2, &[0])).unwrap(), Some(vec![b'd']));
+        s.write(vec![(key(2, &[0]), None)]).unwrap();
+        assert_eq!(s.get(&key(2, &[0])).unwrap(), None);
+        s.delete_prefix(&key(1, &[])).unwrap();
+        assert_eq!(s.scan_prefix(&[]).unwrap().len(), 0);
     }
 }

@@ -24,7 +24,7 @@ pub struct StateTable {
     id: StateTableId,
     /// Writes since the last commit (`None` = delete), keyed by full key.
     /// Point operations dominate, so this is a hash map; scans merge it.
-    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    pending: HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::FixedState>,
 }
 
 impl StateTable {
@@ -33,7 +33,7 @@ impl StateTable {
         StateTable {
             store,
             id,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
         }
     }
 
