@@ -18,12 +18,15 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 /// Length of the state-table id that leads every key.
 const TABLE_ID_LEN: usize = 4;
 
+/// One state table's entries: key (after the table id) → value.
+type TableEntries = Map<Vec<u8>, Vec<u8>>;
+
 /// State kept in process memory. Lost on restart; a durable backend comes
 /// with checkpoints.
 #[derive(Default)]
 pub struct MemoryStateStore {
     /// State-table id bytes → (rest of the key → value).
-    tables: RwLock<Map<[u8; TABLE_ID_LEN], Map<Vec<u8>, Vec<u8>>>>,
+    tables: RwLock<Map<[u8; TABLE_ID_LEN], TableEntries>>,
 }
 
 impl MemoryStateStore {
