@@ -123,7 +123,7 @@ pub struct HashAggregate {
     calls: Vec<PreparedCall>,
     schema: SchemaRef,
     /// Group key → slot in `groups`.
-    index: HashMap<Vec<u8>, u32>,
+    index: HashMap<Vec<u8>, u32, foldhash::fast::FixedState>,
     groups: Vec<Option<Group>>,
     free_slots: Vec<u32>,
     dirty: Vec<u32>,
@@ -159,7 +159,7 @@ impl HashAggregate {
             group_exprs,
             calls,
             schema,
-            index: HashMap::new(),
+            index: HashMap::default(),
             groups: Vec::new(),
             free_slots: Vec::new(),
             dirty: Vec::new(),
@@ -323,20 +323,25 @@ impl HashAggregate {
 
 /// Rows sorted by (group, insert before delete): the permutation and, per
 /// bucket, `(slot, op, start, end)` into it.
-fn bucket_rows(slots: &[u32], chunk: &StreamChunk) -> (UInt32Array, Vec<(u32, Op, usize, usize)>) {
+fn bucket_rows(
+    slots: &[u32],
+    chunk: &StreamChunk,
+    slot_count: usize,
+) -> (UInt32Array, Vec<(u32, Op, usize, usize)>) {
     // Dense local ids in order of first appearance keep the buckets small.
-    let mut local: HashMap<u32, u32> = HashMap::new();
+    // Slots are dense too, so a vector maps slot → local id.
+    let mut local = vec![u32::MAX; slot_count];
     let mut order = Vec::new();
     let keys: Vec<u32> = slots
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let next = local.len() as u32;
-            let id = *local.entry(*s).or_insert_with(|| {
+            let entry = &mut local[*s as usize];
+            if *entry == u32::MAX {
+                *entry = order.len() as u32;
                 order.push(*s);
-                next
-            });
-            id * 2 + u32::from(chunk.op(i) == Op::Delete)
+            }
+            *entry * 2 + u32::from(chunk.op(i) == Op::Delete)
         })
         .collect();
     let buckets = order.len() * 2;
@@ -421,7 +426,7 @@ impl HashAggregate {
     fn fold(&mut self, chunk: StreamChunk) -> Result<(), DataflowError> {
         let n = chunk.len();
         let slots = self.group_slots(&chunk)?;
-        let (perm, ranges) = bucket_rows(&slots, &chunk);
+        let (perm, ranges) = bucket_rows(&slots, &chunk, self.groups.len());
         // Arguments of every call, permuted into bucket order.
         let mut call_args: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.calls.len());
         for call in &self.calls {
