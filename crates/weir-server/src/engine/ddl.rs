@@ -1,0 +1,300 @@
+//! CREATE TABLE, CREATE / EXPLAIN / DROP MATERIALIZED VIEW, DROP TABLE.
+
+use super::*;
+
+impl Engine {
+    pub(super) async fn create_table(&self, s: &SqlStatement) -> Result<QueryResult> {
+        let _guard = self.write_lock.lock().await;
+        let plan = self.plan(s, None).await?;
+        let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = plan else {
+            return Err(user(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "this form of CREATE TABLE is not supported",
+            ));
+        };
+        if !matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
+            return Err(user(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "CREATE TABLE ... AS is not supported",
+            ));
+        }
+        if !create.column_defaults.is_empty() {
+            return Err(user(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "column DEFAULT values are not supported",
+            ));
+        }
+        let name = create.name.table().to_string();
+        let mut pk: Vec<usize> = Vec::new();
+        for c in create.constraints.iter() {
+            match c {
+                Constraint::PrimaryKey(cols) => pk = cols.clone(),
+                Constraint::Unique(_) => {
+                    return Err(user(
+                        SqlState::FEATURE_NOT_SUPPORTED,
+                        "UNIQUE constraints are not supported",
+                    ))
+                }
+            }
+        }
+        let input_schema = create.input.schema().as_arrow();
+        let fields: Vec<Field> = input_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let nullable = f.is_nullable() && !pk.contains(&i);
+                Field::new(f.name(), f.data_type().clone(), nullable)
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let mut catalog = self.catalog.write();
+        if catalog.get(&name).is_some() {
+            if create.if_not_exists {
+                return Ok(QueryResult::command("CREATE TABLE"));
+            }
+            return Err(user(
+                SqlState::DUPLICATE_TABLE,
+                format!("relation \"{name}\" already exists"),
+            ));
+        }
+        let state_id = catalog.allocate_state_id();
+        let table = TableStore::new(
+            &name,
+            Arc::clone(&schema),
+            pk.clone(),
+            StateTable::new(Arc::clone(&self.store), state_id),
+        )?;
+        catalog.insert(Relation {
+            name,
+            schema,
+            state_id,
+            outlet: Arc::new(Outlet::new()),
+            kind: RelationKind::Table {
+                store: Arc::new(Mutex::new(table)),
+                pk,
+            },
+        });
+        Ok(QueryResult::command("CREATE TABLE"))
+    }
+
+    pub(super) async fn create_view(
+        &self,
+        name: &ObjectName,
+        query: &Query,
+        if_not_exists: bool,
+    ) -> Result<QueryResult> {
+        let _guard = self.write_lock.lock().await;
+        let name = relation_name(name)?;
+        if self.catalog.read().get(&name).is_some() {
+            if if_not_exists {
+                return Ok(QueryResult::command("CREATE MATERIALIZED VIEW"));
+            }
+            return Err(user(
+                SqlState::DUPLICATE_TABLE,
+                format!("relation \"{name}\" already exists"),
+            ));
+        }
+        let plan = plan_view(&self.state(), query).await?;
+        let upstream_name = plan.source.table().to_string();
+        let upstream = self.catalog.read().get(&upstream_name).ok_or_else(|| {
+            user(
+                SqlState::UNDEFINED_TABLE,
+                format!("relation \"{upstream_name}\" does not exist"),
+            )
+        })?;
+        let schema = Arc::clone(&plan.schema);
+        let (state_id, operators) = {
+            let mut catalog = self.catalog.write();
+            let mut ids = Vec::new();
+            let store = Arc::clone(&self.store);
+            let ops = plan.build(|| {
+                let id = catalog.allocate_state_id();
+                ids.push(id);
+                StateTable::new(Arc::clone(&store), id)
+            })?;
+            (ids[0], ops)
+        };
+        // Subscribe, then feed the upstream's current contents first
+        // (backfill): no write can interleave, we hold the write lock.
+        let (input_tx, input_rx) = upstream.outlet.subscribe_with_sender();
+        let outlet = Arc::new(Outlet::new());
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let dataflow = spawn_pipeline(operators, input_rx, Arc::clone(&outlet), epoch);
+        let snapshot = match &upstream.kind {
+            RelationKind::Table { pk, .. } => read_table(
+                &self.store,
+                upstream.state_id,
+                &upstream.schema,
+                !pk.is_empty(),
+            ),
+            RelationKind::View { .. } => {
+                read_view(&self.store, upstream.state_id, &upstream.schema)
+            }
+        }?;
+        for chunk in split_chunks(&snapshot, Op::Insert) {
+            if input_tx.send(Message::Chunk(chunk)).await.is_err() {
+                break;
+            }
+        }
+        drop(input_tx);
+        self.catalog.write().insert(Relation {
+            name: name.clone(),
+            schema,
+            state_id,
+            outlet,
+            kind: RelationKind::View {
+                dataflow,
+                upstream: upstream_name,
+                definition: query.to_string(),
+            },
+        });
+        self.close_epoch().await;
+        // A view whose backfill failed (say, division by zero) is not created,
+        // as in Postgres.
+        let failed = match self.catalog.read().get(&name).and_then(|r| r.view_status()) {
+            Some(DataflowStatus::Failed(e)) => Some(e),
+            _ => None,
+        };
+        if let Some(e) = failed {
+            self.remove_relation(&name);
+            return Err(ServerError::Statement(e));
+        }
+        Ok(QueryResult::command("CREATE MATERIALIZED VIEW"))
+    }
+
+    pub(super) async fn explain_view(&self, query: &Query) -> Result<QueryResult> {
+        let plan = plan_view(&self.state(), query).await?;
+        let source = plan.source.table().to_string();
+        let store = Arc::clone(&self.store);
+        let mut scratch = self.scratch_ids.lock();
+        let ops = plan.build(|| {
+            *scratch -= 1;
+            StateTable::new(Arc::clone(&store), *scratch)
+        })?;
+        let mut lines: Vec<String> = Vec::new();
+        for (depth, op) in ops.iter().rev().enumerate() {
+            lines.push(format!("{}{}", "  ".repeat(depth), op.explain()));
+        }
+        lines.push(format!("{}Source {}", "  ".repeat(ops.len()), source));
+        Ok(text_rows("QUERY PLAN", lines))
+    }
+
+    pub(super) async fn drop(
+        &self,
+        object_type: ObjectType,
+        if_exists: bool,
+        names: &[ObjectName],
+        cascade: bool,
+    ) -> Result<QueryResult> {
+        let (want_view, tag) = match object_type {
+            ObjectType::Table => (false, "DROP TABLE"),
+            ObjectType::MaterializedView => (true, "DROP MATERIALIZED VIEW"),
+            other => {
+                return Err(user(
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    format!("DROP {other} is not supported"),
+                ))
+            }
+        };
+        let _guard = self.write_lock.lock().await;
+        for n in names {
+            let name = relation_name(n)?;
+            let relation = self.catalog.read().get(&name);
+            let Some(relation) = relation else {
+                if if_exists {
+                    continue;
+                }
+                let what = if want_view {
+                    "materialized view"
+                } else {
+                    "table"
+                };
+                return Err(user(
+                    SqlState::UNDEFINED_TABLE,
+                    format!("{what} \"{name}\" does not exist"),
+                ));
+            };
+            if relation.is_view() != want_view {
+                let what = if want_view {
+                    "a materialized view"
+                } else {
+                    "a table"
+                };
+                return Err(user(
+                    SqlState::WRONG_OBJECT_TYPE,
+                    format!("\"{name}\" is not {what}"),
+                ));
+            }
+            let dependents = self.all_dependents(&name);
+            if !dependents.is_empty() && !cascade {
+                return Err(user(
+                    SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
+                    format!(
+                        "cannot drop {name} because other objects depend on it: materialized view {}",
+                        dependents.join(", ")
+                    ),
+                ));
+            }
+            for d in dependents.iter().rev() {
+                self.remove_relation(d);
+            }
+            self.remove_relation(&name);
+        }
+        Ok(QueryResult::command(tag))
+    }
+
+    /// Views depending on `name`, transitively, parents before children.
+    fn all_dependents(&self, name: &str) -> Vec<String> {
+        let catalog = self.catalog.read();
+        let mut out = Vec::new();
+        let mut queue = vec![name.to_string()];
+        while let Some(n) = queue.pop() {
+            for d in catalog.dependents(&n) {
+                if !out.contains(&d) {
+                    out.push(d.clone());
+                    queue.push(d);
+                }
+            }
+        }
+        out
+    }
+
+    fn remove_relation(&self, name: &str) {
+        let removed = self.catalog.write().remove(name);
+        if let Some(r) = removed {
+            if let RelationKind::View { dataflow, .. } = &r.kind {
+                dataflow.stop();
+            }
+            r.outlet.close();
+            if let Err(e) = StateTable::drop_table(&self.store, r.state_id) {
+                tracing::warn!(error = %e, relation = name, "could not delete state of dropped relation");
+            }
+        }
+    }
+}
+
+/// Name of a relation as the catalog stores it (unquoted: lower-case).
+fn relation_name(name: &ObjectName) -> Result<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident())
+        .map(|i| {
+            if i.quote_style.is_some() {
+                i.value.clone()
+            } else {
+                i.value.to_lowercase()
+            }
+        })
+        .collect();
+    match parts.as_slice() {
+        [n] => Ok(n.clone()),
+        [s, n] if s == SCHEMA => Ok(n.clone()),
+        [c, s, n] if c == CATALOG && s == SCHEMA => Ok(n.clone()),
+        _ => Err(user(
+            SqlState::UNDEFINED_OBJECT,
+            format!("schema of \"{name}\" does not exist"),
+        )),
+    }
+}

@@ -1,0 +1,364 @@
+//! The engine executes statements against the catalog.
+//!
+//! Consistency: every write (DML, CREATE/DROP) runs under one write lock. A
+//! DML statement applies its rows to the table, sends the changes to the
+//! table's subscribers, closes an epoch with a barrier sent to every table,
+//! and returns only once every running view has committed that epoch. So
+//! once a write is acknowledged, a SELECT from any session sees it in every
+//! view (read-your-writes), and since a view commits an epoch in one atomic
+//! write, no SELECT sees a view half-updated.
+//!
+//! DML lives in [`dml`], DDL and views in [`ddl`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use weir_common::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use weir_common::arrow::compute::{cast, concat_batches};
+use weir_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use weir_common::datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use weir_common::datafusion::common::{Constraint, ParamValues};
+use weir_common::datafusion::execution::context::{SessionContext, SessionState};
+use weir_common::datafusion::logical_expr::{
+    DdlStatement, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp,
+};
+use weir_common::datafusion::prelude::SessionConfig;
+use weir_common::datafusion::sql::parser::Statement as DfStatement;
+use weir_common::datafusion::sql::sqlparser::ast::{
+    ObjectName, ObjectType, Query, Statement as SqlStatement,
+};
+use weir_common::{Barrier, Error, Message, Op, SqlState};
+use weir_dataflow::materialize::read_view;
+use weir_dataflow::runtime::spawn_pipeline;
+use weir_dataflow::table_store::{read_table, split_chunks, TableStore};
+use weir_dataflow::{DataflowStatus, Outlet};
+use weir_sql::naming::output_names;
+use weir_sql::parser::Statement;
+use weir_sql::view_plan::plan_view;
+use weir_state::{MemoryStateStore, StateStoreRef, StateTable};
+
+use crate::catalog::{Catalog, Relation, RelationKind};
+use crate::provider::WeirSchema;
+use crate::ServerError;
+
+mod ddl;
+mod dml;
+
+/// The catalog name DataFusion resolves relations in.
+pub const CATALOG: &str = "weir";
+/// The only schema.
+pub const SCHEMA: &str = "public";
+
+/// What a statement returns.
+#[derive(Debug)]
+pub enum QueryResult {
+    /// Rows (SELECT, SHOW, EXPLAIN).
+    Rows {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
+    /// A command tag such as `INSERT 0 3` or `CREATE TABLE`.
+    Command { tag: String, rows: Option<usize> },
+}
+
+impl QueryResult {
+    fn command(tag: &str) -> Self {
+        QueryResult::Command {
+            tag: tag.to_string(),
+            rows: None,
+        }
+    }
+}
+
+/// Shared state of a server: catalog, state store, DataFusion context.
+pub struct Engine {
+    store: StateStoreRef,
+    catalog: Arc<RwLock<Catalog>>,
+    ctx: SessionContext,
+    /// Serializes writers (DML, DDL, FLUSH).
+    write_lock: tokio::sync::Mutex<()>,
+    /// The last closed epoch.
+    epoch: AtomicU64,
+    /// State table ids handed out for EXPLAIN, never written.
+    scratch_ids: Mutex<u32>,
+}
+
+type Result<T> = std::result::Result<T, ServerError>;
+
+fn user(code: SqlState, message: impl Into<String>) -> ServerError {
+    ServerError::Statement(Error::new(code, message))
+}
+
+impl Engine {
+    /// A fresh engine with an empty catalog.
+    pub fn new() -> Result<Self> {
+        let store: StateStoreRef = Arc::new(MemoryStateStore::new());
+        let catalog = Arc::new(RwLock::new(Catalog::new()));
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_target_partitions(1)
+            .with_information_schema(false);
+        // Sessions run in UTC: TIMESTAMPTZ values are stored as UTC instants.
+        config.options_mut().execution.time_zone = Some("+00:00".to_string());
+        // 1.005 is NUMERIC in Postgres, not a float.
+        config.options_mut().sql_parser.parse_float_as_decimal = true;
+        let ctx = SessionContext::new_with_config(config);
+        let weir_catalog = MemoryCatalogProvider::new();
+        weir_catalog.register_schema(
+            SCHEMA,
+            Arc::new(WeirSchema::new(Arc::clone(&catalog), Arc::clone(&store))),
+        )?;
+        ctx.register_catalog(CATALOG, Arc::new(weir_catalog));
+        Ok(Engine {
+            store,
+            catalog,
+            ctx,
+            write_lock: tokio::sync::Mutex::new(()),
+            epoch: AtomicU64::new(0),
+            scratch_ids: Mutex::new(u32::MAX),
+        })
+    }
+
+    fn state(&self) -> SessionState {
+        self.ctx.state()
+    }
+
+    /// Stop every dataflow.
+    pub fn shutdown(&self) {
+        let mut catalog = self.catalog.write();
+        let names: Vec<String> = catalog.all().map(|r| r.name.clone()).collect();
+        for n in names {
+            catalog.remove(&n);
+        }
+    }
+
+    /// Execute one parsed statement. `params` are the values of `$1`, `$2`,
+    /// ... in extended-protocol execution.
+    pub async fn execute(
+        &self,
+        statement: &Statement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryResult> {
+        match statement {
+            Statement::Flush => {
+                let _guard = self.write_lock.lock().await;
+                self.close_epoch().await;
+                Ok(QueryResult::command("FLUSH"))
+            }
+            Statement::ShowTables => Ok(self.show_relations(false)),
+            Statement::ShowMaterializedViews => Ok(self.show_relations(true)),
+            Statement::CreateMaterializedView {
+                name,
+                query,
+                if_not_exists,
+            } => self.create_view(name, query, *if_not_exists).await,
+            Statement::ExplainMaterializedView { query, .. } => self.explain_view(query).await,
+            Statement::Sql(s) => self.execute_sql(s, params).await,
+        }
+    }
+
+    async fn execute_sql(
+        &self,
+        s: &SqlStatement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryResult> {
+        match s {
+            SqlStatement::Query(_) | SqlStatement::Explain { .. } => self.query(s, params).await,
+            SqlStatement::Insert(_) | SqlStatement::Update(_) | SqlStatement::Delete(_) => {
+                self.dml(s, params).await
+            }
+            SqlStatement::CreateTable(_) => self.create_table(s).await,
+            SqlStatement::Drop {
+                object_type,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => self.drop(*object_type, *if_exists, names, *cascade).await,
+            SqlStatement::StartTransaction { .. } => Ok(QueryResult::command("BEGIN")),
+            SqlStatement::Commit { .. } => Ok(QueryResult::command("COMMIT")),
+            SqlStatement::Rollback { .. } => Ok(QueryResult::command("ROLLBACK")),
+            SqlStatement::Set(_) => Ok(QueryResult::command("SET")),
+            SqlStatement::ShowVariable { variable } => Ok(show_variable(
+                &variable
+                    .iter()
+                    .map(|i| i.value.clone())
+                    .collect::<Vec<_>>()
+                    .join("."),
+            )),
+            other => Err(user(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "statement not supported: {}",
+                    first_words(&other.to_string())
+                ),
+            )),
+        }
+    }
+
+    /// Plan a standard SQL statement with DataFusion.
+    async fn plan(&self, s: &SqlStatement, params: Option<ParamValues>) -> Result<LogicalPlan> {
+        let plan = self
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(s.clone())))
+            .await?;
+        Ok(match params {
+            Some(p) => plan.with_param_values(p)?,
+            None => plan,
+        })
+    }
+
+    /// Plan a statement without executing it: parameter types and, for
+    /// statements returning rows, the result schema (extended protocol).
+    pub async fn describe(
+        &self,
+        statement: &Statement,
+    ) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+        match statement {
+            Statement::Sql(s) => match s.as_ref() {
+                SqlStatement::Query(_)
+                | SqlStatement::Explain { .. }
+                | SqlStatement::Insert(_)
+                | SqlStatement::Update(_)
+                | SqlStatement::Delete(_) => {
+                    let plan = self.plan(s, None).await?;
+                    let types = plan.get_parameter_types()?;
+                    let mut ordered: Vec<(usize, Option<DataType>)> = types
+                        .into_iter()
+                        .filter_map(|(k, v)| {
+                            k.trim_start_matches('$')
+                                .parse::<usize>()
+                                .ok()
+                                .map(|i| (i, v))
+                        })
+                        .collect();
+                    ordered.sort_by_key(|(i, _)| *i);
+                    let count = ordered.last().map(|(i, _)| *i).unwrap_or(0);
+                    let mut params = vec![None; count];
+                    for (i, t) in ordered {
+                        params[i - 1] = t;
+                    }
+                    let schema = if matches!(
+                        s.as_ref(),
+                        SqlStatement::Query(_) | SqlStatement::Explain { .. }
+                    ) {
+                        Some(pg_schema(&plan))
+                    } else {
+                        None
+                    };
+                    Ok((params, schema))
+                }
+                SqlStatement::ShowVariable { .. } => Ok((vec![], Some(text_schema(&["setting"])))),
+                _ => Ok((vec![], None)),
+            },
+            Statement::ShowTables | Statement::ShowMaterializedViews => {
+                Ok((vec![], Some(text_schema(&["Name"]))))
+            }
+            Statement::ExplainMaterializedView { .. } => {
+                Ok((vec![], Some(text_schema(&["QUERY PLAN"]))))
+            }
+            _ => Ok((vec![], None)),
+        }
+    }
+
+    async fn query(&self, s: &SqlStatement, params: Option<ParamValues>) -> Result<QueryResult> {
+        let plan = self.plan(s, params).await?;
+        let schema = pg_schema(&plan);
+        let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+        let batches = batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| ServerError::Statement(e.into()))?;
+        Ok(QueryResult::Rows { schema, batches })
+    }
+
+    async fn collect(&self, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
+        Ok(self.ctx.execute_logical_plan(plan).await?.collect().await?)
+    }
+
+    /// Close an epoch: a barrier to every table, then wait until every
+    /// running view has committed it. Callers hold the write lock.
+    async fn close_epoch(&self) {
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        let relations: Vec<Arc<Relation>> = self.catalog.read().all().cloned().collect();
+        for r in relations.iter().filter(|r| !r.is_view()) {
+            r.outlet.send(Message::Barrier(Barrier { epoch })).await;
+        }
+        for r in &relations {
+            if let RelationKind::View { dataflow, .. } = &r.kind {
+                dataflow.wait_committed(epoch).await;
+            }
+        }
+    }
+
+    fn show_relations(&self, views: bool) -> QueryResult {
+        let names: Vec<String> = self
+            .catalog
+            .read()
+            .all()
+            .filter(|r| r.is_view() == views)
+            .map(|r| r.name.clone())
+            .collect();
+        text_rows("Name", names)
+    }
+}
+
+/// The plan's output schema with Postgres-style column names.
+fn pg_schema(plan: &LogicalPlan) -> SchemaRef {
+    let names = output_names(plan);
+    let arrow = plan.schema().as_arrow();
+    let fields: Vec<Field> = arrow
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let name = names.get(i).cloned().unwrap_or_else(|| f.name().clone());
+            Field::new(name, f.data_type().clone(), f.is_nullable())
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+fn text_schema(names: &[&str]) -> SchemaRef {
+    Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn text_rows(column: &str, values: Vec<String>) -> QueryResult {
+    let schema = text_schema(&[column]);
+    let array: ArrayRef = Arc::new(StringArray::from(values));
+    match RecordBatch::try_new(Arc::clone(&schema), vec![array]) {
+        Ok(b) => QueryResult::Rows {
+            schema,
+            batches: vec![b],
+        },
+        Err(_) => QueryResult::Rows {
+            schema,
+            batches: vec![],
+        },
+    }
+}
+
+fn show_variable(name: &str) -> QueryResult {
+    let value = match name.to_ascii_lowercase().as_str() {
+        "server_version" => "14.0",
+        "server_encoding" | "client_encoding" => "UTF8",
+        "datestyle" => "ISO, MDY",
+        "timezone" => "UTC",
+        "standard_conforming_strings" => "on",
+        "transaction_isolation" | "transaction isolation level" => "serializable",
+        _ => "",
+    };
+    text_rows(name, vec![value.to_string()])
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
