@@ -41,7 +41,8 @@ impl Materialize {
     }
 }
 
-fn decode_count(table: StateTableId, bytes: &[u8]) -> Result<i64, DataflowError> {
+/// A stored multiplicity (`i64`, big endian) of state table `table`.
+pub(crate) fn decode_count(table: StateTableId, bytes: &[u8]) -> Result<i64, DataflowError> {
     let arr: [u8; 8] = bytes.try_into().map_err(|_| {
         DataflowError::State(weir_state::StateError::Corrupt {
             table,

@@ -15,7 +15,7 @@ use weir_common::vnode::vnode_of;
 use weir_common::{Error, Op, SqlState, StreamChunk};
 use weir_state::{StateStoreRef, StateTable, StateTableId};
 
-use crate::materialize::decode_multiset;
+use crate::materialize::{decode_count, decode_multiset};
 use crate::row_codec::RowCodec;
 use crate::{DataflowError, CHUNK_ROWS};
 
@@ -27,13 +27,6 @@ pub struct TableStore {
     row_codec: RowCodec,
     pk_codec: Option<RowCodec>,
     state: StateTable,
-}
-
-fn corrupt(table: StateTableId, reason: &str) -> DataflowError {
-    DataflowError::State(weir_state::StateError::Corrupt {
-        table,
-        reason: reason.into(),
-    })
 }
 
 impl TableStore {
@@ -163,11 +156,7 @@ impl TableStore {
                     let key = row.data();
                     let vnode = vnode_of(key);
                     let count = match self.state.get(vnode, key)? {
-                        Some(v) => i64::from_be_bytes(
-                            v.as_slice()
-                                .try_into()
-                                .map_err(|_| corrupt(self.state.id(), "bad count"))?,
-                        ),
+                        Some(v) => decode_count(self.state.id(), &v)?,
                         None => 0,
                     };
                     let next = count + op.weight();

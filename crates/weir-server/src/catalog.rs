@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use weir_common::arrow::array::RecordBatch;
 use weir_common::arrow::datatypes::SchemaRef;
-use weir_dataflow::table_store::TableStore;
-use weir_dataflow::{DataflowHandle, DataflowStatus, Outlet};
-use weir_state::StateTableId;
+use weir_dataflow::materialize::read_view;
+use weir_dataflow::table_store::{read_table, TableStore};
+use weir_dataflow::{DataflowError, DataflowHandle, DataflowStatus, Outlet};
+use weir_state::{StateStoreRef, StateTableId};
 
 /// A table or a materialized view.
 pub struct Relation {
@@ -48,6 +50,21 @@ impl Relation {
     /// True for materialized views.
     pub fn is_view(&self) -> bool {
         matches!(self.kind, RelationKind::View { .. })
+    }
+
+    /// The committed rows, decoded as `schema` (the relation's columns,
+    /// possibly with other nullability).
+    pub fn read(
+        &self,
+        store: &StateStoreRef,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch, DataflowError> {
+        match &self.kind {
+            RelationKind::Table { pk, .. } => {
+                read_table(store, self.state_id, schema, !pk.is_empty())
+            }
+            RelationKind::View { .. } => read_view(store, self.state_id, schema),
+        }
     }
 
     /// For a view, whether its dataflow still runs.

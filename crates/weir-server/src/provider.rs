@@ -13,8 +13,6 @@ use weir_common::datafusion::datasource::memory::MemorySourceConfig;
 use weir_common::datafusion::error::{DataFusionError, Result};
 use weir_common::datafusion::logical_expr::{Expr, TableType};
 use weir_common::datafusion::physical_plan::ExecutionPlan;
-use weir_dataflow::materialize::read_view;
-use weir_dataflow::table_store::read_table;
 use weir_dataflow::DataflowStatus;
 use weir_state::StateStoreRef;
 
@@ -122,19 +120,13 @@ impl TableProvider for RelationTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let r = &self.relation;
-        let batch = match &r.kind {
-            RelationKind::Table { pk, .. } => {
-                read_table(&self.store, r.state_id, &self.schema, !pk.is_empty())
-            }
-            RelationKind::View { dataflow, .. } => {
-                if let DataflowStatus::Failed(e) = dataflow.status() {
-                    let e = e.context(format!("materialized view \"{}\" has failed", r.name));
-                    return Err(DataFusionError::External(Box::new(e)));
-                }
-                read_view(&self.store, r.state_id, &self.schema)
-            }
+        if let Some(DataflowStatus::Failed(e)) = r.view_status() {
+            let e = e.context(format!("materialized view \"{}\" has failed", r.name));
+            return Err(DataFusionError::External(Box::new(e)));
         }
-        .map_err(|e| DataFusionError::External(Box::new(weir_common::Error::from(e))))?;
+        let batch = r
+            .read(&self.store, &self.schema)
+            .map_err(|e| DataFusionError::External(Box::new(weir_common::Error::from(e))))?;
         let partitions = if batch.num_rows() == 0 {
             vec![vec![]]
         } else {

@@ -97,12 +97,7 @@ impl Engine {
         }
         let plan = plan_view(&self.state(), query).await?;
         let upstream_name = plan.source.table().to_string();
-        let upstream = self.catalog.read().get(&upstream_name).ok_or_else(|| {
-            user(
-                SqlState::UNDEFINED_TABLE,
-                format!("relation \"{upstream_name}\" does not exist"),
-            )
-        })?;
+        let upstream = self.relation(&upstream_name)?;
         let schema = Arc::clone(&plan.schema);
         let (state_id, operators) = {
             let mut catalog = self.catalog.write();
@@ -121,17 +116,7 @@ impl Engine {
         let outlet = Arc::new(Outlet::new());
         let epoch = self.epoch.load(Ordering::SeqCst);
         let dataflow = spawn_pipeline(operators, input_rx, Arc::clone(&outlet), epoch);
-        let snapshot = match &upstream.kind {
-            RelationKind::Table { pk, .. } => read_table(
-                &self.store,
-                upstream.state_id,
-                &upstream.schema,
-                !pk.is_empty(),
-            ),
-            RelationKind::View { .. } => {
-                read_view(&self.store, upstream.state_id, &upstream.schema)
-            }
-        }?;
+        let snapshot = upstream.read(&self.store, &upstream.schema)?;
         for chunk in split_chunks(&snapshot, Op::Insert) {
             if input_tx.send(Message::Chunk(chunk)).await.is_err() {
                 break;

@@ -20,12 +20,7 @@ impl Engine {
             )));
         };
         let name = dml.table_name.table().to_string();
-        let relation = self.catalog.read().get(&name).ok_or_else(|| {
-            user(
-                SqlState::UNDEFINED_TABLE,
-                format!("relation \"{name}\" does not exist"),
-            )
-        })?;
+        let relation = self.relation(&name)?;
         let RelationKind::Table { store, .. } = &relation.kind else {
             return Err(user(
                 SqlState::WRONG_OBJECT_TYPE,

@@ -29,9 +29,8 @@ use weir_common::datafusion::sql::sqlparser::ast::{
     ObjectName, ObjectType, Query, Statement as SqlStatement,
 };
 use weir_common::{Barrier, Error, Message, Op, SqlState};
-use weir_dataflow::materialize::read_view;
 use weir_dataflow::runtime::spawn_pipeline;
-use weir_dataflow::table_store::{read_table, split_chunks, TableStore};
+use weir_dataflow::table_store::{split_chunks, TableStore};
 use weir_dataflow::{DataflowStatus, Outlet};
 use weir_sql::naming::output_names;
 use weir_sql::parser::Statement;
@@ -118,6 +117,16 @@ impl Engine {
             write_lock: tokio::sync::Mutex::new(()),
             epoch: AtomicU64::new(0),
             scratch_ids: Mutex::new(u32::MAX),
+        })
+    }
+
+    /// The relation called `name`, or 42P01.
+    fn relation(&self, name: &str) -> Result<Arc<Relation>> {
+        self.catalog.read().get(name).ok_or_else(|| {
+            user(
+                SqlState::UNDEFINED_TABLE,
+                format!("relation \"{name}\" does not exist"),
+            )
         })
     }
 
