@@ -89,7 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for c in chunks {
         agg.process(c, &mut out)?;
     }
-    agg.on_barrier(Barrier { epoch: 1 }, &mut out)?;
+    agg.on_barrier(Barrier::new(1), &mut out)?;
     let seconds = start.elapsed().as_secs_f64();
 
     let emitted: usize = out.iter().map(|c| c.len()).sum();

@@ -7,6 +7,7 @@
 
 pub mod change;
 pub mod error;
+pub mod failpoint;
 pub mod message;
 pub mod sqlstate;
 pub mod vnode;

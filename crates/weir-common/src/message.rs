@@ -27,6 +27,19 @@ pub enum Message {
 pub struct Barrier {
     /// The epoch this barrier closes.
     pub epoch: Epoch,
+    /// True for a checkpoint barrier: besides committing, every stateful
+    /// operator writes its state changes to the checkpoint files.
+    pub checkpoint: bool,
+}
+
+impl Barrier {
+    /// A barrier that only closes `epoch` (no checkpoint).
+    pub const fn new(epoch: Epoch) -> Self {
+        Barrier {
+            epoch,
+            checkpoint: false,
+        }
+    }
 }
 
 /// No future row will carry a smaller value in `column`.

@@ -31,6 +31,10 @@ impl SqlState {
     pub const PROTOCOL_VIOLATION: SqlState = SqlState("08P01");
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: SqlState = SqlState("55000");
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
+    pub const DATA_CORRUPTED: SqlState = SqlState("XX001");
+    pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
+    pub const UNDEFINED_PARAMETER: SqlState = SqlState("42704");
+    pub const IO_ERROR: SqlState = SqlState("58030");
 
     /// The code as the wire carries it.
     pub fn code(&self) -> &'static str {

@@ -25,7 +25,7 @@ use weir_common::datafusion::logical_expr::Accumulator;
 use weir_common::datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use weir_common::datafusion::physical_expr::PhysicalExpr;
 use weir_common::vnode::vnode_of;
-use weir_common::{Barrier, Op, StreamChunk};
+use weir_common::{Barrier, Epoch, Op, StreamChunk};
 use weir_state::StateTable;
 
 use crate::float_sum::RetractableFloatSum;
@@ -403,7 +403,13 @@ impl Operator for HashAggregate {
         out: &mut Vec<StreamChunk>,
     ) -> Result<(), DataflowError> {
         self.fold_buffered()?;
-        self.emit_dirty(out)
+        self.emit_dirty(out)?;
+        self.bound_cache();
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, epoch: Epoch) -> Result<(), DataflowError> {
+        Ok(self.state.checkpoint(epoch)?)
     }
 }
 
@@ -557,6 +563,38 @@ impl HashAggregate {
 }
 
 impl HashAggregate {
+    /// Rough bytes one cached group takes (key, accumulators, index entry).
+    fn group_bytes(&self) -> usize {
+        160 + 96 * self.calls.len()
+    }
+
+    /// Keep the cached groups within the state table's cache budget: past
+    /// it, clean groups are evicted (down to half the budget) and reload from
+    /// state on their next change.
+    fn bound_cache(&mut self) {
+        let limit = (self.state.cache_bytes() / self.group_bytes()).max(1024);
+        if self.index.len() <= limit {
+            return;
+        }
+        let target = limit / 2;
+        for slot in 0..self.groups.len() {
+            if self.index.len() <= target {
+                break;
+            }
+            let clean = matches!(&self.groups[slot], Some(g) if !g.dirty);
+            if clean {
+                if let Some(g) = self.groups[slot].take() {
+                    self.index.remove(&g.key);
+                    self.free_slots.push(slot as u32);
+                }
+            }
+        }
+        if self.index.is_empty() {
+            self.groups.clear();
+            self.free_slots.clear();
+        }
+    }
+
     /// Drop every clean group from memory; they reload from the state table
     /// on their next change. (The hot-key cache of a later version evicts
     /// this way under memory pressure.)
@@ -680,7 +718,7 @@ mod tests {
             &mut out,
         )
         .unwrap();
-        agg.on_barrier(Barrier { epoch: 1 }, &mut out).unwrap();
+        agg.on_barrier(Barrier::new(1), &mut out).unwrap();
         apply(&mut view, &out);
         out.clear();
         assert_eq!(
@@ -698,7 +736,7 @@ mod tests {
             &mut out,
         )
         .unwrap();
-        agg.on_barrier(Barrier { epoch: 2 }, &mut out).unwrap();
+        agg.on_barrier(Barrier::new(2), &mut out).unwrap();
         apply(&mut view, &out);
         assert_eq!(
             view.keys().cloned().collect::<Vec<_>>(),
@@ -710,7 +748,7 @@ mod tests {
         again
             .process(chunk(&[(1, Some(5), Op::Delete)]), &mut out)
             .unwrap();
-        again.on_barrier(Barrier { epoch: 3 }, &mut out).unwrap();
+        again.on_barrier(Barrier::new(3), &mut out).unwrap();
         apply(&mut view, &out);
         assert_eq!(
             view.keys().cloned().collect::<Vec<_>>(),

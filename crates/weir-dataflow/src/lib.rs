@@ -22,6 +22,7 @@ pub mod min_max;
 pub mod operator;
 pub mod outlet;
 pub mod project;
+pub mod restart;
 pub mod row_codec;
 pub mod runtime;
 pub mod table_store;

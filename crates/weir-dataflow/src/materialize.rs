@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use weir_common::arrow::array::RecordBatch;
 use weir_common::arrow::datatypes::SchemaRef;
 use weir_common::vnode::vnode_of;
-use weir_common::{Barrier, Op, StreamChunk};
+use weir_common::{Barrier, Epoch, Op, StreamChunk};
 use weir_state::{StateStoreRef, StateTable, StateTableId};
 
 use crate::row_codec::RowCodec;
@@ -115,6 +115,10 @@ impl Operator for Materialize {
         out.push(StreamChunk::new(data, ops.into()));
         Ok(())
     }
+
+    fn checkpoint(&mut self, epoch: Epoch) -> Result<(), DataflowError> {
+        Ok(self.state.checkpoint(epoch)?)
+    }
 }
 
 /// Decode a multiset stored as `row → count` entries into one batch,
@@ -171,7 +175,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read_view(&store, 1, &schema).unwrap().num_rows(), 0);
-        m.on_barrier(Barrier { epoch: 1 }, &mut out).unwrap();
+        m.on_barrier(Barrier::new(1), &mut out).unwrap();
         assert_eq!(read_view(&store, 1, &schema).unwrap().num_rows(), 3);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].len(), 3);
@@ -183,7 +187,7 @@ mod tests {
             .unwrap();
         m.process(StreamChunk::uniform(batch(vec![1]), Op::Delete), &mut out)
             .unwrap();
-        m.on_barrier(Barrier { epoch: 2 }, &mut out).unwrap();
+        m.on_barrier(Barrier::new(2), &mut out).unwrap();
         let view = read_view(&store, 1, &schema).unwrap();
         assert_eq!(view.num_rows(), 2);
         assert_eq!(view.column(0).null_count(), 0);

@@ -1,6 +1,6 @@
 //! The operator trait: how one step of a dataflow handles changes and epochs.
 
-use weir_common::{Barrier, StreamChunk};
+use weir_common::{Barrier, Epoch, StreamChunk};
 
 use crate::DataflowError;
 
@@ -31,6 +31,14 @@ pub trait Operator: Send + 'static {
         out: &mut Vec<StreamChunk>,
     ) -> Result<(), DataflowError> {
         let _ = (barrier, out);
+        Ok(())
+    }
+
+    /// A checkpoint barrier for `epoch` passed (after [`Operator::on_barrier`]):
+    /// write the state changes since the last checkpoint to checkpoint files.
+    /// Stateless operators have nothing to do.
+    fn checkpoint(&mut self, epoch: Epoch) -> Result<(), DataflowError> {
+        let _ = epoch;
         Ok(())
     }
 }

@@ -13,12 +13,16 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use weir_common::{Epoch, Error, Message, SqlState};
 
 use crate::{DataflowError, Operator, Outlet, CHANNEL_CAPACITY};
+
+/// The error of a dataflow whose input ended: not a failure of its own
+/// (the view it reads failed or was dropped).
+pub const UPSTREAM_STOPPED: &str =
+    "the input of this view stopped (an upstream view failed or was dropped)";
 
 /// Whether a dataflow is maintaining its view.
 #[derive(Debug, Clone)]
@@ -31,7 +35,7 @@ pub enum DataflowStatus {
 
 /// A running dataflow.
 pub struct DataflowHandle {
-    status: Arc<Mutex<DataflowStatus>>,
+    status: Arc<watch::Sender<DataflowStatus>>,
     committed: watch::Receiver<Epoch>,
     tasks: Vec<JoinHandle<()>>,
     outlet: Arc<Outlet>,
@@ -40,7 +44,20 @@ pub struct DataflowHandle {
 impl DataflowHandle {
     /// Current status.
     pub fn status(&self) -> DataflowStatus {
-        self.status.lock().clone()
+        self.status.borrow().clone()
+    }
+
+    /// Wait until the dataflow fails (forever if it never does).
+    pub async fn wait_failed(&self) -> Error {
+        let mut rx = self.status.subscribe();
+        loop {
+            if let DataflowStatus::Failed(e) = &*rx.borrow_and_update() {
+                return e.clone();
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The last epoch whose changes are visible in the view.
@@ -61,6 +78,18 @@ impl DataflowHandle {
             t.abort();
         }
         self.outlet.close();
+        // Wake whoever waits for this dataflow to fail.
+        self.status.send_if_modified(|s| {
+            if matches!(*s, DataflowStatus::Running) {
+                *s = DataflowStatus::Failed(Error::new(
+                    SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    "the dataflow was stopped",
+                ));
+                true
+            } else {
+                false
+            }
+        });
     }
 }
 
@@ -70,12 +99,16 @@ impl Drop for DataflowHandle {
     }
 }
 
-fn fail(status: &Mutex<DataflowStatus>, outlet: &Outlet, err: Error) {
-    let mut s = status.lock();
-    if matches!(*s, DataflowStatus::Running) {
-        tracing::warn!(error = %err, "dataflow failed");
-        *s = DataflowStatus::Failed(err);
-    }
+fn fail(status: &watch::Sender<DataflowStatus>, outlet: &Outlet, err: Error) {
+    status.send_if_modified(|s| {
+        if matches!(*s, DataflowStatus::Running) {
+            tracing::warn!(error = %err, "dataflow failed");
+            *s = DataflowStatus::Failed(err);
+            true
+        } else {
+            false
+        }
+    });
     outlet.close();
 }
 
@@ -134,6 +167,9 @@ async fn run_stage(
             }
             Message::Barrier(b) => {
                 op.on_barrier(b, &mut out)?;
+                if b.checkpoint {
+                    op.checkpoint(b.epoch)?;
+                }
                 Some(Message::Barrier(b))
             }
             Message::Watermark(w) => Some(Message::Watermark(w)),
@@ -151,7 +187,7 @@ async fn run_stage(
     }
     Err(DataflowError::Eval(Error::new(
         SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
-        "the input of this view stopped (an upstream view failed or was dropped)",
+        UPSTREAM_STOPPED,
     )))
 }
 
@@ -163,7 +199,7 @@ pub fn spawn_pipeline(
     outlet: Arc<Outlet>,
     initial_epoch: Epoch,
 ) -> DataflowHandle {
-    let status = Arc::new(Mutex::new(DataflowStatus::Running));
+    let status = Arc::new(watch::channel(DataflowStatus::Running).0);
     let (committed_tx, committed_rx) = watch::channel(initial_epoch);
     let mut tasks = Vec::with_capacity(operators.len());
     let n = operators.len();
@@ -271,7 +307,7 @@ mod tests {
             0,
         );
         source.send(Message::Chunk(chunk())).await;
-        source.send(Message::Barrier(Barrier { epoch: 1 })).await;
+        source.send(Message::Barrier(Barrier::new(1))).await;
         let mut chunks = 0;
         loop {
             match out_rx.recv().await.unwrap() {
@@ -299,7 +335,7 @@ mod tests {
             0,
         );
         source.send(Message::Chunk(chunk())).await;
-        source.send(Message::Barrier(Barrier { epoch: 1 })).await;
+        source.send(Message::Barrier(Barrier::new(1))).await;
         h.wait_committed(1).await;
         match h.status() {
             DataflowStatus::Failed(e) => assert!(e.message.contains("boom"), "{}", e.message),

@@ -70,7 +70,20 @@ impl TableStore {
         deletes: Option<&RecordBatch>,
         inserts: Option<&RecordBatch>,
     ) -> Result<Vec<StreamChunk>, DataflowError> {
-        let result = self.stage(deletes, inserts);
+        self.apply_logged(deletes, inserts, || Ok(()))
+    }
+
+    /// [`TableStore::apply`], calling `log` once the statement is known to
+    /// be valid and before anything is committed (the server appends the
+    /// statement to its write-ahead log there). If `log` fails, nothing is
+    /// applied.
+    pub fn apply_logged(
+        &mut self,
+        deletes: Option<&RecordBatch>,
+        inserts: Option<&RecordBatch>,
+        log: impl FnOnce() -> Result<(), DataflowError>,
+    ) -> Result<Vec<StreamChunk>, DataflowError> {
+        let result = self.stage(deletes, inserts).and_then(|()| log());
         match result {
             Ok(()) => {
                 self.state.commit()?;
@@ -174,6 +187,12 @@ impl TableStore {
             }
         }
         Ok(())
+    }
+
+    /// Write the table's part of checkpoint `epoch` (see
+    /// [`StateTable::checkpoint`]).
+    pub fn checkpoint(&mut self, epoch: weir_common::Epoch) -> Result<(), DataflowError> {
+        Ok(self.state.checkpoint(epoch)?)
     }
 
     /// All rows of the table as committed, as one batch.

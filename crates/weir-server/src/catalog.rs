@@ -7,7 +7,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use weir_common::arrow::array::RecordBatch;
 use weir_common::arrow::datatypes::SchemaRef;
+use weir_common::Error;
 use weir_dataflow::materialize::read_view;
+use weir_dataflow::restart::RestartTracker;
 use weir_dataflow::table_store::{read_table, TableStore};
 use weir_dataflow::{DataflowError, DataflowHandle, DataflowStatus, Outlet};
 use weir_state::{StateStoreRef, StateTableId};
@@ -22,6 +24,11 @@ pub struct Relation {
     pub state_id: StateTableId,
     /// Its change stream; views on it subscribe here.
     pub outlet: Arc<Outlet>,
+    /// The SQL that recreates it (kept in checkpoints and the log).
+    pub ddl: String,
+    /// Every state table it owns (a table's rows; a view's operators, the
+    /// view's rows first).
+    pub state_ids: Vec<StateTableId>,
     /// Table- or view-specific parts.
     pub kind: RelationKind,
 }
@@ -43,7 +50,42 @@ pub enum RelationKind {
         upstream: String,
         /// Its defining query, as SQL.
         definition: String,
+        /// Restart bookkeeping, shared by every incarnation of the view.
+        health: Arc<Mutex<ViewHealth>>,
     },
+}
+
+/// Whether a view is being maintained, as the system view shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewState {
+    /// Its dataflow runs.
+    Running,
+    /// Its dataflow failed and waits to be restarted.
+    Restarting,
+    /// The restart strategy gave up.
+    Failed,
+}
+
+impl ViewState {
+    /// The name shown in `weir_catalog.dataflows`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewState::Running => "RUNNING",
+            ViewState::Restarting => "RESTARTING",
+            ViewState::Failed => "FAILED",
+        }
+    }
+}
+
+/// Failures and restarts of one view.
+#[derive(Debug)]
+pub struct ViewHealth {
+    /// Current state.
+    pub state: ViewState,
+    /// The last error that stopped its dataflow.
+    pub last_error: Option<Error>,
+    /// Applies the view's restart strategy.
+    pub tracker: RestartTracker,
 }
 
 impl Relation {
@@ -97,6 +139,17 @@ impl Catalog {
         let id = self.next_state_id;
         self.next_state_id += 1;
         id
+    }
+
+    /// The id [`Catalog::allocate_state_id`] hands out next.
+    pub fn peek_next_state_id(&self) -> StateTableId {
+        self.next_state_id
+    }
+
+    /// Continue allocating at `id` (recovery recreates relations with the
+    /// ids they had).
+    pub fn set_next_state_id(&mut self, id: StateTableId) {
+        self.next_state_id = id;
     }
 
     /// The relation called `name`.

@@ -32,6 +32,12 @@ impl From<weir_sql::SqlError> for ServerError {
     }
 }
 
+impl From<weir_state::StateError> for ServerError {
+    fn from(e: weir_state::StateError) -> Self {
+        ServerError::Statement(e.into())
+    }
+}
+
 impl From<weir_dataflow::DataflowError> for ServerError {
     fn from(e: weir_dataflow::DataflowError) -> Self {
         ServerError::Statement(e.into())

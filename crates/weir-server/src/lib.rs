@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod engine;
 mod error;
+mod log_record;
 mod params;
 pub mod provider;
 mod text_format;
@@ -19,6 +20,7 @@ pub mod wire;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -31,8 +33,34 @@ pub use error::ServerError;
 pub struct ServerConfig {
     /// Address for Postgres clients (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// Directory for Weir's data.
+    /// Directory for Weir's data: `state/` (RocksDB, the working copy of
+    /// operator state), `wal/` (the table write-ahead log) and
+    /// `checkpoints/` (Parquet state files and manifests).
     pub data_dir: PathBuf,
+    /// How often the coordinator takes a checkpoint.
+    pub checkpoint_interval: Duration,
+    /// Memory for hot state: RocksDB's block cache and each operator's cache
+    /// of decoded keys, in MiB.
+    pub state_cache_mb: usize,
+    /// Complete checkpoints kept on disk.
+    pub checkpoints_retained: usize,
+    /// The restart strategy of views that do not name one.
+    pub restart_strategy: weir_dataflow::restart::RestartStrategy,
+}
+
+impl ServerConfig {
+    /// Defaults: 1 s checkpoints, 256 MiB state cache, 3 checkpoints kept,
+    /// exponential-backoff restarts.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        ServerConfig {
+            listen,
+            data_dir,
+            checkpoint_interval: Duration::from_secs(1),
+            state_cache_mb: 256,
+            checkpoints_retained: 3,
+            restart_strategy: weir_dataflow::restart::RestartStrategy::default(),
+        }
+    }
 }
 
 /// A server accepting connections in the background.
@@ -74,7 +102,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let addr = listener
         .local_addr()
         .map_err(|e| ServerError::Startup(e.to_string()))?;
-    let engine = Arc::new(Engine::new()?);
+    let engine = Engine::open(&config).await?;
     let handlers = Arc::new(wire::WeirHandlers::new(Arc::clone(&engine)));
     let accept_task = tokio::spawn(async move {
         loop {

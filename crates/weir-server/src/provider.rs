@@ -16,7 +16,7 @@ use weir_common::datafusion::physical_plan::ExecutionPlan;
 use weir_dataflow::DataflowStatus;
 use weir_state::StateStoreRef;
 
-use crate::catalog::{Catalog, Relation, RelationKind};
+use crate::catalog::{Catalog, Relation, RelationKind, ViewState};
 
 /// The `public` schema, backed by Weir's catalog.
 pub struct WeirSchema {
@@ -120,8 +120,7 @@ impl TableProvider for RelationTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let r = &self.relation;
-        if let Some(DataflowStatus::Failed(e)) = r.view_status() {
-            let e = e.context(format!("materialized view \"{}\" has failed", r.name));
+        if let Some(e) = unreadable(r) {
             return Err(DataFusionError::External(Box::new(e)));
         }
         let batch = r
@@ -138,4 +137,36 @@ impl TableProvider for RelationTable {
             projection.cloned(),
         )?)
     }
+}
+
+/// Why a view cannot be read now, if it cannot: its dataflow failed, is
+/// being rebuilt, or its restart strategy gave up. A view is never read
+/// while it is not up to date.
+fn unreadable(r: &Relation) -> Option<weir_common::Error> {
+    let RelationKind::View {
+        dataflow, health, ..
+    } = &r.kind
+    else {
+        return None;
+    };
+    let h = health.lock();
+    let failed = match dataflow.status() {
+        DataflowStatus::Failed(e) => Some(e),
+        DataflowStatus::Running => None,
+    };
+    let error = match (h.state, failed) {
+        (ViewState::Running, None) => return None,
+        (_, Some(e)) => e,
+        (_, None) => h.last_error.clone().unwrap_or_else(|| {
+            weir_common::Error::new(
+                weir_common::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "restart in progress",
+            )
+        }),
+    };
+    let what = match h.state {
+        ViewState::Failed => "has failed",
+        _ => "is restarting after an error",
+    };
+    Some(error.context(format!("materialized view \"{}\" {what}", r.name)))
 }

@@ -277,10 +277,10 @@ impl Harness {
         let n = SERVER_COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir =
             std::env::temp_dir().join(format!("weir-differential-{}-{n}", std::process::id()));
-        let server = weir_server::start(ServerConfig {
-            listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-            data_dir: dir.clone(),
-        })
+        let server = weir_server::start(ServerConfig::new(
+            "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+            dir.clone(),
+        ))
         .await
         .map_err(|e| format!("server did not start: {e}"))?;
         let addr = server.local_addr();

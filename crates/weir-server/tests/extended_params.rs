@@ -8,10 +8,10 @@ use tokio_postgres::NoTls;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_with_parameters() {
     let data_dir = std::env::temp_dir().join(format!("weir-extended-{}", std::process::id()));
-    let server = weir_server::start(weir_server::ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data_dir.clone(),
-    })
+    let server = weir_server::start(weir_server::ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        data_dir.clone(),
+    ))
     .await
     .unwrap();
     let config = format!(

@@ -646,10 +646,10 @@ async fn run_file_on_weir(path: &Path, mode: Mode) -> Vec<String> {
         std::process::id(),
         SERVER_COUNTER.fetch_add(1, Ordering::SeqCst)
     ));
-    let server = match weir_server::start(weir_server::ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("valid address"),
-        data_dir: data_dir.clone(),
-    })
+    let server = match weir_server::start(weir_server::ServerConfig::new(
+        "127.0.0.1:0".parse().expect("valid address"),
+        data_dir.clone(),
+    ))
     .await
     {
         Ok(s) => s,
@@ -839,10 +839,10 @@ fn formats_like_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_column_names() {
     let data_dir = std::env::temp_dir().join(format!("weir-slt-names-{}", std::process::id()));
-    let server = weir_server::start(weir_server::ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("valid address"),
-        data_dir: data_dir.clone(),
-    })
+    let server = weir_server::start(weir_server::ServerConfig::new(
+        "127.0.0.1:0".parse().expect("valid address"),
+        data_dir.clone(),
+    ))
     .await
     .expect("server starts");
     let addr = server.local_addr();

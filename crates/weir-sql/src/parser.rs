@@ -2,7 +2,11 @@
 //! parses standard SQL; Weir's own statements are recognised first, on the
 //! token stream, so sqlparser is used unforked.
 
-use weir_common::datafusion::sql::sqlparser::ast::{ObjectName, Query, Statement as SqlStatement};
+use std::collections::BTreeMap;
+
+use weir_common::datafusion::sql::sqlparser::ast::{
+    CreateTableOptions, Expr, ObjectName, Query, SqlOption, Statement as SqlStatement, Value,
+};
 use weir_common::datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use weir_common::datafusion::sql::sqlparser::keywords::Keyword;
 use weir_common::datafusion::sql::sqlparser::parser::Parser;
@@ -20,11 +24,15 @@ pub enum Statement {
         name: ObjectName,
         query: Box<Query>,
         if_not_exists: bool,
+        /// `WITH (key = value, ...)`, keys lower-cased, values as text.
+        options: BTreeMap<String, String>,
     },
     /// `EXPLAIN CREATE MATERIALIZED VIEW ...`: show the dataflow.
     ExplainMaterializedView { name: ObjectName, query: Box<Query> },
     /// `FLUSH`: wait until every pending change is visible.
     Flush,
+    /// `CHECKPOINT`: take a checkpoint now (as in Postgres).
+    Checkpoint,
     /// `SHOW TABLES`.
     ShowTables,
     /// `SHOW MATERIALIZED VIEWS`.
@@ -142,6 +150,15 @@ fn has_content(tokens: &[TokenWithSpan]) -> bool {
 
 /// Weir statements sqlparser does not know, matched on their words.
 fn weir_statement(tokens: &[TokenWithSpan]) -> Option<Statement> {
+    let mut significant = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF));
+    if let (Some(first), None) = (significant.next(), significant.next()) {
+        if matches!(&first.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("checkpoint"))
+        {
+            return Some(Statement::Checkpoint);
+        }
+    }
     let words: Vec<Keyword> = tokens
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
@@ -163,6 +180,7 @@ fn weir_statement(tokens: &[TokenWithSpan]) -> Option<Statement> {
 fn classify(statement: SqlStatement) -> Statement {
     match statement {
         SqlStatement::CreateView(v) if v.materialized => Statement::CreateMaterializedView {
+            options: view_options(&v.options),
             name: v.name,
             query: v.query,
             if_not_exists: v.if_not_exists,
@@ -178,6 +196,30 @@ fn classify(statement: SqlStatement) -> Statement {
         }
         other => Statement::Sql(Box::new(other)),
     }
+}
+
+/// `WITH (...)` options as lower-case keys and text values.
+fn view_options(options: &CreateTableOptions) -> BTreeMap<String, String> {
+    let list = match options {
+        CreateTableOptions::With(list) | CreateTableOptions::Options(list) => list.as_slice(),
+        _ => &[],
+    };
+    list.iter()
+        .filter_map(|o| match o {
+            SqlOption::KeyValue { key, value } => {
+                let text = match value {
+                    Expr::Value(v) => match &v.value {
+                        Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                    Expr::Identifier(i) => i.value.clone(),
+                    other => other.to_string(),
+                };
+                Some((key.value.to_lowercase(), text))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,3 +1,5 @@
+use std::path::PathBuf;
+
 use weir_common::{Error, SqlState};
 
 /// Errors of the state layer.
@@ -10,6 +12,41 @@ pub enum StateError {
     /// The backend failed (I/O).
     #[error("state store failure: {0}")]
     Backend(String),
+    /// Writing or reading a checkpoint failed (I/O, encoding); the message
+    /// names the file.
+    #[error("checkpoint failure: {0}")]
+    Checkpoint(String),
+    /// A checkpoint file or manifest is missing, truncated, or fails its
+    /// checksum or format checks.
+    #[error("checkpoint file {file} is damaged: {reason}")]
+    CheckpointDamaged { file: String, reason: String },
+    /// Checkpoint manifests exist but none of them is usable.
+    #[error(
+        "recovery is impossible: no valid checkpoint ({})",
+        .problems.join("; ")
+    )]
+    NoValidCheckpoint { problems: Vec<String> },
+    /// The write-ahead log is damaged somewhere other than the tail of its
+    /// last segment (which open repairs): records that were acknowledged may
+    /// be lost, so the log is not used.
+    #[error("corrupt write-ahead log {file} at offset {offset}: {reason}")]
+    WalCorrupt {
+        /// The damaged segment file.
+        file: PathBuf,
+        /// Byte offset of the damage within `file`.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A log position passed to the write-ahead log is out of range or not a
+    /// record boundary (a caller bug).
+    #[error("invalid write-ahead log position {lsn}: {reason}")]
+    WalPosition {
+        /// The position asked for.
+        lsn: u64,
+        /// Why it is invalid.
+        reason: String,
+    },
 }
 
 impl From<StateError> for Error {
@@ -17,6 +54,12 @@ impl From<StateError> for Error {
         match &e {
             StateError::Corrupt { .. } => Error::new(SqlState("XX001"), e.to_string()),
             StateError::Backend(_) => Error::new(SqlState("58030"), e.to_string()),
+            StateError::WalCorrupt { .. } => Error::new(SqlState("XX001"), e.to_string()),
+            StateError::WalPosition { .. } => Error::new(SqlState("XX000"), e.to_string()),
+            StateError::Checkpoint(_) => Error::new(SqlState("58030"), e.to_string()),
+            StateError::CheckpointDamaged { .. } | StateError::NoValidCheckpoint { .. } => {
+                Error::new(SqlState("XX001"), e.to_string())
+            }
         }
     }
 }

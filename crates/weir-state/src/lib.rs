@@ -7,13 +7,24 @@
 //! The store is in memory today ([`MemoryStateStore`]); a RocksDB backend
 //! replaces it behind the same trait without touching operator code.
 
+mod checkpoint;
 mod error;
 mod memory;
+mod rocks;
+mod sink;
 mod table;
+mod wal;
 
+pub use checkpoint::{
+    read_state_file, CheckpointDir, FileKind, FileMeta, Manifest, StateFileWriter,
+    CHECKPOINT_FORMAT_VERSION, DEFAULT_KEEP,
+};
 pub use error::StateError;
 pub use memory::MemoryStateStore;
+pub use rocks::RocksStateStore;
+pub use sink::{CheckpointSink, StateContext, COMPACT_AFTER_DELTAS};
 pub use table::{StateTable, StateTableId, VnodeEntries};
+pub use wal::{Lsn, Wal};
 
 use std::sync::Arc;
 
@@ -22,6 +33,10 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A batch of writes applied atomically: `None` deletes the key.
 pub type WriteBatch = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// A callback given each `(key, value)` of a streaming scan
+/// ([`StateStore::for_each_prefix`]); an error stops the scan.
+pub type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StateError> + 'a;
 
 /// A key-value store with ordered keys, shared by all state tables of a server.
 pub trait StateStore: Send + Sync + 'static {
@@ -33,6 +48,16 @@ pub trait StateStore: Send + Sync + 'static {
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StateError>;
     /// Remove every key starting with `prefix` (used when an object is dropped).
     fn delete_prefix(&self, prefix: &[u8]) -> Result<(), StateError>;
+    /// Call `f` on every entry whose key starts with `prefix`, in key order,
+    /// stopping at the first error `f` returns. Backends that can stream
+    /// override this so state bigger than memory can be read (e.g. to write a
+    /// full snapshot); the default collects [`StateStore::scan_prefix`].
+    fn for_each_prefix(&self, prefix: &[u8], f: &mut EntryVisitor<'_>) -> Result<(), StateError> {
+        for (k, v) in self.scan_prefix(prefix)? {
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
 }
 
 /// The store handle operators share.

@@ -6,10 +6,29 @@
 //! find the current extreme.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use weir_common::vnode::Vnode;
+use weir_common::Epoch;
 
+use crate::checkpoint::{FileKind, StateFileWriter};
+use crate::sink::{CheckpointSink, StateContext, COMPACT_AFTER_DELTAS, MAX_DELTA_BYTES};
 use crate::{Entries, StateError, StateStoreRef};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// What a state table remembers for its next checkpoint file.
+struct CheckpointTrack {
+    sink: Arc<CheckpointSink>,
+    /// Committed changes since the last checkpoint (`None` = deleted).
+    changes: FastMap<Vec<u8>, Option<Vec<u8>>>,
+    changes_bytes: usize,
+    /// The next file must be a full snapshot (new chain, or the changes
+    /// outgrew [`MAX_DELTA_BYTES`]).
+    needs_full: bool,
+    deltas_since_full: usize,
+    last_full_epoch: Epoch,
+}
 
 /// `(vnode, key, value)` triples of a whole table.
 pub type VnodeEntries = Vec<(Vnode, Vec<u8>, Vec<u8>)>;
@@ -24,17 +43,45 @@ pub struct StateTable {
     id: StateTableId,
     /// Writes since the last commit (`None` = delete), keyed by full key.
     /// Point operations dominate, so this is a hash map; scans merge it.
-    pending: HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::FixedState>,
+    pending: FastMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Set when the server takes checkpoints.
+    track: Option<CheckpointTrack>,
+    cache_bytes: usize,
 }
 
 impl StateTable {
     /// The state table `id` in `store`.
     pub fn new(store: StateStoreRef, id: StateTableId) -> Self {
+        Self::with_context(&StateContext::in_memory(store), id)
+    }
+
+    /// The state table `id` of a server described by `ctx`. If the server
+    /// restored a checkpoint holding this table, its file chain continues;
+    /// otherwise its first checkpoint writes a full snapshot.
+    pub fn with_context(ctx: &StateContext, id: StateTableId) -> Self {
+        let track = ctx.checkpoints.as_ref().map(|sink| {
+            let restored = sink.take_restored(id);
+            CheckpointTrack {
+                sink: Arc::clone(sink),
+                changes: FastMap::default(),
+                changes_bytes: 0,
+                needs_full: restored.is_none(),
+                deltas_since_full: restored.unwrap_or(0),
+                last_full_epoch: 0,
+            }
+        });
         StateTable {
-            store,
+            store: Arc::clone(&ctx.store),
             id,
-            pending: HashMap::default(),
+            pending: FastMap::default(),
+            track,
+            cache_bytes: ctx.cache_bytes,
         }
+    }
+
+    /// Bytes of decoded state the owning operator may cache in memory.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache_bytes
     }
 
     /// This table's id.
@@ -127,8 +174,68 @@ impl StateTable {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.pending).into_iter().collect();
+        let batch: crate::WriteBatch = std::mem::take(&mut self.pending).into_iter().collect();
+        if let Some(track) = self.track.as_mut().filter(|t| !t.needs_full) {
+            for (k, v) in &batch {
+                track.changes_bytes += k.len() + v.as_ref().map_or(0, |v| v.len());
+                track.changes.insert(k.clone(), v.clone());
+            }
+            if track.changes_bytes > MAX_DELTA_BYTES {
+                track.needs_full = true;
+                track.changes = FastMap::default();
+                track.changes_bytes = 0;
+            }
+        }
         self.store.write(batch)
+    }
+
+    /// Commit, then write this table's part of checkpoint `epoch`: the
+    /// changes since its previous checkpoint (a delta file) or, every
+    /// [`COMPACT_AFTER_DELTAS`] checkpoints and for a new chain, all of its
+    /// entries (a full file). The file is handed to the server's
+    /// [`CheckpointSink`]. Without checkpoints this only commits.
+    pub fn checkpoint(&mut self, epoch: Epoch) -> Result<(), StateError> {
+        self.commit()?;
+        let Some(track) = self.track.as_mut() else {
+            return Ok(());
+        };
+        let full = track.needs_full
+            || track.deltas_since_full >= COMPACT_AFTER_DELTAS
+            || track.last_full_epoch < track.sink.full_required_after();
+        let meta = if full {
+            let mut writer =
+                StateFileWriter::create(track.sink.dir(), self.id, epoch, FileKind::Full)?;
+            self.store
+                .for_each_prefix(&self.id.to_be_bytes(), &mut |k, v| match k.get(4..) {
+                    Some([vnode, key @ ..]) => writer.push(*vnode, key, Some(v)),
+                    _ => Ok(()),
+                })?;
+            let meta = writer.finish()?;
+            track.needs_full = false;
+            track.deltas_since_full = 0;
+            track.last_full_epoch = epoch;
+            meta
+        } else {
+            if track.changes.is_empty() {
+                return Ok(());
+            }
+            let mut changes: Vec<_> = std::mem::take(&mut track.changes).into_iter().collect();
+            changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut writer =
+                StateFileWriter::create(track.sink.dir(), self.id, epoch, FileKind::Delta)?;
+            for (k, v) in &changes {
+                if let Some([vnode, key @ ..]) = k.get(4..) {
+                    writer.push(*vnode, key, v.as_deref())?;
+                }
+            }
+            track.deltas_since_full += 1;
+            writer.finish()?
+        };
+        track.changes = FastMap::default();
+        track.changes_bytes = 0;
+        track.sink.register(meta);
+        weir_common::failpoint::hit("checkpoint-after-file");
+        Ok(())
     }
 
     /// Committed entries of table `id` in `store`, as a reader outside the

@@ -3,8 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use weir_dataflow::restart::RestartStrategy;
 
 /// Weir: a SQL-first streaming database that speaks the Postgres protocol.
 #[derive(Parser)]
@@ -21,9 +23,22 @@ enum Command {
         /// Address to listen on for Postgres clients.
         #[arg(long, default_value = "127.0.0.1:5466")]
         listen: SocketAddr,
-        /// Directory for Weir's data.
+        /// Directory for Weir's data (state, write-ahead log, checkpoints).
         #[arg(long, default_value = "./weir-data")]
         data_dir: PathBuf,
+        /// How often to take a checkpoint, e.g. `1s`, `500ms`.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        checkpoint_interval: Duration,
+        /// Memory for hot state (RocksDB block cache, operator caches), MiB.
+        #[arg(long, default_value_t = 256)]
+        state_cache_mb: usize,
+        /// Complete checkpoints kept on disk.
+        #[arg(long, default_value_t = 3)]
+        checkpoints_retained: usize,
+        /// Default restart strategy of views: exponential-backoff,
+        /// fixed-delay, failure-rate or none (Flink's defaults for each).
+        #[arg(long, default_value = "exponential-backoff")]
+        restart_strategy: String,
     },
 }
 
@@ -47,8 +62,27 @@ fn main() -> std::process::ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { listen, data_dir } => runtime.block_on(async move {
-            let config = weir_server::ServerConfig { listen, data_dir };
+        Command::Serve {
+            listen,
+            data_dir,
+            checkpoint_interval,
+            state_cache_mb,
+            checkpoints_retained,
+            restart_strategy,
+        } => runtime.block_on(async move {
+            let restart_strategy =
+                match RestartStrategy::named(&restart_strategy, &Default::default()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("weir: {e}");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                };
+            let mut config = weir_server::ServerConfig::new(listen, data_dir);
+            config.checkpoint_interval = checkpoint_interval;
+            config.state_cache_mb = state_cache_mb.max(8);
+            config.checkpoints_retained = checkpoints_retained.max(1);
+            config.restart_strategy = restart_strategy;
             let server = match weir_server::start(config).await {
                 Ok(s) => s,
                 Err(e) => {

@@ -1,10 +1,28 @@
 //! CREATE TABLE, CREATE / EXPLAIN / DROP MATERIALIZED VIEW, DROP TABLE.
 
+use std::collections::BTreeMap;
+
+use weir_dataflow::restart::RestartTracker;
+use weir_dataflow::DataflowHandle;
+
 use super::*;
+use crate::catalog::{ViewHealth, ViewState};
 
 impl Engine {
-    pub(super) async fn create_table(&self, s: &SqlStatement) -> Result<QueryResult> {
-        let _guard = self.write_lock.lock().await;
+    /// The write lock, unless recovery (which holds it) runs the statement.
+    async fn ddl_guard(&self, mode: DdlMode) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match mode {
+            DdlMode::Live => Some(self.write_lock.lock().await),
+            DdlMode::Replay | DdlMode::Restore => None,
+        }
+    }
+
+    pub(super) async fn create_table(
+        &self,
+        s: &SqlStatement,
+        mode: DdlMode,
+    ) -> Result<QueryResult> {
+        let _guard = self.ddl_guard(mode).await;
         let plan = self.plan(s, None).await?;
         let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = plan else {
             return Err(user(
@@ -48,33 +66,39 @@ impl Engine {
             })
             .collect();
         let schema = Arc::new(Schema::new(fields));
-        let mut catalog = self.catalog.write();
-        if catalog.get(&name).is_some() {
-            if create.if_not_exists {
-                return Ok(QueryResult::command("CREATE TABLE"));
+        let ddl = s.to_string();
+        {
+            let mut catalog = self.catalog.write();
+            if catalog.get(&name).is_some() {
+                if create.if_not_exists {
+                    return Ok(QueryResult::command("CREATE TABLE"));
+                }
+                return Err(user(
+                    SqlState::DUPLICATE_TABLE,
+                    format!("relation \"{name}\" already exists"),
+                ));
             }
-            return Err(user(
-                SqlState::DUPLICATE_TABLE,
-                format!("relation \"{name}\" already exists"),
-            ));
+            let state_id = catalog.allocate_state_id();
+            let table = TableStore::new(
+                &name,
+                Arc::clone(&schema),
+                pk.clone(),
+                StateTable::with_context(&self.state_ctx, state_id),
+            )?;
+            catalog.insert(Relation {
+                name,
+                schema,
+                state_id,
+                outlet: Arc::new(Outlet::new()),
+                ddl: ddl.clone(),
+                state_ids: vec![state_id],
+                kind: RelationKind::Table {
+                    store: Arc::new(Mutex::new(table)),
+                    pk,
+                },
+            });
         }
-        let state_id = catalog.allocate_state_id();
-        let table = TableStore::new(
-            &name,
-            Arc::clone(&schema),
-            pk.clone(),
-            StateTable::new(Arc::clone(&self.store), state_id),
-        )?;
-        catalog.insert(Relation {
-            name,
-            schema,
-            state_id,
-            outlet: Arc::new(Outlet::new()),
-            kind: RelationKind::Table {
-                store: Arc::new(Mutex::new(table)),
-                pk,
-            },
-        });
+        self.log_ddl(&ddl, mode).await?;
         Ok(QueryResult::command("CREATE TABLE"))
     }
 
@@ -83,8 +107,10 @@ impl Engine {
         name: &ObjectName,
         query: &Query,
         if_not_exists: bool,
+        options: &BTreeMap<String, String>,
+        mode: DdlMode,
     ) -> Result<QueryResult> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.ddl_guard(mode).await;
         let name = relation_name(name)?;
         if self.catalog.read().get(&name).is_some() {
             if if_not_exists {
@@ -95,43 +121,60 @@ impl Engine {
                 format!("relation \"{name}\" already exists"),
             ));
         }
+        let strategy = RestartStrategy::from_options(options, &self.default_restart)
+            .map_err(|m| user(SqlState::INVALID_PARAMETER_VALUE, m))?;
+        if let Some(k) = options.keys().find(|k| !VIEW_OPTIONS.contains(&k.as_str())) {
+            return Err(user(
+                SqlState::INVALID_PARAMETER_VALUE,
+                format!("unrecognized materialized view option \"{k}\""),
+            ));
+        }
         let plan = plan_view(&self.state(), query).await?;
         let upstream_name = plan.source.table().to_string();
         let upstream = self.relation(&upstream_name)?;
         let schema = Arc::clone(&plan.schema);
-        let (state_id, operators) = {
+        let (state_ids, operators) = {
             let mut catalog = self.catalog.write();
             let mut ids = Vec::new();
-            let store = Arc::clone(&self.store);
             let ops = plan.build(|| {
                 let id = catalog.allocate_state_id();
                 ids.push(id);
-                StateTable::new(Arc::clone(&store), id)
+                StateTable::with_context(&self.state_ctx, id)
             })?;
-            (ids[0], ops)
+            (ids, ops)
         };
-        // Subscribe, then feed the upstream's current contents first
-        // (backfill): no write can interleave, we hold the write lock.
-        let (input_tx, input_rx) = upstream.outlet.subscribe_with_sender();
-        let outlet = Arc::new(Outlet::new());
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        let dataflow = spawn_pipeline(operators, input_rx, Arc::clone(&outlet), epoch);
-        let snapshot = upstream.read(&self.store, &upstream.schema)?;
-        for chunk in split_chunks(&snapshot, Op::Insert) {
-            if input_tx.send(Message::Chunk(chunk)).await.is_err() {
-                break;
-            }
-        }
-        drop(input_tx);
+        let backfill = mode != DdlMode::Restore;
+        let (dataflow, outlet) = self.start_dataflow(&upstream, operators, backfill).await?;
+        let with = if options.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = options
+                .iter()
+                .map(|(k, v)| format!("{k} = '{}'", v.replace('\'', "''")))
+                .collect();
+            format!(" WITH ({})", list.join(", "))
+        };
+        let ddl = format!(
+            "CREATE MATERIALIZED VIEW {}{with} AS {query}",
+            quote_ident(&name)
+        );
+        let health = Arc::new(Mutex::new(ViewHealth {
+            state: ViewState::Running,
+            last_error: None,
+            tracker: RestartTracker::new(strategy),
+        }));
         self.catalog.write().insert(Relation {
             name: name.clone(),
             schema,
-            state_id,
+            state_id: state_ids[0],
             outlet,
+            ddl: ddl.clone(),
+            state_ids,
             kind: RelationKind::View {
                 dataflow,
                 upstream: upstream_name,
                 definition: query.to_string(),
+                health: Arc::clone(&health),
             },
         });
         self.close_epoch().await;
@@ -142,10 +185,39 @@ impl Engine {
             _ => None,
         };
         if let Some(e) = failed {
-            self.remove_relation(&name);
-            return Err(ServerError::Statement(e));
+            if mode == DdlMode::Live {
+                self.remove_relation(&name);
+                return Err(ServerError::Statement(e));
+            }
         }
+        self.log_ddl(&ddl, mode).await?;
+        self.supervise(&name, health);
         Ok(QueryResult::command("CREATE MATERIALIZED VIEW"))
+    }
+
+    /// Spawn `operators` reading `upstream`; with `backfill`, feed them the
+    /// upstream's current contents first. Callers hold the write lock (or
+    /// run recovery), so no write interleaves.
+    pub(super) async fn start_dataflow(
+        &self,
+        upstream: &Relation,
+        operators: Vec<Box<dyn weir_dataflow::Operator>>,
+        backfill: bool,
+    ) -> Result<(DataflowHandle, Arc<Outlet>)> {
+        let (input_tx, input_rx) = upstream.outlet.subscribe_with_sender();
+        let outlet = Arc::new(Outlet::new());
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let dataflow = spawn_pipeline(operators, input_rx, Arc::clone(&outlet), epoch);
+        if backfill {
+            let snapshot = upstream.read(&self.store, &upstream.schema)?;
+            for chunk in split_chunks(&snapshot, Op::Insert) {
+                if input_tx.send(Message::Chunk(chunk)).await.is_err() {
+                    break;
+                }
+            }
+        }
+        drop(input_tx);
+        Ok((dataflow, outlet))
     }
 
     pub(super) async fn explain_view(&self, query: &Query) -> Result<QueryResult> {
@@ -171,6 +243,7 @@ impl Engine {
         if_exists: bool,
         names: &[ObjectName],
         cascade: bool,
+        mode: DdlMode,
     ) -> Result<QueryResult> {
         let (want_view, tag) = match object_type {
             ObjectType::Table => (false, "DROP TABLE"),
@@ -182,7 +255,8 @@ impl Engine {
                 ))
             }
         };
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.ddl_guard(mode).await;
+        let mut dropped = false;
         for n in names {
             let name = relation_name(n)?;
             let relation = self.catalog.read().get(&name);
@@ -225,12 +299,27 @@ impl Engine {
                 self.remove_relation(d);
             }
             self.remove_relation(&name);
+            dropped = true;
+        }
+        if dropped {
+            let what = if want_view {
+                "MATERIALIZED VIEW"
+            } else {
+                "TABLE"
+            };
+            let list: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let sql = format!(
+                "DROP {what} IF EXISTS {}{}",
+                list.join(", "),
+                if cascade { " CASCADE" } else { "" }
+            );
+            self.log_ddl(&sql, mode).await?;
         }
         Ok(QueryResult::command(tag))
     }
 
     /// Views depending on `name`, transitively, parents before children.
-    fn all_dependents(&self, name: &str) -> Vec<String> {
+    pub(super) fn all_dependents(&self, name: &str) -> Vec<String> {
         let catalog = self.catalog.read();
         let mut out = Vec::new();
         let mut queue = vec![name.to_string()];
@@ -245,18 +334,39 @@ impl Engine {
         out
     }
 
-    fn remove_relation(&self, name: &str) {
+    pub(super) fn remove_relation(&self, name: &str) {
         let removed = self.catalog.write().remove(name);
         if let Some(r) = removed {
             if let RelationKind::View { dataflow, .. } = &r.kind {
                 dataflow.stop();
             }
             r.outlet.close();
-            if let Err(e) = StateTable::drop_table(&self.store, r.state_id) {
-                tracing::warn!(error = %e, relation = name, "could not delete state of dropped relation");
+            for id in &r.state_ids {
+                if let Err(e) = StateTable::drop_table(&self.store, *id) {
+                    tracing::warn!(error = %e, relation = name, "could not delete state of dropped relation");
+                }
             }
         }
     }
+}
+
+/// Options `CREATE MATERIALIZED VIEW ... WITH (...)` accepts.
+const VIEW_OPTIONS: &[&str] = &[
+    "restart_strategy",
+    "initial_backoff",
+    "max_backoff",
+    "backoff_multiplier",
+    "jitter",
+    "reset_backoff_after",
+    "attempts",
+    "delay",
+    "max_failures",
+    "failure_interval",
+];
+
+/// `name` as a quoted SQL identifier (parses back to exactly `name`).
+pub(super) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Name of a relation as the catalog stores it (unquoted: lower-case).

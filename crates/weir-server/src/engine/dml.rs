@@ -3,6 +3,7 @@
 //! the statement returns once every view has committed its epoch.
 
 use super::*;
+use crate::log_record::LogRecord;
 
 impl Engine {
     pub(super) async fn dml(
@@ -10,7 +11,7 @@ impl Engine {
         s: &SqlStatement,
         params: Option<ParamValues>,
     ) -> Result<QueryResult> {
-        let _guard = self.write_lock.lock().await;
+        let guard = self.write_lock.lock().await;
         let mut s = s.clone();
         weir_sql::parser::alias_insert_source(&mut s);
         let plan = self.plan(&s, params).await?;
@@ -54,11 +55,35 @@ impl Engine {
             (Some(d), None) => d.num_rows(),
             (None, None) => 0,
         };
-        let chunks = store.lock().apply(deletes.as_ref(), inserts.as_ref())?;
+        // Valid statements are logged before they are applied; the
+        // statement is acknowledged once its record is durable.
+        let mut lsn = None;
+        let chunks = store
+            .lock()
+            .apply_logged(deletes.as_ref(), inserts.as_ref(), || {
+                if count == 0 {
+                    return Ok(());
+                }
+                let record = LogRecord::Dml {
+                    table: name.clone(),
+                    deletes: deletes.clone(),
+                    inserts: inserts.clone(),
+                };
+                lsn = Some(self.log(&record).map_err(|e| Error::from(e))?);
+                Ok(())
+            })?;
+        if lsn.is_some() {
+            weir_common::failpoint::hit("wal-after-append");
+        }
         for chunk in chunks {
             relation.outlet.send(Message::Chunk(chunk)).await;
         }
-        self.close_epoch().await;
+        let epoch = self.inject_barrier().await;
+        drop(guard);
+        if let Some(lsn) = lsn {
+            self.durable.sync(lsn).await?;
+        }
+        self.wait_epoch(epoch).await;
         Ok(QueryResult::Command {
             tag: tag.to_string(),
             rows: Some(count),

@@ -11,7 +11,7 @@
 //! DML lives in [`dml`], DDL and views in [`ddl`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use weir_common::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -29,20 +29,24 @@ use weir_common::datafusion::sql::sqlparser::ast::{
     ObjectName, ObjectType, Query, Statement as SqlStatement,
 };
 use weir_common::{Barrier, Error, Message, Op, SqlState};
+use weir_dataflow::restart::RestartStrategy;
 use weir_dataflow::runtime::spawn_pipeline;
 use weir_dataflow::table_store::{split_chunks, TableStore};
 use weir_dataflow::{DataflowStatus, Outlet};
 use weir_sql::naming::output_names;
 use weir_sql::parser::Statement;
 use weir_sql::view_plan::plan_view;
-use weir_state::{MemoryStateStore, StateStoreRef, StateTable};
+use weir_state::{RocksStateStore, StateContext, StateStoreRef, StateTable};
 
 use crate::catalog::{Catalog, Relation, RelationKind};
 use crate::provider::WeirSchema;
-use crate::ServerError;
+use crate::{ServerConfig, ServerError};
 
 mod ddl;
 mod dml;
+mod durability;
+mod supervisor;
+pub mod system;
 
 /// The catalog name DataFusion resolves relations in.
 pub const CATALOG: &str = "weir";
@@ -73,14 +77,22 @@ impl QueryResult {
 /// Shared state of a server: catalog, state store, DataFusion context.
 pub struct Engine {
     store: StateStoreRef,
+    /// What every state table shares (store, checkpoint sink, cache budget).
+    state_ctx: StateContext,
     catalog: Arc<RwLock<Catalog>>,
     ctx: SessionContext,
-    /// Serializes writers (DML, DDL, FLUSH).
+    /// Serializes writers (DML, DDL, FLUSH, the start of a checkpoint).
     write_lock: tokio::sync::Mutex<()>,
     /// The last closed epoch.
     epoch: AtomicU64,
     /// State table ids handed out for EXPLAIN, never written.
     scratch_ids: Mutex<u32>,
+    /// Write-ahead log, checkpoints, recovery facts.
+    durable: durability::Durable,
+    /// The restart strategy of views that name none.
+    default_restart: RestartStrategy,
+    /// This engine, for the tasks it spawns (coordinator, supervisors).
+    me: Weak<Engine>,
 }
 
 type Result<T> = std::result::Result<T, ServerError>;
@@ -89,35 +101,80 @@ fn user(code: SqlState, message: impl Into<String>) -> ServerError {
     ServerError::Statement(Error::new(code, message))
 }
 
+/// How a DDL statement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DdlMode {
+    /// From a client: logged to the WAL; a new view backfills.
+    Live,
+    /// Re-executed from the WAL during recovery: not logged; views backfill.
+    Replay,
+    /// Recreating the catalog of a checkpoint: not logged; a view's state
+    /// comes from the checkpoint, so no backfill.
+    Restore,
+}
+
+fn session_context(
+    catalog: &Arc<RwLock<Catalog>>,
+    store: &StateStoreRef,
+    system: Arc<system::SystemSchema>,
+) -> Result<SessionContext> {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, SCHEMA)
+        .with_create_default_catalog_and_schema(false)
+        .with_target_partitions(1)
+        .with_information_schema(false);
+    // Sessions run in UTC: TIMESTAMPTZ values are stored as UTC instants.
+    config.options_mut().execution.time_zone = Some("+00:00".to_string());
+    // 1.005 is NUMERIC in Postgres, not a float.
+    config.options_mut().sql_parser.parse_float_as_decimal = true;
+    let ctx = SessionContext::new_with_config(config);
+    let weir_catalog = MemoryCatalogProvider::new();
+    weir_catalog.register_schema(
+        SCHEMA,
+        Arc::new(WeirSchema::new(Arc::clone(catalog), Arc::clone(store))),
+    )?;
+    weir_catalog.register_schema(system::SYSTEM_SCHEMA, system)?;
+    ctx.register_catalog(CATALOG, Arc::new(weir_catalog));
+    Ok(ctx)
+}
+
 impl Engine {
-    /// A fresh engine with an empty catalog.
-    pub fn new() -> Result<Self> {
-        let store: StateStoreRef = Arc::new(MemoryStateStore::new());
+    /// Open the data directory of `config`, recover the newest complete
+    /// checkpoint and replay the write-ahead log after it, then start
+    /// taking checkpoints.
+    pub async fn open(config: &ServerConfig) -> Result<Arc<Self>> {
+        let started = std::time::Instant::now();
+        let opened = durability::Durable::open(config)?;
+        let store: StateStoreRef = Arc::new(
+            RocksStateStore::open_fresh(&config.data_dir.join("state"), config.state_cache_mb)
+                .map_err(|e| ServerError::Startup(format!("cannot open the state store: {e}")))?,
+        );
+        let state_ctx = StateContext {
+            store: Arc::clone(&store),
+            checkpoints: Some(Arc::clone(&opened.durable.sink)),
+            cache_bytes: config.state_cache_mb << 20,
+        };
         let catalog = Arc::new(RwLock::new(Catalog::new()));
-        let mut config = SessionConfig::new()
-            .with_default_catalog_and_schema(CATALOG, SCHEMA)
-            .with_create_default_catalog_and_schema(false)
-            .with_target_partitions(1)
-            .with_information_schema(false);
-        // Sessions run in UTC: TIMESTAMPTZ values are stored as UTC instants.
-        config.options_mut().execution.time_zone = Some("+00:00".to_string());
-        // 1.005 is NUMERIC in Postgres, not a float.
-        config.options_mut().sql_parser.parse_float_as_decimal = true;
-        let ctx = SessionContext::new_with_config(config);
-        let weir_catalog = MemoryCatalogProvider::new();
-        weir_catalog.register_schema(
-            SCHEMA,
-            Arc::new(WeirSchema::new(Arc::clone(&catalog), Arc::clone(&store))),
-        )?;
-        ctx.register_catalog(CATALOG, Arc::new(weir_catalog));
-        Ok(Engine {
+        let system = Arc::new(system::SystemSchema::new());
+        let ctx = session_context(&catalog, &store, Arc::clone(&system))?;
+        let engine = Arc::new_cyclic(|me| Engine {
             store,
+            state_ctx,
             catalog,
             ctx,
             write_lock: tokio::sync::Mutex::new(()),
             epoch: AtomicU64::new(0),
             scratch_ids: Mutex::new(u32::MAX),
-        })
+            durable: opened.durable,
+            default_restart: config.restart_strategy.clone(),
+            me: me.clone(),
+        });
+        system.attach(Arc::downgrade(&engine));
+        engine
+            .recover(opened.latest, opened.max_epoch, started)
+            .await?;
+        engine.spawn_coordinator();
+        Ok(engine)
     }
 
     /// The relation called `name`, or 42P01.
@@ -136,6 +193,7 @@ impl Engine {
 
     /// Stop every dataflow.
     pub fn shutdown(&self) {
+        self.durable.stop();
         let mut catalog = self.catalog.write();
         let names: Vec<String> = catalog.all().map(|r| r.name.clone()).collect();
         for n in names {
@@ -152,9 +210,15 @@ impl Engine {
     ) -> Result<QueryResult> {
         match statement {
             Statement::Flush => {
-                let _guard = self.write_lock.lock().await;
-                self.close_epoch().await;
+                let guard = self.write_lock.lock().await;
+                let epoch = self.inject_barrier().await;
+                drop(guard);
+                self.wait_epoch(epoch).await;
                 Ok(QueryResult::command("FLUSH"))
+            }
+            Statement::Checkpoint => {
+                self.checkpoint().await?;
+                Ok(QueryResult::command("CHECKPOINT"))
             }
             Statement::ShowTables => Ok(self.show_relations(false)),
             Statement::ShowMaterializedViews => Ok(self.show_relations(true)),
@@ -162,7 +226,11 @@ impl Engine {
                 name,
                 query,
                 if_not_exists,
-            } => self.create_view(name, query, *if_not_exists).await,
+                options,
+            } => {
+                self.create_view(name, query, *if_not_exists, options, DdlMode::Live)
+                    .await
+            }
             Statement::ExplainMaterializedView { query, .. } => self.explain_view(query).await,
             Statement::Sql(s) => self.execute_sql(s, params).await,
         }
@@ -178,25 +246,33 @@ impl Engine {
             SqlStatement::Insert(_) | SqlStatement::Update(_) | SqlStatement::Delete(_) => {
                 self.dml(s, params).await
             }
-            SqlStatement::CreateTable(_) => self.create_table(s).await,
+            SqlStatement::CreateTable(_) => self.create_table(s, DdlMode::Live).await,
             SqlStatement::Drop {
                 object_type,
                 if_exists,
                 names,
                 cascade,
                 ..
-            } => self.drop(*object_type, *if_exists, names, *cascade).await,
+            } => {
+                self.drop(*object_type, *if_exists, names, *cascade, DdlMode::Live)
+                    .await
+            }
             SqlStatement::StartTransaction { .. } => Ok(QueryResult::command("BEGIN")),
             SqlStatement::Commit { .. } => Ok(QueryResult::command("COMMIT")),
             SqlStatement::Rollback { .. } => Ok(QueryResult::command("ROLLBACK")),
-            SqlStatement::Set(_) => Ok(QueryResult::command("SET")),
-            SqlStatement::ShowVariable { variable } => Ok(show_variable(
-                &variable
+            SqlStatement::Set(set) => self.set(set),
+            SqlStatement::ShowVariable { variable } => {
+                let name = variable
                     .iter()
                     .map(|i| i.value.clone())
                     .collect::<Vec<_>>()
-                    .join("."),
-            )),
+                    .join(".");
+                if name.eq_ignore_ascii_case("checkpoint_interval") {
+                    let value = humantime::format_duration(self.checkpoint_interval()).to_string();
+                    return Ok(text_rows(&name, vec![value]));
+                }
+                Ok(show_variable(&name))
+            }
             other => Err(user(
                 SqlState::FEATURE_NOT_SUPPORTED,
                 format!(
@@ -291,12 +367,37 @@ impl Engine {
     /// Close an epoch: a barrier to every table, then wait until every
     /// running view has committed it. Callers hold the write lock.
     async fn close_epoch(&self) {
+        let epoch = self.inject_barrier().await;
+        self.wait_epoch(epoch).await;
+    }
+
+    /// Send a barrier closing a new epoch to every table; returns the
+    /// epoch. Callers hold the write lock.
+    async fn inject_barrier(&self) -> u64 {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        let relations: Vec<Arc<Relation>> = self.catalog.read().all().cloned().collect();
-        for r in relations.iter().filter(|r| !r.is_view()) {
-            r.outlet.send(Message::Barrier(Barrier { epoch })).await;
+        let tables: Vec<Arc<Relation>> = self
+            .catalog
+            .read()
+            .all()
+            .filter(|r| !r.is_view())
+            .cloned()
+            .collect();
+        for r in tables {
+            r.outlet.send(Message::Barrier(Barrier::new(epoch))).await;
         }
-        for r in &relations {
+        epoch
+    }
+
+    /// Wait until every running view has committed `epoch` (read-your-writes).
+    async fn wait_epoch(&self, epoch: u64) {
+        let views: Vec<Arc<Relation>> = self
+            .catalog
+            .read()
+            .all()
+            .filter(|r| r.is_view())
+            .cloned()
+            .collect();
+        for r in &views {
             if let RelationKind::View { dataflow, .. } = &r.kind {
                 dataflow.wait_committed(epoch).await;
             }

@@ -1,0 +1,221 @@
+//! `weir_catalog`: system views over the engine's own state.
+//!
+//! - `weir_catalog.dataflows`: one row per materialized view: status
+//!   (RUNNING / RESTARTING / FAILED), restart count, last error, restart
+//!   strategy, and the last completed checkpoint's epoch, duration and the
+//!   size of the view's state files in it.
+//! - `weir_catalog.checkpoints`: the last completed checkpoint and counters.
+//! - `weir_catalog.recovery`: what the last start recovered and how long it
+//!   took.
+
+use std::sync::OnceLock;
+
+use async_trait::async_trait;
+use weir_common::arrow::array::{Int64Array, StringArray};
+use weir_common::datafusion::catalog::{SchemaProvider, TableProvider};
+use weir_common::datafusion::datasource::MemTable;
+use weir_common::datafusion::error::Result as DfResult;
+
+use super::*;
+
+/// Name of the system schema.
+pub const SYSTEM_SCHEMA: &str = "weir_catalog";
+
+const TABLES: &[&str] = &["dataflows", "checkpoints", "recovery"];
+
+/// The `weir_catalog` schema.
+pub struct SystemSchema {
+    engine: OnceLock<Weak<Engine>>,
+}
+
+impl std::fmt::Debug for SystemSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SystemSchema")
+    }
+}
+
+impl SystemSchema {
+    pub(super) fn new() -> Self {
+        SystemSchema {
+            engine: OnceLock::new(),
+        }
+    }
+
+    pub(super) fn attach(&self, engine: Weak<Engine>) {
+        let _ = self.engine.set(engine);
+    }
+}
+
+fn text(v: Vec<Option<String>>) -> ArrayRef {
+    Arc::new(StringArray::from(v))
+}
+
+fn int(v: Vec<i64>) -> ArrayRef {
+    Arc::new(Int64Array::from(v))
+}
+
+fn table(
+    fields: Vec<(&str, DataType)>,
+    columns: Vec<ArrayRef>,
+) -> DfResult<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(
+        fields
+            .into_iter()
+            .map(|(n, t)| Field::new(n, t, true))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+impl Engine {
+    fn dataflows_table(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let manifest = self.durable.last_manifest();
+        let mut names = Vec::new();
+        let mut statuses = Vec::new();
+        let mut restarts = Vec::new();
+        let mut errors = Vec::new();
+        let mut strategies = Vec::new();
+        let mut epochs = Vec::new();
+        let mut durations = Vec::new();
+        let mut sizes = Vec::new();
+        for r in self.catalog.read().all() {
+            let RelationKind::View {
+                health, dataflow, ..
+            } = &r.kind
+            else {
+                continue;
+            };
+            let h = health.lock();
+            let status = match (h.state, dataflow.status()) {
+                (crate::catalog::ViewState::Running, DataflowStatus::Failed(_)) => "RESTARTING",
+                (s, _) => s.as_str(),
+            };
+            names.push(Some(r.name.clone()));
+            statuses.push(Some(status.to_string()));
+            restarts.push(h.tracker.restarts() as i64);
+            errors.push(
+                h.last_error
+                    .as_ref()
+                    .map(|e| format!("{}: {}", e.code, e.message)),
+            );
+            strategies.push(Some(h.tracker.strategy().describe()));
+            match &manifest {
+                Some(m) => {
+                    let size: u64 = r
+                        .state_ids
+                        .iter()
+                        .filter_map(|id| m.tables.get(id))
+                        .flatten()
+                        .map(|f| f.size)
+                        .sum();
+                    let included = r.state_ids.iter().any(|id| m.tables.contains_key(id));
+                    epochs.push(if included { m.epoch as i64 } else { 0 });
+                    durations.push(m.duration_ms as i64);
+                    sizes.push(size as i64);
+                }
+                None => {
+                    epochs.push(0);
+                    durations.push(0);
+                    sizes.push(0);
+                }
+            }
+        }
+        table(
+            vec![
+                ("name", DataType::Utf8),
+                ("status", DataType::Utf8),
+                ("restart_count", DataType::Int64),
+                ("last_error", DataType::Utf8),
+                ("restart_strategy", DataType::Utf8),
+                ("checkpoint_epoch", DataType::Int64),
+                ("checkpoint_duration_ms", DataType::Int64),
+                ("checkpoint_size_bytes", DataType::Int64),
+            ],
+            vec![
+                text(names),
+                text(statuses),
+                int(restarts),
+                text(errors),
+                text(strategies),
+                int(epochs),
+                int(durations),
+                int(sizes),
+            ],
+        )
+    }
+
+    fn checkpoints_table(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let s = self.durable.stats.lock().clone();
+        let lsn = self
+            .durable
+            .last_manifest()
+            .map(|m| m.wal_lsn as i64)
+            .unwrap_or(0);
+        table(
+            vec![
+                ("epoch", DataType::Int64),
+                ("duration_ms", DataType::Int64),
+                ("size_bytes", DataType::Int64),
+                ("files", DataType::Int64),
+                ("wal_offset", DataType::Int64),
+                ("completed", DataType::Int64),
+                ("failed", DataType::Int64),
+                ("interval_ms", DataType::Int64),
+                ("last_error", DataType::Utf8),
+            ],
+            vec![
+                int(vec![s.epoch as i64]),
+                int(vec![s.duration_ms as i64]),
+                int(vec![s.size_bytes as i64]),
+                int(vec![s.files as i64]),
+                int(vec![lsn]),
+                int(vec![s.completed as i64]),
+                int(vec![s.failed as i64]),
+                int(vec![self.checkpoint_interval().as_millis() as i64]),
+                text(vec![s.last_error]),
+            ],
+        )
+    }
+
+    fn recovery_table(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let r = self.durable.recovery.lock().clone();
+        table(
+            vec![
+                ("checkpoint_epoch", DataType::Int64),
+                ("damaged_checkpoints", DataType::Int64),
+                ("wal_records_replayed", DataType::Int64),
+                ("duration_ms", DataType::Int64),
+            ],
+            vec![
+                int(vec![r.checkpoint_epoch as i64]),
+                int(vec![r.damaged_checkpoints.len() as i64]),
+                int(vec![r.wal_records_replayed as i64]),
+                int(vec![r.duration.as_millis() as i64]),
+            ],
+        )
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        TABLES.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(engine) = self.engine.get().and_then(|w| w.upgrade()) else {
+            return Ok(None);
+        };
+        Ok(Some(match name {
+            "dataflows" => engine.dataflows_table()?,
+            "checkpoints" => engine.checkpoints_table()?,
+            "recovery" => engine.recovery_table()?,
+            _ => return Ok(None),
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        TABLES.contains(&name)
+    }
+}

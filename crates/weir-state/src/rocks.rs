@@ -1,0 +1,370 @@
+//! The RocksDB state store: state that outgrows memory spills to local disk.
+//!
+//! RocksDB is Weir's local working copy of operator state, not its durable
+//! copy: writes skip RocksDB's own write-ahead log and are never synced.
+//! Durability comes from Weir's WAL and Parquet checkpoints; after a crash,
+//! recovery wipes this store ([`RocksStateStore::open_fresh`]) and rebuilds
+//! it from the latest checkpoint.
+//!
+//! Memory is bounded by the block cache (which also holds index and filter
+//! blocks) plus at most a few write buffers sized from the same budget.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, DBCompressionType, Options, ReadOptions, WriteOptions, DB,
+};
+
+use crate::{Entries, EntryVisitor, StateError, StateStore, WriteBatch};
+
+/// Largest size of one memtable.
+const MAX_WRITE_BUFFER: usize = 64 << 20;
+/// Smallest size of one memtable, whatever the cache budget.
+const MIN_WRITE_BUFFER: usize = 1 << 20;
+/// Memtables kept at most (one active, the rest waiting to be flushed).
+const MAX_WRITE_BUFFERS: i32 = 3;
+/// Background flush and compaction threads.
+const PARALLELISM: i32 = 2;
+/// Bloom filter bits per key (about 1% false positives).
+const BLOOM_BITS_PER_KEY: f64 = 10.0;
+
+/// A [`StateStore`] on a local RocksDB instance.
+pub struct RocksStateStore {
+    db: DB,
+    /// Writes skip RocksDB's WAL and are not synced (see the module docs).
+    write_opts: WriteOptions,
+    path: PathBuf,
+}
+
+/// Map a RocksDB error, saying what was being done.
+fn backend(what: &str, path: &Path, e: rocksdb::Error) -> StateError {
+    StateError::Backend(format!("rocksdb {what} at {}: {e}", path.display()))
+}
+
+/// The smallest key greater than every key starting with `prefix`: the
+/// prefix with its last byte incremented, carrying over trailing `0xFF`
+/// bytes. `None` when no such key exists (empty or all-`0xFF` prefix): then
+/// every key `>= prefix` starts with `prefix`.
+fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut bound = prefix.to_vec();
+    while let Some(last) = bound.pop() {
+        if last != u8::MAX {
+            bound.push(last + 1);
+            return Some(bound);
+        }
+    }
+    None
+}
+
+impl RocksStateStore {
+    /// Open (creating if missing) the RocksDB instance at `path`, with a
+    /// block cache of `cache_mb` MiB.
+    pub fn open(path: &Path, cache_mb: usize) -> Result<Self, StateError> {
+        let cache_bytes = cache_mb.saturating_mul(1 << 20);
+        let cache = Cache::new_lru_cache(cache_bytes);
+
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.increase_parallelism(PARALLELISM);
+        opts.set_block_based_table_factory(&table);
+        // Built without compression libraries.
+        opts.set_compression_type(DBCompressionType::None);
+        opts.set_write_buffer_size((cache_bytes / 4).clamp(MIN_WRITE_BUFFER, MAX_WRITE_BUFFER));
+        opts.set_max_write_buffer_number(MAX_WRITE_BUFFERS);
+
+        let db = DB::open(&opts, path).map_err(|e| backend("open", path, e))?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.disable_wal(true);
+        write_opts.set_sync(false);
+        Ok(RocksStateStore {
+            db,
+            write_opts,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Delete whatever is at `path`, then open an empty store there
+    /// (recovery rebuilds state from a checkpoint).
+    pub fn open_fresh(path: &Path, cache_mb: usize) -> Result<Self, StateError> {
+        let removed = match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+            Ok(_) => std::fs::remove_file(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        removed.map_err(|e| {
+            StateError::Backend(format!(
+                "cannot remove old state at {}: {e}",
+                path.display()
+            ))
+        })?;
+        Self::open(path, cache_mb)
+    }
+
+    /// Read options for a scan of `prefix`: bounded above so the iterator
+    /// stops at the end of the prefix instead of reading on.
+    fn scan_opts(prefix: &[u8]) -> ReadOptions {
+        let mut opts = ReadOptions::default();
+        if let Some(bound) = prefix_upper_bound(prefix) {
+            opts.set_iterate_upper_bound(bound);
+        }
+        opts
+    }
+
+    /// Call `f` on every entry of `prefix` in key order, from one consistent
+    /// view of the store.
+    fn stream(
+        &self,
+        prefix: &[u8],
+        opts: ReadOptions,
+        f: &mut EntryVisitor<'_>,
+    ) -> Result<(), StateError> {
+        let mut iter = self.db.raw_iterator_opt(opts);
+        iter.seek(prefix);
+        while let Some((k, v)) = iter.item() {
+            f(k, v)?;
+            iter.next();
+        }
+        iter.status().map_err(|e| backend("scan", &self.path, e))
+    }
+}
+
+impl StateStore for RocksStateStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.db.get(key).map_err(|e| backend("get", &self.path, e))
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for (k, v) in batch {
+            match v {
+                Some(v) => wb.put(k, v),
+                None => wb.delete(k),
+            }
+        }
+        self.db
+            .write_opt(wb, &self.write_opts)
+            .map_err(|e| backend("write", &self.path, e))
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StateError> {
+        let mut out: Entries = Vec::new();
+        self.stream(prefix, Self::scan_opts(prefix), &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn delete_prefix(&self, prefix: &[u8]) -> Result<(), StateError> {
+        let mut wb = rocksdb::WriteBatch::default();
+        match prefix_upper_bound(prefix) {
+            Some(bound) => wb.delete_range(prefix, &bound[..]),
+            None => {
+                // No key bounds the prefix from above, but every key from
+                // `prefix` on matches it: delete up to the last key, then the
+                // last key itself.
+                let mut iter = self.db.raw_iterator();
+                iter.seek_to_last();
+                let last = iter.key().map(<[u8]>::to_vec);
+                iter.status().map_err(|e| backend("seek", &self.path, e))?;
+                let Some(last) = last.filter(|last| last.as_slice() >= prefix) else {
+                    return Ok(());
+                };
+                wb.delete_range(prefix, &last[..]);
+                wb.delete(&last);
+            }
+        }
+        self.db
+            .write_opt(wb, &self.write_opts)
+            .map_err(|e| backend("delete range", &self.path, e))
+    }
+
+    /// Streams from a RocksDB iterator without collecting, so state bigger
+    /// than memory can be read. Blocks read by the scan do not displace the
+    /// block cache's working set.
+    fn for_each_prefix(&self, prefix: &[u8], f: &mut EntryVisitor<'_>) -> Result<(), StateError> {
+        let mut opts = Self::scan_opts(prefix);
+        opts.fill_cache(false);
+        self.stream(prefix, opts, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    /// A unique directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let dir = std::env::temp_dir().join(format!(
+                "weir-rocks-test-{}-{}-{nanos}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed),
+            ));
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn key(id: u32, rest: &[u8]) -> Vec<u8> {
+        let mut k = id.to_be_bytes().to_vec();
+        k.extend_from_slice(rest);
+        k
+    }
+
+    fn keys(entries: Entries) -> Vec<Vec<u8>> {
+        entries.into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn upper_bound_carries() {
+        assert_eq!(prefix_upper_bound(&[]), None);
+        assert_eq!(prefix_upper_bound(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_upper_bound(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_upper_bound(&[1, 0xFF, 0xFF]), Some(vec![2]));
+    }
+
+    #[test]
+    fn prefix_scan_is_ordered_and_bounded() {
+        let dir = TempDir::new();
+        let s = RocksStateStore::open(&dir.0, 8).unwrap();
+        s.write(vec![
+            (key(1, &[2]), Some(vec![b'a'])),
+            (key(1, &[1]), Some(vec![b'b'])),
+            (key(1, &[1, 255]), Some(vec![b'c'])),
+            (key(2, &[0]), Some(vec![b'd'])),
+        ])
+        .unwrap();
+        assert_eq!(
+            keys(s.scan_prefix(&key(1, &[])).unwrap()),
+            vec![key(1, &[1]), key(1, &[1, 255]), key(1, &[2])]
+        );
+        assert_eq!(
+            keys(s.scan_prefix(&key(1, &[1])).unwrap()),
+            vec![key(1, &[1]), key(1, &[1, 255])]
+        );
+        assert_eq!(s.scan_prefix(&[]).unwrap().len(), 4);
+        assert_eq!(s.get(&key(2, &[0])).unwrap(), Some(vec![b'd']));
+        s.write(vec![(key(2, &[0]), None)]).unwrap();
+        assert_eq!(s.get(&key(2, &[0])).unwrap(), None);
+        s.delete_prefix(&key(1, &[])).unwrap();
+        assert_eq!(s.scan_prefix(&[]).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn delete_prefix_handles_unbounded_prefixes() {
+        let dir = TempDir::new();
+        let s = RocksStateStore::open(&dir.0, 8).unwrap();
+        s.write(vec![
+            (vec![0xFE], Some(vec![1])),
+            (vec![0xFF], Some(vec![2])),
+            (vec![0xFF, 0xFF], Some(vec![3])),
+            (vec![0xFF, 0xFF, 0], Some(vec![4])),
+            (vec![0xFF, 0xFF, 0xFF, 0xFF], Some(vec![5])),
+        ])
+        .unwrap();
+        assert_eq!(
+            keys(s.scan_prefix(&[0xFF, 0xFF]).unwrap()),
+            vec![
+                vec![0xFF, 0xFF],
+                vec![0xFF, 0xFF, 0],
+                vec![0xFF, 0xFF, 0xFF, 0xFF]
+            ]
+        );
+        s.delete_prefix(&[0xFF, 0xFF]).unwrap();
+        assert_eq!(
+            keys(s.scan_prefix(&[]).unwrap()),
+            vec![vec![0xFE], vec![0xFF]]
+        );
+        // Nothing at or after the prefix: a no-op.
+        s.delete_prefix(&[0xFF, 0xFF]).unwrap();
+        s.delete_prefix(&[]).unwrap();
+        assert!(s.scan_prefix(&[]).unwrap().is_empty());
+        // Deleting from an empty store is fine too.
+        s.delete_prefix(&[]).unwrap();
+    }
+
+    #[test]
+    fn for_each_prefix_streams_in_order() {
+        let dir = TempDir::new();
+        let s = RocksStateStore::open(&dir.0, 8).unwrap();
+        let batch: WriteBatch = (0..1000u32)
+            .rev()
+            .map(|i| (key(7, &i.to_be_bytes()), Some(i.to_le_bytes().to_vec())))
+            .chain([(key(8, &[]), Some(vec![]))])
+            .collect();
+        s.write(batch).unwrap();
+        let mut seen = Vec::new();
+        s.for_each_prefix(&key(7, &[]), &mut |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 1000);
+        assert_eq!(seen, s.scan_prefix(&key(7, &[])).unwrap());
+        for (i, (k, v)) in seen.iter().enumerate() {
+            let i = i as u32;
+            assert_eq!(k, &key(7, &i.to_be_bytes()));
+            assert_eq!(v, &i.to_le_bytes().to_vec());
+        }
+        // An error from the callback stops the scan and is returned.
+        let mut calls = 0;
+        let err = s
+            .for_each_prefix(&[], &mut |_, _| {
+                calls += 1;
+                if calls == 3 {
+                    Err(StateError::Backend("stop".into()))
+                } else {
+                    Ok(())
+                }
+            })
+            .unwrap_err();
+        assert!(matches!(err, StateError::Backend(m) if m == "stop"));
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn reopen_keeps_data_and_open_fresh_wipes() {
+        let dir = TempDir::new();
+        {
+            let s = RocksStateStore::open(&dir.0, 8).unwrap();
+            s.write(vec![(key(1, b"k"), Some(b"v".to_vec()))]).unwrap();
+        }
+        {
+            let s = RocksStateStore::open(&dir.0, 8).unwrap();
+            assert_eq!(s.get(&key(1, b"k")).unwrap(), Some(b"v".to_vec()));
+        }
+        let s = RocksStateStore::open_fresh(&dir.0, 8).unwrap();
+        assert_eq!(s.get(&key(1, b"k")).unwrap(), None);
+        assert!(s.scan_prefix(&[]).unwrap().is_empty());
+        s.write(vec![(key(1, b"k2"), Some(b"v2".to_vec()))])
+            .unwrap();
+        assert_eq!(s.get(&key(1, b"k2")).unwrap(), Some(b"v2".to_vec()));
+        drop(s);
+        // open_fresh on a path that does not exist yet.
+        let other = TempDir::new();
+        let s = RocksStateStore::open_fresh(&other.0, 0).unwrap();
+        assert!(s.scan_prefix(&[]).unwrap().is_empty());
+    }
+}
