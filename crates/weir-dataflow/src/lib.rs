@@ -13,6 +13,7 @@
 //! Planning (SQL → operators) lives in `weir-sql`; this crate knows nothing of
 //! SQL text or logical plans.
 
+pub mod align;
 mod error;
 pub mod filter;
 pub mod float_sum;
