@@ -22,7 +22,10 @@ pub use checkpoint::{
 pub use error::StateError;
 pub use memory::MemoryStateStore;
 pub use rocks::RocksStateStore;
-pub use sink::{CheckpointSink, StateContext, COMPACT_AFTER_DELTAS};
+pub use sink::{
+    compaction_due, ChainPosition, CheckpointSink, StateContext, COMPACT_AFTER_DELTAS,
+    MAX_CHAIN_DELTAS,
+};
 pub use table::{StateTable, StateTableId, VnodeEntries};
 pub use wal::{Lsn, Wal};
 

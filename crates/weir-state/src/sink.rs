@@ -13,9 +13,32 @@ use weir_common::Epoch;
 use crate::checkpoint::{FileKind, FileMeta, Manifest};
 use crate::{StateStoreRef, StateTableId};
 
-/// A state table writes a full snapshot instead of a delta once this many
-/// deltas follow its last full file, so recovery reads a bounded chain.
+/// A state table writes a full snapshot instead of a delta once at least
+/// this many deltas follow its last full file and together they hold a
+/// quarter of its size (so a big table with few changes is not rewritten
+/// every few seconds)...
 pub const COMPACT_AFTER_DELTAS: usize = 8;
+
+/// ... and in any case once this many deltas follow it, so recovery reads a
+/// bounded chain.
+pub const MAX_CHAIN_DELTAS: usize = 64;
+
+/// Whether a state table's next checkpoint file is a full snapshot, given
+/// the deltas written since its last full file and their total size.
+pub fn compaction_due(deltas: usize, delta_bytes: u64, full_bytes: u64) -> bool {
+    deltas >= MAX_CHAIN_DELTAS || (deltas >= COMPACT_AFTER_DELTAS && delta_bytes * 4 >= full_bytes)
+}
+
+/// Where a restored table's chain stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChainPosition {
+    /// Deltas after the last full file.
+    pub deltas: usize,
+    /// Their total size.
+    pub delta_bytes: u64,
+    /// Size of the full file (0 if the chain has none).
+    pub full_bytes: u64,
+}
 
 /// Changes a state table remembers between checkpoints, in bytes; past it
 /// the table forgets them and writes a full snapshot at the next checkpoint.
@@ -29,7 +52,7 @@ pub struct CheckpointSink {
     /// Chains restored from the manifest recovery started from: state table
     /// id → deltas after its last full file. A table found here continues
     /// its chain; any other table starts a new one with a full snapshot.
-    restored: Mutex<HashMap<StateTableId, usize>>,
+    restored: Mutex<HashMap<StateTableId, ChainPosition>>,
     /// Tables write a full snapshot at any checkpoint epoch at or past this
     /// one if their last full file is older (set when a checkpoint failed
     /// after tables had already written deltas for it).
@@ -71,18 +94,28 @@ impl CheckpointSink {
         let mut restored = self.restored.lock();
         restored.clear();
         for (id, chain) in &manifest.tables {
-            let deltas = chain
-                .iter()
-                .rev()
-                .take_while(|f| f.kind == FileKind::Delta)
-                .count();
-            restored.insert(*id, deltas);
+            let mut pos = ChainPosition::default();
+            for f in chain {
+                match f.kind {
+                    FileKind::Full => {
+                        pos = ChainPosition {
+                            full_bytes: f.size,
+                            ..ChainPosition::default()
+                        }
+                    }
+                    FileKind::Delta => {
+                        pos.deltas += 1;
+                        pos.delta_bytes += f.size;
+                    }
+                }
+            }
+            restored.insert(*id, pos);
         }
     }
 
-    /// The restored chain of table `id`, once: `Some(deltas after its full
-    /// file)` if the table continues a chain of the restored manifest.
-    pub fn take_restored(&self, id: StateTableId) -> Option<usize> {
+    /// The restored chain of table `id`, once, if the table continues a
+    /// chain of the restored manifest.
+    pub fn take_restored(&self, id: StateTableId) -> Option<ChainPosition> {
         self.restored.lock().remove(&id)
     }
 
@@ -126,5 +159,44 @@ impl StateContext {
             checkpoints: None,
             cache_bytes: 256 << 20,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compaction_waits_for_enough_delta_bytes_but_bounds_the_chain() {
+        // Few or small deltas over a big full file: keep appending.
+        assert!(!compaction_due(3, 900, 1_000));
+        assert!(!compaction_due(10, 100, 1_000_000));
+        // Enough deltas holding a quarter of the full file: compact.
+        assert!(compaction_due(8, 250, 1_000));
+        // Never more than MAX_CHAIN_DELTAS deltas.
+        assert!(compaction_due(MAX_CHAIN_DELTAS, 1, 1_000_000));
+    }
+
+    #[test]
+    fn take_returns_one_epoch_and_drops_abandoned_ones() {
+        let sink = CheckpointSink::new(Path::new("/nonexistent"));
+        let meta = |epoch, table_id| FileMeta {
+            name: format!("{epoch:020}-{table_id:010}-delta.parquet"),
+            table_id,
+            epoch,
+            kind: FileKind::Delta,
+            rows: 1,
+            size: 10,
+            crc32: 0,
+        };
+        sink.register(meta(3, 1));
+        sink.register(meta(4, 1));
+        sink.register(meta(4, 2));
+        sink.register(meta(5, 1));
+        let got = sink.take(4);
+        assert_eq!(got.len(), 2);
+        // Epoch 3 never completed: gone. Epoch 5 is still to come.
+        assert!(sink.take(3).is_empty());
+        assert_eq!(sink.take(5).len(), 1);
     }
 }

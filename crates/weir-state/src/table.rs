@@ -12,7 +12,7 @@ use weir_common::vnode::Vnode;
 use weir_common::Epoch;
 
 use crate::checkpoint::{FileKind, StateFileWriter};
-use crate::sink::{CheckpointSink, StateContext, COMPACT_AFTER_DELTAS, MAX_DELTA_BYTES};
+use crate::sink::{compaction_due, ChainPosition, CheckpointSink, StateContext, MAX_DELTA_BYTES};
 use crate::{Entries, StateError, StateStoreRef};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -26,7 +26,7 @@ struct CheckpointTrack {
     /// The next file must be a full snapshot (new chain, or the changes
     /// outgrew [`MAX_DELTA_BYTES`]).
     needs_full: bool,
-    deltas_since_full: usize,
+    chain: ChainPosition,
     last_full_epoch: Epoch,
 }
 
@@ -66,7 +66,7 @@ impl StateTable {
                 changes: FastMap::default(),
                 changes_bytes: 0,
                 needs_full: restored.is_none(),
-                deltas_since_full: restored.unwrap_or(0),
+                chain: restored.unwrap_or_default(),
                 last_full_epoch: 0,
             }
         });
@@ -190,9 +190,8 @@ impl StateTable {
     }
 
     /// Commit, then write this table's part of checkpoint `epoch`: the
-    /// changes since its previous checkpoint (a delta file) or, every
-    /// [`COMPACT_AFTER_DELTAS`] checkpoints and for a new chain, all of its
-    /// entries (a full file). The file is handed to the server's
+    /// changes since its previous checkpoint (a delta file) or, for a new
+    /// chain and when [`compaction_due`], all of its entries (a full file). The file is handed to the server's
     /// [`CheckpointSink`]. Without checkpoints this only commits.
     pub fn checkpoint(&mut self, epoch: Epoch) -> Result<(), StateError> {
         self.commit()?;
@@ -200,7 +199,11 @@ impl StateTable {
             return Ok(());
         };
         let full = track.needs_full
-            || track.deltas_since_full >= COMPACT_AFTER_DELTAS
+            || compaction_due(
+                track.chain.deltas,
+                track.chain.delta_bytes,
+                track.chain.full_bytes,
+            )
             || track.last_full_epoch < track.sink.full_required_after();
         let meta = if full {
             let mut writer =
@@ -212,7 +215,10 @@ impl StateTable {
                 })?;
             let meta = writer.finish()?;
             track.needs_full = false;
-            track.deltas_since_full = 0;
+            track.chain = ChainPosition {
+                full_bytes: meta.size,
+                ..ChainPosition::default()
+            };
             track.last_full_epoch = epoch;
             meta
         } else {
@@ -228,8 +234,10 @@ impl StateTable {
                     writer.push(*vnode, key, v.as_deref())?;
                 }
             }
-            track.deltas_since_full += 1;
-            writer.finish()?
+            let meta = writer.finish()?;
+            track.chain.deltas += 1;
+            track.chain.delta_bytes += meta.size;
+            meta
         };
         track.changes = FastMap::default();
         track.changes_bytes = 0;
