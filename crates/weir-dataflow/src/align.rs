@@ -66,9 +66,7 @@ impl AlignedInputs {
                     return Some(Ok((0, Message::Barrier(b))));
                 }
             }
-            if self.live().next().is_none() {
-                return None;
-            }
+            self.live().next()?;
             let n = self.inputs.len();
             let start = self.start;
             let (i, msg) = {

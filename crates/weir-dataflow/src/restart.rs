@@ -116,7 +116,7 @@ impl RestartStrategy {
                     multiplier, jitter, ..
                 } = &s
                 {
-                    if !(*multiplier >= 1.0) || !(0.0..=1.0).contains(jitter) {
+                    if multiplier.is_nan() || *multiplier < 1.0 || !(0.0..=1.0).contains(jitter) {
                         return Err("backoff_multiplier must be >= 1 and jitter in [0, 1]".into());
                     }
                 }

@@ -69,7 +69,7 @@ impl Engine {
                     deletes: deletes.clone(),
                     inserts: inserts.clone(),
                 };
-                lsn = Some(self.log(&record).map_err(|e| Error::from(e))?);
+                lsn = Some(self.log(&record).map_err(Error::from)?);
                 Ok(())
             })?;
         if lsn.is_some() {
