@@ -174,7 +174,11 @@ impl StateTable {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch: crate::WriteBatch = std::mem::take(&mut self.pending).into_iter().collect();
+        let mut batch: crate::WriteBatch =
+            std::mem::take(&mut self.pending).into_iter().collect();
+        // In key order: RocksDB's memtable inserts a sorted batch far faster
+        // (each insert starts where the previous one ended).
+        batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if let Some(track) = self.track.as_mut().filter(|t| !t.needs_full) {
             for (k, v) in &batch {
                 track.changes_bytes += k.len() + v.as_ref().map_or(0, |v| v.len());
