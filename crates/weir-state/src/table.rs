@@ -174,8 +174,7 @@ impl StateTable {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut batch: crate::WriteBatch =
-            std::mem::take(&mut self.pending).into_iter().collect();
+        let mut batch: crate::WriteBatch = std::mem::take(&mut self.pending).into_iter().collect();
         // In key order: RocksDB's memtable inserts a sorted batch far faster
         // (each insert starts where the previous one ended).
         batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
