@@ -22,7 +22,7 @@ const MAX_WRITE_BUFFER: usize = 64 << 20;
 /// Smallest size of one memtable, whatever the cache budget.
 const MIN_WRITE_BUFFER: usize = 1 << 20;
 /// Memtables kept at most (one active, the rest waiting to be flushed).
-const MAX_WRITE_BUFFERS: i32 = 3;
+const MAX_WRITE_BUFFERS: i32 = 2;
 /// Background flush and compaction threads.
 const PARALLELISM: i32 = 2;
 /// Bloom filter bits per key (about 1% false positives).
@@ -57,10 +57,11 @@ fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl RocksStateStore {
-    /// Open (creating if missing) the RocksDB instance at `path`, with a
-    /// block cache of `cache_mb` MiB.
+    /// Open (creating if missing) the RocksDB instance at `path`, using
+    /// about `cache_mb` MiB: a block cache of `cache_mb / 2` and memtables
+    /// of `cache_mb / 8` each, at most two.
     pub fn open(path: &Path, cache_mb: usize) -> Result<Self, StateError> {
-        let cache_bytes = cache_mb.saturating_mul(1 << 20);
+        let cache_bytes = cache_mb.saturating_mul(1 << 20) / 2;
         let cache = Cache::new_lru_cache(cache_bytes);
 
         let mut table = BlockBasedOptions::default();
