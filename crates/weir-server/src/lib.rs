@@ -39,8 +39,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// How often the coordinator takes a checkpoint.
     pub checkpoint_interval: Duration,
-    /// Memory for hot state: RocksDB's block cache and each operator's cache
-    /// of decoded keys, in MiB.
+    /// Memory budget for state, in MiB: half for RocksDB's block cache, a
+    /// quarter for its memtables, a quarter for operators' caches of
+    /// decoded keys.
     pub state_cache_mb: usize,
     /// Complete checkpoints kept on disk.
     pub checkpoints_retained: usize,

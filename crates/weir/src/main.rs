@@ -29,7 +29,8 @@ enum Command {
         /// How often to take a checkpoint, e.g. `1s`, `500ms`.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         checkpoint_interval: Duration,
-        /// Memory for hot state (RocksDB block cache, operator caches), MiB.
+        /// Memory budget for state, MiB: half RocksDB's block cache, a
+        /// quarter its memtables, a quarter operators' caches of hot keys.
         #[arg(long, default_value_t = 256)]
         state_cache_mb: usize,
         /// Complete checkpoints kept on disk.
