@@ -933,33 +933,8 @@ fn remove_if_present(path: &Path) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            let p = std::env::temp_dir().join(format!(
-                "weir-checkpoint-{tag}-{}-{}-{nanos}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::TempDir;
 
     type Rows = Vec<(u8, Vec<u8>, Option<Vec<u8>>)>;
 
@@ -1001,7 +976,7 @@ mod tests {
 
     #[test]
     fn round_trip_with_nulls_and_many_rows() {
-        let tmp = TempDir::new("roundtrip");
+        let tmp = TempDir::new("checkpoint-roundtrip");
         let rows: Rows = (0..20_000u32)
             .map(|i| {
                 let value = if i % 7 == 0 {
@@ -1033,7 +1008,7 @@ mod tests {
 
     #[test]
     fn full_files_reject_deletes_and_unfinished_writers_clean_up() {
-        let tmp = TempDir::new("fullnull");
+        let tmp = TempDir::new("checkpoint-fullnull");
         let mut w = StateFileWriter::create(&tmp.0, 1, 1, FileKind::Full).unwrap();
         w.push(0, b"k", Some(b"v")).unwrap();
         assert!(w.push(0, b"k2", None).is_err());
@@ -1045,7 +1020,7 @@ mod tests {
 
     #[test]
     fn file_is_plain_parquet_with_documented_schema() {
-        let tmp = TempDir::new("plain");
+        let tmp = TempDir::new("checkpoint-plain");
         let rows: Rows = vec![
             (3, b"a".to_vec(), Some(b"1".to_vec())),
             (200, b"b".to_vec(), None),
@@ -1096,7 +1071,7 @@ mod tests {
 
     #[test]
     fn damaged_files_are_reported_by_name() {
-        let tmp = TempDir::new("damaged");
+        let tmp = TempDir::new("checkpoint-damaged");
         let rows: Rows = (0..100u8)
             .map(|i| (i, vec![i], Some(vec![i; 10])))
             .collect();
@@ -1112,7 +1087,7 @@ mod tests {
 
     #[test]
     fn manifest_round_trip() {
-        let tmp = TempDir::new("manifest");
+        let tmp = TempDir::new("checkpoint-manifest");
         let dir = CheckpointDir::open(&tmp.0.join("checkpoints")).unwrap();
         let mut m = manifest(4);
         let f1 = write_file(
@@ -1208,7 +1183,7 @@ mod tests {
 
     #[test]
     fn latest_valid_picks_the_newest() {
-        let tmp = TempDir::new("latest");
+        let tmp = TempDir::new("checkpoint-latest");
         let dir = CheckpointDir::open(&tmp.0).unwrap();
         assert!(dir.latest_valid().unwrap().is_none());
         let ms = write_checkpoints(&dir, 3);
@@ -1234,7 +1209,7 @@ mod tests {
             ("delete", |p| fs::remove_file(p).unwrap()),
         ];
         for (tag, damage) in damages {
-            let tmp = TempDir::new(tag);
+            let tmp = TempDir::new(&format!("checkpoint-{tag}"));
             let dir = CheckpointDir::open(&tmp.0).unwrap();
             let ms = write_checkpoints(&dir, 3);
             let victim = dir.path().join(newest_file_of(&ms[2]));
@@ -1254,7 +1229,7 @@ mod tests {
 
     #[test]
     fn latest_valid_falls_back_on_corrupt_manifest() {
-        let tmp = TempDir::new("corruptmanifest");
+        let tmp = TempDir::new("checkpoint-corruptmanifest");
         let dir = CheckpointDir::open(&tmp.0).unwrap();
         let ms = write_checkpoints(&dir, 3);
         let path = dir.path().join(manifest_name(3));
@@ -1277,7 +1252,7 @@ mod tests {
 
     #[test]
     fn no_valid_manifest_is_an_error() {
-        let tmp = TempDir::new("novalid");
+        let tmp = TempDir::new("checkpoint-novalid");
         let dir = CheckpointDir::open(&tmp.0).unwrap();
         let ms = write_checkpoints(&dir, 2);
         // Both manifests share table 1's full file at epoch 1.
@@ -1295,7 +1270,7 @@ mod tests {
 
     #[test]
     fn retain_keeps_three_and_deletes_unreferenced_files() {
-        let tmp = TempDir::new("retain");
+        let tmp = TempDir::new("checkpoint-retain");
         let dir = CheckpointDir::open(&tmp.0).unwrap();
         let ms = write_checkpoints(&dir, 5);
         let rows: Rows = vec![(0, b"z".to_vec(), Some(b"z".to_vec()))];
@@ -1355,7 +1330,7 @@ mod tests {
 
     #[test]
     fn retain_does_not_count_damaged_checkpoints() {
-        let tmp = TempDir::new("retaindamaged");
+        let tmp = TempDir::new("checkpoint-retaindamaged");
         let dir = CheckpointDir::open(&tmp.0).unwrap();
         let ms = write_checkpoints(&dir, 4);
         // The two newest lose a file: only 2 and 1 count toward keep = 2.

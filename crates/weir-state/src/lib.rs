@@ -13,6 +13,8 @@ mod memory;
 mod rocks;
 mod sink;
 mod table;
+#[cfg(test)]
+mod test_util;
 mod wal;
 
 pub use checkpoint::{

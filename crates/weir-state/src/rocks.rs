@@ -202,34 +202,10 @@ impl StateStore for RocksStateStore {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
 
-    /// A unique directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            static COUNTER: AtomicU64 = AtomicU64::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let dir = std::env::temp_dir().join(format!(
-                "weir-rocks-test-{}-{}-{nanos}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed),
-            ));
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::TempDir;
 
     fn key(id: u32, rest: &[u8]) -> Vec<u8> {
         let mut k = id.to_be_bytes().to_vec();
@@ -251,7 +227,7 @@ mod tests {
 
     #[test]
     fn prefix_scan_is_ordered_and_bounded() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("rocks-test");
         let s = RocksStateStore::open(&dir.0, 8).unwrap();
         s.write(vec![
             (key(1, &[2]), Some(vec![b'a'])),
@@ -278,7 +254,7 @@ mod tests {
 
     #[test]
     fn delete_prefix_handles_unbounded_prefixes() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("rocks-test");
         let s = RocksStateStore::open(&dir.0, 8).unwrap();
         s.write(vec![
             (vec![0xFE], Some(vec![1])),
@@ -311,7 +287,7 @@ mod tests {
 
     #[test]
     fn for_each_prefix_streams_in_order() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("rocks-test");
         let s = RocksStateStore::open(&dir.0, 8).unwrap();
         let batch: WriteBatch = (0..1000u32)
             .rev()
@@ -350,7 +326,7 @@ mod tests {
 
     #[test]
     fn reopen_keeps_data_and_open_fresh_wipes() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("rocks-test");
         {
             let s = RocksStateStore::open(&dir.0, 8).unwrap();
             s.write(vec![(key(1, b"k"), Some(b"v".to_vec()))]).unwrap();
@@ -367,7 +343,7 @@ mod tests {
         assert_eq!(s.get(&key(1, b"k2")).unwrap(), Some(b"v2".to_vec()));
         drop(s);
         // open_fresh on a path that does not exist yet.
-        let other = TempDir::new();
+        let other = TempDir::new("rocks-test");
         let s = RocksStateStore::open_fresh(&other.0, 0).unwrap();
         assert!(s.scan_prefix(&[]).unwrap().is_empty());
     }

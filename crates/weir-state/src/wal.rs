@@ -603,34 +603,10 @@ impl Wal {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU64;
 
     use super::*;
 
-    /// A unique directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            static COUNTER: AtomicU64 = AtomicU64::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let dir = std::env::temp_dir().join(format!(
-                "weir-wal-test-{}-{}-{nanos}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed),
-            ));
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::TempDir;
 
     fn record(i: usize) -> Vec<u8> {
         format!("record {i}").repeat(i % 7 + 1).into_bytes()
@@ -652,7 +628,7 @@ mod tests {
 
     #[test]
     fn round_trip_across_rolls() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("wal-test");
         let wal = Wal::open(&dir.0).unwrap();
         assert_eq!((wal.start(), wal.end(), wal.synced()), (0, 0, 0));
         let mut lsns = Vec::new();
@@ -702,7 +678,7 @@ mod tests {
 
     #[test]
     fn reopen_continues_lsns() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("wal-test");
         let end = {
             let wal = Wal::open(&dir.0).unwrap();
             for i in 0..5 {
@@ -730,7 +706,7 @@ mod tests {
     #[test]
     fn torn_tail_is_dropped() {
         for damage in ["truncate", "garbage", "zeros"] {
-            let dir = TempDir::new();
+            let dir = TempDir::new("wal-test");
             let good_end = {
                 let wal = Wal::open(&dir.0).unwrap();
                 for i in 0..3 {
@@ -779,7 +755,7 @@ mod tests {
 
     #[test]
     fn damage_before_the_last_segment_is_an_error() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("wal-test");
         {
             let wal = Wal::open(&dir.0).unwrap();
             for i in 0..6 {
@@ -806,7 +782,7 @@ mod tests {
 
     #[test]
     fn truncate_before_deletes_old_segments() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("wal-test");
         let wal = Wal::open(&dir.0).unwrap();
         let mut ends = Vec::new();
         for i in 0..4 {
@@ -840,7 +816,7 @@ mod tests {
 
     #[test]
     fn sync_is_idempotent() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("wal-test");
         let wal = Wal::open(&dir.0).unwrap();
         let lsn = wal.append(b"x").unwrap();
         assert_eq!(wal.synced(), 0);
@@ -857,7 +833,7 @@ mod tests {
     fn group_commit_shares_fsyncs() {
         const THREADS: usize = 8;
         const ROUNDS: usize = 50;
-        let dir = TempDir::new();
+        let dir = TempDir::new("wal-test");
         let wal = Arc::new(Wal::open(&dir.0).unwrap());
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
