@@ -530,42 +530,10 @@ impl Engine {
     async fn execute_ddl(&self, sql: &str, mode: DdlMode) -> Result<()> {
         let statements = weir_sql::parser::parse(sql)?;
         for statement in &statements {
-            match statement {
-                Statement::CreateMaterializedView {
-                    name,
-                    query,
-                    if_not_exists,
-                    options,
-                } => {
-                    self.create_view(name, query, *if_not_exists, options, mode)
-                        .await?;
-                }
-                Statement::Sql(s) => match s.as_ref() {
-                    SqlStatement::CreateTable(_) => {
-                        self.create_table(s, mode).await?;
-                    }
-                    SqlStatement::Drop {
-                        object_type,
-                        if_exists,
-                        names,
-                        cascade,
-                        ..
-                    } => {
-                        self.drop(*object_type, *if_exists, names, *cascade, mode)
-                            .await?;
-                    }
-                    other => {
-                        return Err(ServerError::Statement(Error::internal(format!(
-                            "unexpected logged statement: {}",
-                            first_words(&other.to_string())
-                        ))))
-                    }
-                },
-                _ => {
-                    return Err(ServerError::Statement(Error::internal(
-                        "unexpected logged statement",
-                    )))
-                }
+            if self.run_ddl(statement, mode).await?.is_none() {
+                return Err(ServerError::Statement(Error::internal(
+                    "a logged statement is not CREATE or DROP",
+                )));
             }
         }
         Ok(())

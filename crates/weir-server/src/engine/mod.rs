@@ -225,18 +225,53 @@ impl Engine {
             }
             Statement::ShowTables => Ok(self.show_relations(false)),
             Statement::ShowMaterializedViews => Ok(self.show_relations(true)),
+            Statement::CreateMaterializedView { .. } => self.live_ddl(statement).await,
+            Statement::ExplainMaterializedView { query, .. } => self.explain_view(query).await,
+            Statement::Sql(s) => self.execute_sql(s, params).await,
+        }
+    }
+
+    /// Run a CREATE TABLE, CREATE MATERIALIZED VIEW or DROP in `mode`;
+    /// `None` for any other statement. Clients and recovery both come here.
+    pub(super) async fn run_ddl(
+        &self,
+        statement: &Statement,
+        mode: DdlMode,
+    ) -> Result<Option<QueryResult>> {
+        let result = match statement {
             Statement::CreateMaterializedView {
                 name,
                 query,
                 if_not_exists,
                 options,
             } => {
-                self.create_view(name, query, *if_not_exists, options, DdlMode::Live)
-                    .await
+                self.create_view(name, query, *if_not_exists, options, mode)
+                    .await?
             }
-            Statement::ExplainMaterializedView { query, .. } => self.explain_view(query).await,
-            Statement::Sql(s) => self.execute_sql(s, params).await,
-        }
+            Statement::Sql(s) => match s.as_ref() {
+                SqlStatement::CreateTable(_) => self.create_table(s, mode).await?,
+                SqlStatement::Drop {
+                    object_type,
+                    if_exists,
+                    names,
+                    cascade,
+                    ..
+                } => {
+                    self.drop(*object_type, *if_exists, names, *cascade, mode)
+                        .await?
+                }
+                _ => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        Ok(Some(result))
+    }
+
+    /// A DDL statement from a client.
+    async fn live_ddl(&self, statement: &Statement) -> Result<QueryResult> {
+        self.run_ddl(statement, DdlMode::Live)
+            .await?
+            .ok_or_else(|| ServerError::Statement(Error::internal("not a DDL statement")))
     }
 
     async fn execute_sql(
@@ -249,16 +284,8 @@ impl Engine {
             SqlStatement::Insert(_) | SqlStatement::Update(_) | SqlStatement::Delete(_) => {
                 self.dml(s, params).await
             }
-            SqlStatement::CreateTable(_) => self.create_table(s, DdlMode::Live).await,
-            SqlStatement::Drop {
-                object_type,
-                if_exists,
-                names,
-                cascade,
-                ..
-            } => {
-                self.drop(*object_type, *if_exists, names, *cascade, DdlMode::Live)
-                    .await
+            SqlStatement::CreateTable(_) | SqlStatement::Drop { .. } => {
+                self.live_ddl(&Statement::Sql(Box::new(s.clone()))).await
             }
             SqlStatement::StartTransaction { .. } => Ok(QueryResult::command("BEGIN")),
             SqlStatement::Commit { .. } => Ok(QueryResult::command("COMMIT")),
