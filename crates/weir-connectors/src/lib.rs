@@ -5,6 +5,8 @@
 
 pub mod datagen;
 mod error;
+pub mod generator;
 pub mod nexmark;
 
 pub use error::ConnectorError;
+pub use generator::Generator;

@@ -388,6 +388,11 @@ impl NexmarkGenerator {
         self.next
     }
 
+    /// The configured wall-clock pace in events per second (`event_rate`).
+    pub fn event_rate(&self) -> Option<u64> {
+        self.model.config.event_rate
+    }
+
     /// The next batch with up to `max_rows` rows of this table (events of
     /// other types are skipped), or `None` once `max_events` is reached.
     pub fn next_batch(&mut self, max_rows: usize) -> Result<Option<RecordBatch>, ConnectorError> {

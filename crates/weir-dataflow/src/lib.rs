@@ -14,6 +14,7 @@
 //! SQL text or logical plans.
 
 pub mod align;
+pub mod blackhole;
 mod error;
 pub mod filter;
 pub mod float_sum;

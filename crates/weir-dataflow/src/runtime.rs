@@ -93,6 +93,31 @@ impl DataflowHandle {
     }
 }
 
+/// Fails a dataflow from outside its tasks (a source reader feeding it).
+#[derive(Clone)]
+pub struct FailHandle {
+    status: Arc<watch::Sender<DataflowStatus>>,
+    outlet: Arc<Outlet>,
+}
+
+impl FailHandle {
+    /// Mark the dataflow failed with `err` (if it still runs) and close its
+    /// outlet.
+    pub fn fail(&self, err: Error) {
+        fail(&self.status, &self.outlet, err);
+    }
+}
+
+impl DataflowHandle {
+    /// A handle that fails this dataflow.
+    pub fn fail_handle(&self) -> FailHandle {
+        FailHandle {
+            status: Arc::clone(&self.status),
+            outlet: Arc::clone(&self.outlet),
+        }
+    }
+}
+
 impl Drop for DataflowHandle {
     fn drop(&mut self) {
         self.stop();

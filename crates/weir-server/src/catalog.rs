@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use weir_common::arrow::array::RecordBatch;
 use weir_common::arrow::datatypes::SchemaRef;
 use weir_common::Error;
+use weir_dataflow::blackhole::SinkCounters;
 use weir_dataflow::materialize::read_view;
 use weir_dataflow::restart::RestartTracker;
 use weir_dataflow::table_store::{read_table, TableStore};
@@ -42,7 +43,12 @@ pub enum RelationKind {
         /// Primary-key column indices (empty: a multiset).
         pk: Vec<usize>,
     },
-    /// A materialized view.
+    /// A source: rows come from a connector, read by each dataflow on it.
+    Source {
+        /// Connector, columns, computed columns.
+        spec: Arc<crate::engine::source::SourceSpec>,
+    },
+    /// A materialized view, or a sink (a view whose output leaves Weir).
     View {
         /// The pipeline maintaining it.
         dataflow: DataflowHandle,
@@ -52,7 +58,30 @@ pub enum RelationKind {
         definition: String,
         /// Restart bookkeeping, shared by every incarnation of the view.
         health: Arc<Mutex<ViewHealth>>,
+        /// For a sink, what it consumed; `None` for a materialized view.
+        sink: Option<Arc<SinkCounters>>,
     },
+}
+
+/// The kinds of relation, as DDL names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Table,
+    MaterializedView,
+    Source,
+    Sink,
+}
+
+impl ObjectKind {
+    /// Lower-case name, as in error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Table => "table",
+            ObjectKind::MaterializedView => "materialized view",
+            ObjectKind::Source => "source",
+            ObjectKind::Sink => "sink",
+        }
+    }
 }
 
 /// Whether a view is being maintained, as the system view shows it.
@@ -89,9 +118,19 @@ pub struct ViewHealth {
 }
 
 impl Relation {
-    /// True for materialized views.
+    /// True for materialized views and sinks (relations with a dataflow).
     pub fn is_view(&self) -> bool {
         matches!(self.kind, RelationKind::View { .. })
+    }
+
+    /// What kind of relation this is.
+    pub fn object_kind(&self) -> ObjectKind {
+        match &self.kind {
+            RelationKind::Table { .. } => ObjectKind::Table,
+            RelationKind::Source { .. } => ObjectKind::Source,
+            RelationKind::View { sink: None, .. } => ObjectKind::MaterializedView,
+            RelationKind::View { sink: Some(_), .. } => ObjectKind::Sink,
+        }
     }
 
     /// The committed rows, decoded as `schema` (the relation's columns,
@@ -106,6 +145,10 @@ impl Relation {
                 read_table(store, self.state_id, schema, !pk.is_empty())
             }
             RelationKind::View { .. } => read_view(store, self.state_id, schema),
+            RelationKind::Source { .. } => Err(DataflowError::Eval(Error::new(
+                weir_common::SqlState::FEATURE_NOT_SUPPORTED,
+                format!("source \"{}\" stores no rows", self.name),
+            ))),
         }
     }
 
@@ -113,7 +156,7 @@ impl Relation {
     pub fn view_status(&self) -> Option<DataflowStatus> {
         match &self.kind {
             RelationKind::View { dataflow, .. } => Some(dataflow.status()),
-            RelationKind::Table { .. } => None,
+            RelationKind::Table { .. } | RelationKind::Source { .. } => None,
         }
     }
 }

@@ -143,11 +143,26 @@ impl TableProvider for RelationTable {
 /// being rebuilt, or its restart strategy gave up. A view is never read
 /// while it is not up to date.
 fn unreadable(r: &Relation) -> Option<weir_common::Error> {
-    let RelationKind::View {
-        dataflow, health, ..
-    } = &r.kind
-    else {
-        return None;
+    let (dataflow, health) = match &r.kind {
+        RelationKind::Table { .. } => return None,
+        RelationKind::Source { .. } => {
+            return Some(weir_common::Error::new(
+                weir_common::SqlState::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "source \"{}\" cannot be queried directly; create a materialized view over it",
+                    r.name
+                ),
+            ))
+        }
+        RelationKind::View { sink: Some(_), .. } => {
+            return Some(weir_common::Error::new(
+                weir_common::SqlState::WRONG_OBJECT_TYPE,
+                format!("\"{}\" is a sink and cannot be queried", r.name),
+            ))
+        }
+        RelationKind::View {
+            dataflow, health, ..
+        } => (dataflow, health),
     };
     let h = health.lock();
     let failed = match dataflow.status() {

@@ -11,8 +11,10 @@
 //! It does not execute anything; `weir-server` does.
 
 mod error;
+pub mod functions;
 pub mod naming;
 pub mod parser;
+pub mod source_ddl;
 pub mod view_plan;
 
 pub use error::SqlError;

@@ -12,6 +12,7 @@ use weir_common::datafusion::sql::sqlparser::keywords::Keyword;
 use weir_common::datafusion::sql::sqlparser::parser::Parser;
 use weir_common::datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
+use crate::source_ddl::{parse_source_sink, CreateSink, CreateSource, DropKind};
 use crate::SqlError;
 
 /// One statement as Weir executes it.
@@ -37,6 +38,21 @@ pub enum Statement {
     ShowTables,
     /// `SHOW MATERIALIZED VIEWS`.
     ShowMaterializedViews,
+    /// `SHOW SOURCES`.
+    ShowSources,
+    /// `SHOW SINKS`.
+    ShowSinks,
+    /// `CREATE SOURCE`, or `CREATE TABLE ... WITH (connector = ...)`.
+    CreateSource(Box<CreateSource>),
+    /// `CREATE SINK name AS query WITH (connector = ...)`.
+    CreateSink(Box<CreateSink>),
+    /// `DROP SOURCE` / `DROP SINK`.
+    DropSourceOrSink {
+        kind: DropKind,
+        names: Vec<String>,
+        if_exists: bool,
+        cascade: bool,
+    },
 }
 
 impl Statement {
@@ -52,7 +68,9 @@ impl Statement {
             ),
             Statement::ExplainMaterializedView { .. }
             | Statement::ShowTables
-            | Statement::ShowMaterializedViews => true,
+            | Statement::ShowMaterializedViews
+            | Statement::ShowSources
+            | Statement::ShowSinks => true,
             _ => false,
         }
     }
@@ -95,6 +113,10 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
         })?;
     let mut statements = Vec::new();
     for group in split_statements(tokens) {
+        if let Some(s) = parse_source_sink(&group)? {
+            statements.push(s);
+            continue;
+        }
         if let Some(s) = weir_statement(&group) {
             statements.push(s);
             continue;

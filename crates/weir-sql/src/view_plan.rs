@@ -30,6 +30,7 @@ use weir_common::datafusion::physical_expr::execution_props::ExecutionProps;
 use weir_common::datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use weir_common::datafusion::sql::parser::Statement as DfStatement;
 use weir_common::datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
+use weir_dataflow::blackhole::{Blackhole, SinkCounters};
 use weir_dataflow::filter::Filter;
 use weir_dataflow::hash_aggregate::{AccumulatorFactory, AggregateCall, HashAggregate};
 use weir_dataflow::materialize::Materialize;
@@ -77,6 +78,32 @@ impl ViewPlan {
         mut new_state: impl FnMut() -> StateTable,
     ) -> Result<Vec<Box<dyn Operator>>, SqlError> {
         let materialize_state = new_state();
+        let schema = Arc::clone(&self.schema);
+        let mut ops = self.build_operators(new_state)?;
+        ops.push(Box::new(
+            Materialize::new(schema, materialize_state).map_err(|e| SqlError::Weir(e.into()))?,
+        ));
+        Ok(ops)
+    }
+
+    /// Instantiate the operators of a sink, ending with a `Blackhole`
+    /// counting into `counters`. The first state table `new_state` hands out
+    /// is the sink's own (kept empty), as for a view.
+    pub fn build_sink(
+        self,
+        mut new_state: impl FnMut() -> StateTable,
+        counters: Arc<SinkCounters>,
+    ) -> Result<Vec<Box<dyn Operator>>, SqlError> {
+        let _own = new_state();
+        let mut ops = self.build_operators(new_state)?;
+        ops.push(Box::new(Blackhole::new(counters)));
+        Ok(ops)
+    }
+
+    fn build_operators(
+        self,
+        mut new_state: impl FnMut() -> StateTable,
+    ) -> Result<Vec<Box<dyn Operator>>, SqlError> {
         let mut ops: Vec<Box<dyn Operator>> = Vec::with_capacity(self.operators.len() + 1);
         for spec in self.operators {
             ops.push(match spec {
@@ -93,10 +120,6 @@ impl ViewPlan {
                 ),
             });
         }
-        ops.push(Box::new(
-            Materialize::new(Arc::clone(&self.schema), materialize_state)
-                .map_err(|e| SqlError::Weir(e.into()))?,
-        ));
         Ok(ops)
     }
 }

@@ -2,15 +2,16 @@
 
 use std::collections::BTreeMap;
 
+use weir_dataflow::blackhole::SinkCounters;
 use weir_dataflow::restart::RestartTracker;
 use weir_dataflow::DataflowHandle;
 
 use super::*;
-use crate::catalog::{ViewHealth, ViewState};
+use crate::catalog::{ObjectKind, ViewHealth, ViewState};
 
 impl Engine {
     /// The write lock, unless recovery (which holds it) runs the statement.
-    async fn ddl_guard(&self, mode: DdlMode) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(super) async fn ddl_guard(&self, mode: DdlMode) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match mode {
             DdlMode::Live => Some(self.write_lock.lock().await),
             DdlMode::Replay | DdlMode::Restore => None,
@@ -102,19 +103,27 @@ impl Engine {
         Ok(QueryResult::command("CREATE TABLE"))
     }
 
-    pub(super) async fn create_view(
+    /// CREATE MATERIALIZED VIEW, or with `sink`, CREATE SINK.
+    pub(super) async fn create_dataflow(
         &self,
-        name: &ObjectName,
+        name: &str,
         query: &Query,
         if_not_exists: bool,
         options: &BTreeMap<String, String>,
         mode: DdlMode,
+        sink: bool,
     ) -> Result<QueryResult> {
+        let tag = if sink {
+            "CREATE SINK"
+        } else {
+            "CREATE MATERIALIZED VIEW"
+        };
+        let what = if sink { "sink" } else { "materialized view" };
         let _guard = self.ddl_guard(mode).await;
-        let name = relation_name(name)?;
+        let name = name.to_string();
         if self.catalog.read().get(&name).is_some() {
             if if_not_exists {
-                return Ok(QueryResult::command("CREATE MATERIALIZED VIEW"));
+                return Ok(QueryResult::command(tag));
             }
             return Err(user(
                 SqlState::DUPLICATE_TABLE,
@@ -123,28 +132,49 @@ impl Engine {
         }
         let strategy = RestartStrategy::from_options(options, &self.default_restart)
             .map_err(|m| user(SqlState::INVALID_PARAMETER_VALUE, m))?;
-        if let Some(k) = options.keys().find(|k| !VIEW_OPTIONS.contains(&k.as_str())) {
+        if let Some(k) = options
+            .keys()
+            .find(|k| !VIEW_OPTIONS.contains(&k.as_str()) && !(sink && k.as_str() == "connector"))
+        {
             return Err(user(
                 SqlState::INVALID_PARAMETER_VALUE,
-                format!("unrecognized materialized view option \"{k}\""),
+                format!("unrecognized {what} option \"{k}\""),
             ));
+        }
+        if sink {
+            let connector = options.get("connector").map(|c| c.to_ascii_lowercase());
+            if connector.as_deref() != Some("blackhole") {
+                return Err(user(
+                    SqlState::INVALID_PARAMETER_VALUE,
+                    format!(
+                        "unknown sink connector \"{}\" (supported: blackhole)",
+                        connector.unwrap_or_default()
+                    ),
+                ));
+            }
         }
         let plan = plan_view(&self.state(), query).await?;
         let upstream_name = plan.source.table().to_string();
         let upstream = self.relation(&upstream_name)?;
         let schema = Arc::clone(&plan.schema);
+        let counters = sink.then(|| Arc::new(SinkCounters::default()));
         let (state_ids, operators) = {
             let mut catalog = self.catalog.write();
             let mut ids = Vec::new();
-            let ops = plan.build(|| {
+            let new_state = || {
                 let id = catalog.allocate_state_id();
                 ids.push(id);
                 StateTable::with_context(&self.state_ctx, id)
-            })?;
+            };
+            let ops = match &counters {
+                Some(c) => plan.build_sink(new_state, Arc::clone(c))?,
+                None => plan.build(new_state)?,
+            };
             (ids, ops)
         };
-        let backfill = mode != DdlMode::Restore;
-        let (dataflow, outlet) = self.start_dataflow(&upstream, operators, backfill).await?;
+        let (dataflow, outlet) = self
+            .start_dataflow(&name, &upstream, operators, mode)
+            .await?;
         let with = if options.is_empty() {
             String::new()
         } else {
@@ -154,10 +184,14 @@ impl Engine {
                 .collect();
             format!(" WITH ({})", list.join(", "))
         };
-        let ddl = format!(
-            "CREATE MATERIALIZED VIEW {}{with} AS {query}",
-            quote_ident(&name)
-        );
+        let ddl = if sink {
+            format!("CREATE SINK {} AS {query}{with}", quote_ident(&name))
+        } else {
+            format!(
+                "CREATE MATERIALIZED VIEW {}{with} AS {query}",
+                quote_ident(&name)
+            )
+        };
         let health = Arc::new(Mutex::new(ViewHealth {
             state: ViewState::Running,
             last_error: None,
@@ -175,6 +209,7 @@ impl Engine {
                 upstream: upstream_name,
                 definition: query.to_string(),
                 health: Arc::clone(&health),
+                sink: counters,
             },
         });
         self.close_epoch().await;
@@ -192,23 +227,40 @@ impl Engine {
         }
         self.log_ddl(&ddl, mode).await?;
         self.supervise(&name, health);
-        Ok(QueryResult::command("CREATE MATERIALIZED VIEW"))
+        Ok(QueryResult::command(tag))
     }
 
-    /// Spawn `operators` reading `upstream`; with `backfill`, feed them the
-    /// upstream's current contents first. Callers hold the write lock (or
-    /// run recovery), so no write interleaves.
+    /// Spawn `operators` for `consumer`, reading `upstream`. Unless `mode`
+    /// restores a checkpoint, the dataflow backfills: it is fed the
+    /// upstream's current contents first (a source's reader starts from
+    /// its first row). Callers hold the write lock (or run recovery), so no
+    /// write interleaves.
     pub(super) async fn start_dataflow(
         &self,
+        consumer: &str,
         upstream: &Relation,
         operators: Vec<Box<dyn weir_dataflow::Operator>>,
-        backfill: bool,
+        mode: DdlMode,
     ) -> Result<(DataflowHandle, Arc<Outlet>)> {
-        let (input_tx, input_rx) = upstream.outlet.subscribe_with_sender();
+        let restore = mode == DdlMode::Restore;
         let outlet = Arc::new(Outlet::new());
         let epoch = self.epoch.load(Ordering::SeqCst);
+        if let RelationKind::Source { spec } = &upstream.kind {
+            let (input_tx, input_rx) = tokio::sync::mpsc::channel(weir_dataflow::CHANNEL_CAPACITY);
+            let dataflow = spawn_pipeline(operators, input_rx, Arc::clone(&outlet), epoch);
+            self.start_reader(
+                consumer,
+                spec,
+                &upstream.name,
+                input_tx,
+                dataflow.fail_handle(),
+                restore,
+            )?;
+            return Ok((dataflow, outlet));
+        }
+        let (input_tx, input_rx) = upstream.outlet.subscribe_with_sender();
         let dataflow = spawn_pipeline(operators, input_rx, Arc::clone(&outlet), epoch);
-        if backfill {
+        if !restore {
             let snapshot = upstream.read(&self.store, &upstream.schema)?;
             for chunk in split_chunks(&snapshot, Op::Insert) {
                 if input_tx.send(Message::Chunk(chunk)).await.is_err() {
@@ -239,75 +291,63 @@ impl Engine {
 
     pub(super) async fn drop(
         &self,
-        object_type: ObjectType,
+        kind: ObjectKind,
         if_exists: bool,
-        names: &[ObjectName],
+        names: &[String],
         cascade: bool,
         mode: DdlMode,
     ) -> Result<QueryResult> {
-        let (want_view, tag) = match object_type {
-            ObjectType::Table => (false, "DROP TABLE"),
-            ObjectType::MaterializedView => (true, "DROP MATERIALIZED VIEW"),
-            other => {
-                return Err(user(
-                    SqlState::FEATURE_NOT_SUPPORTED,
-                    format!("DROP {other} is not supported"),
-                ))
-            }
-        };
+        let keyword = kind.as_str().to_uppercase();
         let _guard = self.ddl_guard(mode).await;
         let mut dropped = false;
-        for n in names {
-            let name = relation_name(n)?;
-            let relation = self.catalog.read().get(&name);
+        for name in names {
+            let relation = self.catalog.read().get(name);
             let Some(relation) = relation else {
                 if if_exists {
                     continue;
                 }
-                let what = if want_view {
-                    "materialized view"
-                } else {
-                    "table"
-                };
                 return Err(user(
                     SqlState::UNDEFINED_TABLE,
-                    format!("{what} \"{name}\" does not exist"),
+                    format!("{} \"{name}\" does not exist", kind.as_str()),
                 ));
             };
-            if relation.is_view() != want_view {
-                let what = if want_view {
-                    "a materialized view"
-                } else {
-                    "a table"
-                };
+            let actual = relation.object_kind();
+            // DROP TABLE also drops a table declared with a connector.
+            let matches = actual == kind || (kind == ObjectKind::Table && actual == ObjectKind::Source);
+            if !matches {
                 return Err(user(
                     SqlState::WRONG_OBJECT_TYPE,
-                    format!("\"{name}\" is not {what}"),
+                    format!("\"{name}\" is not a {}", kind.as_str()),
                 ));
             }
-            let dependents = self.all_dependents(&name);
+            let dependents = self.all_dependents(name);
             if !dependents.is_empty() && !cascade {
+                let list: Vec<String> = dependents
+                    .iter()
+                    .filter_map(|d| self.catalog.read().get(d))
+                    .map(|d| format!("{} {}", d.object_kind().as_str(), d.name))
+                    .collect();
                 return Err(user(
                     SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
                     format!(
-                        "cannot drop {name} because other objects depend on it: materialized view {}",
-                        dependents.join(", ")
+                        "cannot drop {name} because other objects depend on it: {}",
+                        list.join(", ")
                     ),
                 ));
             }
             for d in dependents.iter().rev() {
                 self.remove_relation(d);
             }
-            self.remove_relation(&name);
+            self.remove_relation(name);
             dropped = true;
         }
         if dropped {
-            let what = if want_view {
-                "MATERIALIZED VIEW"
+            let list: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
+            let what = if kind == ObjectKind::MaterializedView {
+                "MATERIALIZED VIEW".to_string()
             } else {
-                "TABLE"
+                keyword.clone()
             };
-            let list: Vec<String> = names.iter().map(|n| n.to_string()).collect();
             let sql = format!(
                 "DROP {what} IF EXISTS {}{}",
                 list.join(", "),
@@ -315,7 +355,7 @@ impl Engine {
             );
             self.log_ddl(&sql, mode).await?;
         }
-        Ok(QueryResult::command(tag))
+        Ok(QueryResult::command(&format!("DROP {}", if kind == ObjectKind::MaterializedView { "MATERIALIZED VIEW".to_string() } else { keyword })))
     }
 
     /// Views depending on `name`, transitively, parents before children.
@@ -340,6 +380,7 @@ impl Engine {
             if let RelationKind::View { dataflow, .. } = &r.kind {
                 dataflow.stop();
             }
+            self.readers.remove(name);
             r.outlet.close();
             for id in &r.state_ids {
                 if let Err(e) = StateTable::drop_table(&self.store, *id) {
@@ -370,7 +411,7 @@ pub(super) fn quote_ident(name: &str) -> String {
 }
 
 /// Name of a relation as the catalog stores it (unquoted: lower-case).
-fn relation_name(name: &ObjectName) -> Result<String> {
+pub(super) fn relation_name(name: &ObjectName) -> Result<String> {
     let parts: Vec<String> = name
         .0
         .iter()

@@ -25,7 +25,10 @@ impl Engine {
         let RelationKind::Table { store, .. } = &relation.kind else {
             return Err(user(
                 SqlState::WRONG_OBJECT_TYPE,
-                format!("cannot change materialized view \"{name}\""),
+                format!(
+                    "cannot change {} \"{name}\"",
+                    relation.object_kind().as_str()
+                ),
             ));
         };
         let schema = Arc::clone(&relation.schema);

@@ -11,7 +11,7 @@
 //! - Recovery loads the newest complete checkpoint into a fresh RocksDB,
 //!   recreates its catalog and replays the WAL from the noted offset.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -296,7 +296,9 @@ impl Engine {
         let (epoch, lsn, mut snapshot, views) = {
             let _guard = self.write_lock.lock().await;
             let lsn = self.durable.wal.end();
-            if last_lsn == Some(lsn) && !unlogged {
+            let last_sources = self.durable.last.lock().as_ref().map(|m| m.sources.clone());
+            if last_lsn == Some(lsn) && !unlogged && !self.readers.moved_since(last_sources.as_ref())
+            {
                 return Ok(None);
             }
             let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
@@ -318,6 +320,7 @@ impl Engine {
             for r in relations.iter().filter(|r| !r.is_view()) {
                 r.outlet.send(Message::Barrier(barrier)).await;
             }
+            self.readers.barrier(barrier);
             let views: Vec<Arc<Relation>> = relations.into_iter().filter(|r| r.is_view()).collect();
             (epoch, lsn, snapshot, views)
         };
@@ -338,6 +341,15 @@ impl Engine {
             }
         }
         self.durable.sync(lsn).await.map_err(fail)?;
+        // A dataflow fed by a source is restorable only with its reader's
+        // offset at this barrier.
+        let mut sources = self.readers.offsets_at(epoch);
+        for entry in &snapshot.relations {
+            if self.readers.get(&entry.name).is_some() && !sources.contains_key(&entry.name) {
+                rebuild.insert(entry.name.clone());
+            }
+        }
+        sources.retain(|consumer, _| !rebuild.contains(consumer));
         let files = self.durable.sink.take(epoch);
         let mut skip: HashSet<u32> = HashSet::new();
         for entry in snapshot.relations.iter_mut() {
@@ -380,7 +392,7 @@ impl Engine {
             created_unix_ms: now_ms(),
             duration_ms: started.elapsed().as_millis() as u64,
             tables,
-            sources: BTreeMap::new(),
+            sources,
             catalog: serde_json::to_value(&snapshot)
                 .map_err(|e| ServerError::Statement(Error::internal(e.to_string())))?,
         };
@@ -435,6 +447,7 @@ impl Engine {
                     .store(max_epoch.max(manifest.epoch), Ordering::SeqCst);
                 let snapshot: CatalogSnapshot = serde_json::from_value(manifest.catalog.clone())
                     .map_err(|e| startup("checkpoint catalog is unreadable", e))?;
+                self.readers.set_restored(manifest.sources.clone());
                 self.restore_catalog(&snapshot).await?;
                 let lsn = manifest.wal_lsn;
                 *self.durable.last.lock() = Some(manifest);

@@ -38,13 +38,15 @@ use weir_sql::parser::Statement;
 use weir_sql::view_plan::plan_view;
 use weir_state::{RocksStateStore, StateContext, StateStoreRef, StateTable};
 
-use crate::catalog::{Catalog, Relation, RelationKind};
+use crate::catalog::{Catalog, ObjectKind, Relation, RelationKind};
 use crate::provider::WeirSchema;
 use crate::{ServerConfig, ServerError};
 
 mod ddl;
+use ddl::relation_name;
 mod dml;
 mod durability;
+pub(crate) mod source;
 mod supervisor;
 pub mod system;
 
@@ -91,6 +93,8 @@ pub struct Engine {
     durable: durability::Durable,
     /// The restart strategy of views that name none.
     default_restart: RestartStrategy,
+    /// Readers of sources, by the dataflow they feed.
+    readers: source::Readers,
     /// This engine, for the tasks it spawns (coordinator, supervisors).
     me: Weak<Engine>,
 }
@@ -128,6 +132,7 @@ fn session_context(
     // 1.005 is NUMERIC in Postgres, not a float.
     config.options_mut().sql_parser.parse_float_as_decimal = true;
     let ctx = SessionContext::new_with_config(config);
+    weir_sql::functions::register(&ctx);
     let weir_catalog = MemoryCatalogProvider::new();
     weir_catalog.register_schema(
         SCHEMA,
@@ -170,6 +175,7 @@ impl Engine {
             scratch_ids: Mutex::new(u32::MAX),
             durable: opened.durable,
             default_restart: config.restart_strategy.clone(),
+            readers: source::Readers::default(),
             me: me.clone(),
         });
         system.attach(Arc::downgrade(&engine));
@@ -223,9 +229,14 @@ impl Engine {
                 self.checkpoint().await?;
                 Ok(QueryResult::command("CHECKPOINT"))
             }
-            Statement::ShowTables => Ok(self.show_relations(false)),
-            Statement::ShowMaterializedViews => Ok(self.show_relations(true)),
-            Statement::CreateMaterializedView { .. } => self.live_ddl(statement).await,
+            Statement::ShowTables => Ok(self.show_relations(ObjectKind::Table)),
+            Statement::ShowMaterializedViews => Ok(self.show_relations(ObjectKind::MaterializedView)),
+            Statement::ShowSources => Ok(self.show_relations(ObjectKind::Source)),
+            Statement::ShowSinks => Ok(self.show_relations(ObjectKind::Sink)),
+            Statement::CreateMaterializedView { .. }
+            | Statement::CreateSource(_)
+            | Statement::CreateSink(_)
+            | Statement::DropSourceOrSink { .. } => self.live_ddl(statement).await,
             Statement::ExplainMaterializedView { query, .. } => self.explain_view(query).await,
             Statement::Sql(s) => self.execute_sql(s, params).await,
         }
@@ -245,8 +256,33 @@ impl Engine {
                 if_not_exists,
                 options,
             } => {
-                self.create_view(name, query, *if_not_exists, options, mode)
+                let name = relation_name(name)?;
+                self.create_dataflow(&name, query, *if_not_exists, options, mode, false)
                     .await?
+            }
+            Statement::CreateSink(sink) => {
+                self.create_dataflow(
+                    &sink.name,
+                    &sink.query,
+                    sink.if_not_exists,
+                    &sink.options,
+                    mode,
+                    true,
+                )
+                .await?
+            }
+            Statement::CreateSource(create) => self.create_source(create, mode).await?,
+            Statement::DropSourceOrSink {
+                kind,
+                names,
+                if_exists,
+                cascade,
+            } => {
+                let kind = match kind {
+                    weir_sql::source_ddl::DropKind::Source => ObjectKind::Source,
+                    weir_sql::source_ddl::DropKind::Sink => ObjectKind::Sink,
+                };
+                self.drop(kind, *if_exists, names, *cascade, mode).await?
             }
             Statement::Sql(s) => match s.as_ref() {
                 SqlStatement::CreateTable(_) => self.create_table(s, mode).await?,
@@ -257,8 +293,21 @@ impl Engine {
                     cascade,
                     ..
                 } => {
-                    self.drop(*object_type, *if_exists, names, *cascade, mode)
-                        .await?
+                    let kind = match object_type {
+                        ObjectType::Table => ObjectKind::Table,
+                        ObjectType::MaterializedView => ObjectKind::MaterializedView,
+                        other => {
+                            return Err(user(
+                                SqlState::FEATURE_NOT_SUPPORTED,
+                                format!("DROP {other} is not supported"),
+                            ))
+                        }
+                    };
+                    let names = names
+                        .iter()
+                        .map(relation_name)
+                        .collect::<Result<Vec<_>>>()?;
+                    self.drop(kind, *if_exists, &names, *cascade, mode).await?
                 }
                 _ => return Ok(None),
             },
@@ -368,7 +417,10 @@ impl Engine {
                 SqlStatement::ShowVariable { .. } => Ok((vec![], Some(text_schema(&["setting"])))),
                 _ => Ok((vec![], None)),
             },
-            Statement::ShowTables | Statement::ShowMaterializedViews => {
+            Statement::ShowTables
+            | Statement::ShowMaterializedViews
+            | Statement::ShowSources
+            | Statement::ShowSinks => {
                 Ok((vec![], Some(text_schema(&["Name"]))))
             }
             Statement::ExplainMaterializedView { .. } => {
@@ -415,6 +467,7 @@ impl Engine {
         for r in tables {
             r.outlet.send(Message::Barrier(Barrier::new(epoch))).await;
         }
+        self.readers.barrier(Barrier::new(epoch));
         epoch
     }
 
@@ -434,12 +487,12 @@ impl Engine {
         }
     }
 
-    fn show_relations(&self, views: bool) -> QueryResult {
+    fn show_relations(&self, kind: ObjectKind) -> QueryResult {
         let names: Vec<String> = self
             .catalog
             .read()
             .all()
-            .filter(|r| r.is_view() == views)
+            .filter(|r| r.object_kind() == kind)
             .map(|r| r.name.clone())
             .collect();
         text_rows("Name", names)

@@ -126,7 +126,7 @@ impl Engine {
         // view's restart, which rebuilds it too.
         if let Some(upstream) = self.catalog.read().get(name).and_then(|r| match &r.kind {
             RelationKind::View { upstream, .. } => Some(upstream.clone()),
-            RelationKind::Table { .. } => None,
+            RelationKind::Table { .. } | RelationKind::Source { .. } => None,
         }) {
             if let Some(up) = self.catalog.read().get(&upstream) {
                 if !matches!(up.view_status(), None | Some(DataflowStatus::Running)) {
@@ -175,6 +175,7 @@ impl Engine {
             upstream,
             definition,
             health,
+            sink,
         } = &relation.kind
         else {
             return Ok(());
@@ -186,28 +187,38 @@ impl Engine {
             StateTable::drop_table(&self.store, *id)?;
         }
         let statements = weir_sql::parser::parse(&relation.ddl)?;
-        let Some(Statement::CreateMaterializedView { query, .. }) = statements.first() else {
-            return Err(ServerError::Statement(Error::internal(
-                "a view's definition is not CREATE MATERIALIZED VIEW",
-            )));
+        let query = match statements.first() {
+            Some(Statement::CreateMaterializedView { query, .. }) => query,
+            Some(Statement::CreateSink(s)) => &s.query,
+            _ => {
+                return Err(ServerError::Statement(Error::internal(
+                    "a view's definition is not CREATE MATERIALIZED VIEW or CREATE SINK",
+                )))
+            }
         };
         let plan = plan_view(&self.state(), query).await?;
         let mut ids = relation.state_ids.iter().copied();
         let mut missing = false;
-        let operators = plan.build(|| {
+        let new_state = || {
             let id = ids.next().unwrap_or_else(|| {
                 missing = true;
                 0
             });
             StateTable::with_context(&self.state_ctx, id)
-        })?;
+        };
+        let operators = match sink {
+            Some(c) => plan.build_sink(new_state, Arc::clone(c))?,
+            None => plan.build(new_state)?,
+        };
         if missing {
             return Err(ServerError::Statement(Error::internal(
                 "the rebuilt view needs more state tables than it had",
             )));
         }
         let input = self.relation(upstream)?;
-        let (new_dataflow, outlet) = self.start_dataflow(&input, operators, true).await?;
+        let (new_dataflow, outlet) = self
+            .start_dataflow(&relation.name, &input, operators, DdlMode::Replay)
+            .await?;
         self.catalog.write().insert(Relation {
             name: relation.name.clone(),
             schema: Arc::clone(&relation.schema),
@@ -220,6 +231,7 @@ impl Engine {
                 upstream: upstream.clone(),
                 definition: definition.clone(),
                 health: Arc::clone(health),
+                sink: sink.clone(),
             },
         });
         Ok(())

@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 use async_trait::async_trait;
-use weir_common::arrow::array::{Int64Array, StringArray};
+use weir_common::arrow::array::{BooleanArray, Int64Array, StringArray};
 use weir_common::datafusion::catalog::{SchemaProvider, TableProvider};
 use weir_common::datafusion::datasource::MemTable;
 use weir_common::datafusion::error::Result as DfResult;
@@ -79,13 +79,27 @@ impl Engine {
         let mut epochs = Vec::new();
         let mut durations = Vec::new();
         let mut sizes = Vec::new();
+        let mut kinds = Vec::new();
+        let mut offsets = Vec::new();
+        let mut finished = Vec::new();
+        let mut sink_inserts = Vec::new();
+        let mut sink_deletes = Vec::new();
         for r in self.catalog.read().all() {
             let RelationKind::View {
-                health, dataflow, ..
+                health,
+                dataflow,
+                sink,
+                ..
             } = &r.kind
             else {
                 continue;
             };
+            kinds.push(Some(r.object_kind().as_str().to_string()));
+            let reader = self.readers.get(&r.name);
+            offsets.push(reader.as_ref().map(|x| x.offset() as i64));
+            finished.push(reader.as_ref().map(|x| x.finished()));
+            sink_inserts.push(sink.as_ref().map(|c| c.inserts.load(Ordering::Relaxed) as i64));
+            sink_deletes.push(sink.as_ref().map(|c| c.deletes.load(Ordering::Relaxed) as i64));
             let h = health.lock();
             let status = match (h.state, dataflow.status()) {
                 (crate::catalog::ViewState::Running, DataflowStatus::Failed(_)) => "RESTARTING",
@@ -131,6 +145,11 @@ impl Engine {
                 ("checkpoint_epoch", DataType::Int64),
                 ("checkpoint_duration_ms", DataType::Int64),
                 ("checkpoint_size_bytes", DataType::Int64),
+                ("kind", DataType::Utf8),
+                ("source_offset", DataType::Int64),
+                ("source_finished", DataType::Boolean),
+                ("sink_inserts", DataType::Int64),
+                ("sink_deletes", DataType::Int64),
             ],
             vec![
                 text(names),
@@ -141,6 +160,11 @@ impl Engine {
                 int(epochs),
                 int(durations),
                 int(sizes),
+                text(kinds),
+                Arc::new(Int64Array::from(offsets)),
+                Arc::new(BooleanArray::from(finished)),
+                Arc::new(Int64Array::from(sink_inserts)),
+                Arc::new(Int64Array::from(sink_deletes)),
             ],
         )
     }

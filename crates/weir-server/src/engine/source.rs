@@ -1,0 +1,441 @@
+//! Sources: `CREATE SOURCE` (and `CREATE TABLE ... WITH (connector = ...)`).
+//!
+//! A source stores nothing. Each dataflow reading it (a materialized view or
+//! a sink) runs its own *reader*: a task that pulls batches from the
+//! connector's replayable [`Generator`], adds the computed columns, and
+//! feeds the dataflow, paced by the connector's rate. Barriers reach a
+//! reader through its control channel, between two batches; at a
+//! checkpoint barrier the reader notes the offset its next batch starts
+//! from, and the manifest records it under the consumer's name. Recovery
+//! restores the consumer's state from the checkpoint and restarts its
+//! reader at that offset, so every row is counted exactly once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use weir_common::datafusion::common::DFSchema;
+use weir_common::datafusion::logical_expr::ExprSchemable;
+use weir_common::datafusion::physical_expr::PhysicalExpr;
+use weir_common::{Epoch, StreamChunk};
+use weir_connectors::generator::{connector_name, native_schema};
+use weir_connectors::Generator;
+use weir_dataflow::runtime::FailHandle;
+use weir_dataflow::CHUNK_ROWS;
+use weir_sql::source_ddl::CreateSource;
+
+use super::*;
+
+/// What a source reads and how its rows are shaped.
+pub struct SourceSpec {
+    /// Connector options, as given.
+    pub options: BTreeMap<String, String>,
+    /// The schema the connector's generator produces.
+    generator_schema: SchemaRef,
+    /// Declared plain columns: index into the generator's columns, and the
+    /// type to cast to if it differs.
+    columns: Vec<(usize, Option<DataType>)>,
+    /// Schema of the plain columns (what computed columns are planned on).
+    plain_schema: SchemaRef,
+    /// Computed columns, evaluated on the plain columns.
+    computed: Vec<Arc<dyn PhysicalExpr>>,
+    /// `WATERMARK FOR col AS expr`, kept for windows.
+    pub watermark: Option<(String, String)>,
+    /// Every column: plain, then computed.
+    pub schema: SchemaRef,
+}
+
+impl SourceSpec {
+    /// A generator positioned at `offset`.
+    fn open(&self, offset: u64) -> std::result::Result<Generator, Error> {
+        Generator::open(&self.options, &self.generator_schema, offset).map_err(Error::from)
+    }
+
+    /// A generated batch in the source's schema.
+    fn shape(&self, batch: RecordBatch) -> std::result::Result<RecordBatch, Error> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (i, cast_to) in &self.columns {
+            let c = Arc::clone(batch.column(*i));
+            columns.push(match cast_to {
+                Some(t) => cast(&c, t)?,
+                None => c,
+            });
+        }
+        let plain = RecordBatch::try_new(Arc::clone(&self.plain_schema), columns.clone())?;
+        for e in &self.computed {
+            let v = e.evaluate(&plain).map_err(Error::from)?;
+            columns.push(v.into_array(plain.num_rows()).map_err(Error::from)?);
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+/// A running reader, as the engine sees it.
+pub(crate) struct Reader {
+    /// The source it reads.
+    pub source: String,
+    barriers: mpsc::UnboundedSender<Barrier>,
+    /// The offset of the next batch.
+    offset: AtomicU64,
+    /// True once a bounded source has produced its last row.
+    finished: AtomicBool,
+    /// Offsets at recent checkpoint barriers.
+    checkpointed: Mutex<BTreeMap<Epoch, u64>>,
+}
+
+impl Reader {
+    pub fn offset(&self) -> u64 {
+        self.offset.load(Ordering::SeqCst)
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+}
+
+/// Readers by consumer (the view or sink they feed).
+#[derive(Default)]
+pub(crate) struct Readers {
+    by_consumer: Mutex<HashMap<String, Arc<Reader>>>,
+    /// Offsets of the checkpoint recovery started from, by consumer.
+    restored: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Readers {
+    /// Send `barrier` to every reader.
+    pub fn barrier(&self, barrier: Barrier) {
+        for r in self.by_consumer.lock().values() {
+            let _ = r.barriers.send(barrier);
+        }
+    }
+
+    /// The reader feeding `consumer`.
+    pub fn get(&self, consumer: &str) -> Option<Arc<Reader>> {
+        self.by_consumer.lock().get(consumer).cloned()
+    }
+
+    /// Forget the reader of a dropped consumer (its task ends with the
+    /// dataflow).
+    pub fn remove(&self, consumer: &str) {
+        self.by_consumer.lock().remove(consumer);
+    }
+
+    /// Offsets every reader had at checkpoint barrier `epoch`.
+    pub fn offsets_at(&self, epoch: Epoch) -> BTreeMap<String, u64> {
+        self.by_consumer
+            .lock()
+            .iter()
+            .filter_map(|(c, r)| r.checkpointed.lock().get(&epoch).map(|o| (c.clone(), *o)))
+            .collect()
+    }
+
+    /// True when some reader moved since the offsets in `last`.
+    pub fn moved_since(&self, last: Option<&BTreeMap<String, u64>>) -> bool {
+        self.by_consumer
+            .lock()
+            .iter()
+            .any(|(c, r)| last.and_then(|l| l.get(c)) != Some(&r.offset()))
+    }
+
+    /// Remember the offsets of the checkpoint being recovered.
+    pub fn set_restored(&self, offsets: BTreeMap<String, u64>) {
+        *self.restored.lock() = offsets;
+    }
+}
+
+/// How many checkpoint offsets a reader remembers.
+const KEPT_OFFSETS: usize = 64;
+
+impl Engine {
+    /// `CREATE SOURCE` / `CREATE TABLE ... WITH (connector = ...)`.
+    pub(super) async fn create_source(
+        &self,
+        create: &CreateSource,
+        mode: DdlMode,
+    ) -> Result<QueryResult> {
+        let _guard = self.ddl_guard(mode).await;
+        let name = create.name.clone();
+        if self.catalog.read().get(&name).is_some() {
+            if create.if_not_exists {
+                return Ok(QueryResult::command("CREATE SOURCE"));
+            }
+            return Err(user(
+                SqlState::DUPLICATE_TABLE,
+                format!("relation \"{name}\" already exists"),
+            ));
+        }
+        let spec = self.plan_source(create).await?;
+        // Fail now, not in the first reader, on bad options.
+        spec.open(0).map_err(ServerError::Statement)?;
+        let ddl = create.sql.clone();
+        self.catalog.write().insert(Relation {
+            name,
+            schema: Arc::clone(&spec.schema),
+            state_id: 0,
+            outlet: Arc::new(Outlet::new()),
+            ddl: ddl.clone(),
+            state_ids: vec![],
+            kind: RelationKind::Source {
+                spec: Arc::new(spec),
+            },
+        });
+        self.log_ddl(&ddl, mode).await?;
+        Ok(QueryResult::command("CREATE SOURCE"))
+    }
+
+    async fn plan_source(&self, create: &CreateSource) -> Result<SourceSpec> {
+        let option_error = |e: weir_connectors::ConnectorError| ServerError::Statement(e.into());
+        connector_name(&create.options).map_err(option_error)?;
+        let declared: Option<SchemaRef> = match &create.columns {
+            Some(statement) => Some(self.declared_columns(statement).await?),
+            None => None,
+        };
+        let native = native_schema(&create.options).map_err(option_error)?;
+        let (generator_schema, columns, plain_schema) = match (declared, native) {
+            (Some(d), None) => {
+                let columns = (0..d.fields().len()).map(|i| (i, None)).collect();
+                (Arc::clone(&d), columns, d)
+            }
+            (None, Some(n)) => {
+                let columns = (0..n.fields().len()).map(|i| (i, None)).collect();
+                (Arc::clone(&n), columns, n)
+            }
+            (None, None) => {
+                return Err(user(
+                    SqlState::INVALID_PARAMETER_VALUE,
+                    "this connector needs the source's columns declared",
+                ))
+            }
+            (Some(d), Some(n)) => {
+                let mut columns = Vec::new();
+                for f in d.fields() {
+                    let Some(i) = n
+                        .fields()
+                        .iter()
+                        .position(|g| g.name().eq_ignore_ascii_case(f.name()))
+                    else {
+                        let names: Vec<&str> =
+                            n.fields().iter().map(|g| g.name().as_str()).collect();
+                        return Err(user(
+                            SqlState::UNDEFINED_COLUMN,
+                            format!(
+                                "the connector has no column \"{}\" (it has: {})",
+                                f.name(),
+                                names.join(", ")
+                            ),
+                        ));
+                    };
+                    let native_type = n.field(i).data_type();
+                    let cast_to = (native_type != f.data_type()).then(|| f.data_type().clone());
+                    if let Some(t) = &cast_to {
+                        if !weir_common::arrow::compute::can_cast_types(native_type, t) {
+                            return Err(user(
+                                SqlState::DATATYPE_MISMATCH,
+                                format!(
+                                    "column \"{}\" is {native_type} in the connector and cannot be {t}",
+                                    f.name()
+                                ),
+                            ));
+                        }
+                    }
+                    columns.push((i, cast_to));
+                }
+                (n, columns, d)
+            }
+        };
+        let df_schema = DFSchema::try_from(plain_schema.as_ref().clone())?;
+        let state = self.state();
+        let mut fields: Vec<Field> = plain_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut computed = Vec::new();
+        for (col, sql) in &create.computed {
+            if fields.iter().any(|f| f.name() == col) {
+                return Err(user(
+                    SqlState::DUPLICATE_COLUMN,
+                    format!("column \"{col}\" specified more than once"),
+                ));
+            }
+            let expr = state.create_logical_expr(sql, &df_schema)?;
+            let data_type = expr.get_type(&df_schema)?;
+            computed.push(state.create_physical_expr(expr, &df_schema)?);
+            fields.push(Field::new(col, data_type, true));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        if let Some((col, sql)) = &create.watermark {
+            let full = DFSchema::try_from(schema.as_ref().clone())?;
+            let Some(field) = schema.fields().iter().find(|f| f.name() == col) else {
+                return Err(user(
+                    SqlState::UNDEFINED_COLUMN,
+                    format!("WATERMARK FOR names column \"{col}\", which does not exist"),
+                ));
+            };
+            let expr = state.create_logical_expr(sql, &full)?;
+            let t = expr.get_type(&full)?;
+            if !matches!(field.data_type(), DataType::Timestamp(..))
+                || !matches!(t, DataType::Timestamp(..))
+            {
+                return Err(user(
+                    SqlState::DATATYPE_MISMATCH,
+                    format!("the watermark column \"{col}\" and its expression must be timestamps"),
+                ));
+            }
+        }
+        Ok(SourceSpec {
+            options: create.options.clone(),
+            generator_schema,
+            columns,
+            plain_schema,
+            computed,
+            watermark: create.watermark.clone(),
+            schema,
+        })
+    }
+
+    /// The columns of `CREATE TABLE name (...)`, typed by DataFusion.
+    async fn declared_columns(&self, statement: &SqlStatement) -> Result<SchemaRef> {
+        let plan = self.plan(statement, None).await?;
+        let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = plan else {
+            return Err(user(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "this form of source column list is not supported",
+            ));
+        };
+        Ok(Arc::new(create.input.schema().as_arrow().clone()))
+    }
+
+    /// Start a reader of `source` feeding `consumer` through `input`, from
+    /// the offset of the recovered checkpoint (`restore`) or from the start.
+    pub(super) fn start_reader(
+        &self,
+        consumer: &str,
+        spec: &Arc<SourceSpec>,
+        source: &str,
+        input: mpsc::Sender<Message>,
+        fail: FailHandle,
+        restore: bool,
+    ) -> Result<()> {
+        let offset = if restore {
+            self.readers
+                .restored
+                .lock()
+                .get(consumer)
+                .copied()
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let generator = spec.open(offset).map_err(ServerError::Statement)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reader = Arc::new(Reader {
+            source: source.to_string(),
+            barriers: tx,
+            offset: AtomicU64::new(offset),
+            finished: AtomicBool::new(false),
+            checkpointed: Mutex::new(BTreeMap::new()),
+        });
+        self.readers
+            .by_consumer
+            .lock()
+            .insert(consumer.to_string(), Arc::clone(&reader));
+        let spec = Arc::clone(spec);
+        tokio::spawn(async move {
+            let run = std::panic::AssertUnwindSafe(read(generator, spec, &reader, rx, input));
+            let result = futures::FutureExt::catch_unwind(run).await;
+            let error = match result {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e,
+                Err(_) => Error::internal("the source reader panicked"),
+            };
+            fail.fail(error.context(format!("reading source \"{}\"", reader.source)));
+        });
+        Ok(())
+    }
+}
+
+/// The reader loop: batches from `generator` into `out`, barriers from
+/// `barriers` in between. Ends when the dataflow is gone.
+async fn read(
+    mut generator: Generator,
+    spec: Arc<SourceSpec>,
+    reader: &Reader,
+    mut barriers: mpsc::UnboundedReceiver<Barrier>,
+    out: mpsc::Sender<Message>,
+) -> std::result::Result<(), Error> {
+    let rate = generator.rate();
+    let started = Instant::now();
+    let start_offset = generator.offset();
+    let forward = |b: Barrier, offset: u64| {
+        if b.checkpoint {
+            let mut c = reader.checkpointed.lock();
+            c.insert(b.epoch, offset);
+            while c.len() > KEPT_OFFSETS {
+                c.pop_first();
+            }
+        }
+        Message::Barrier(b)
+    };
+    loop {
+        while let Ok(b) = barriers.try_recv() {
+            if out.send(forward(b, generator.offset())).await.is_err() {
+                return Ok(());
+            }
+        }
+        if reader.finished() {
+            match barriers.recv().await {
+                Some(b) => {
+                    if out.send(forward(b, generator.offset())).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                None => return Ok(()),
+            }
+        }
+        let mut max_rows = CHUNK_ROWS;
+        if let Some(rate) = rate {
+            let due = start_offset
+                + (started.elapsed().as_secs_f64() * rate as f64).min(u64::MAX as f64 / 2.0) as u64;
+            let offset = generator.offset();
+            if due <= offset {
+                // Ahead of the pace: wait for the next row's time, or a barrier.
+                let next = (offset + 1 - start_offset) as f64 / rate as f64;
+                let wait = Duration::from_secs_f64(next) .saturating_sub(started.elapsed());
+                tokio::select! {
+                    b = barriers.recv() => match b {
+                        Some(b) => {
+                            if out.send(forward(b, generator.offset())).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        None => return Ok(()),
+                    },
+                    _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+                }
+                continue;
+            }
+            max_rows = max_rows.min((due - offset) as usize);
+        }
+        match generator.next_batch(max_rows).map_err(Error::from)? {
+            Some(batch) => {
+                let batch = spec.shape(batch)?;
+                reader.offset.store(generator.offset(), Ordering::SeqCst);
+                if batch.num_rows() > 0
+                    && out
+                        .send(Message::Chunk(StreamChunk::uniform(batch, Op::Insert)))
+                        .await
+                        .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            None => {
+                reader.offset.store(generator.offset(), Ordering::SeqCst);
+                reader.finished.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
