@@ -38,7 +38,9 @@ pub fn connector_name(options: &BTreeMap<String, String>) -> Result<String, Conn
 
 /// The schema a connector produces when the DDL declares no columns, if it
 /// has one of its own (nexmark does; datagen needs declared columns).
-pub fn native_schema(options: &BTreeMap<String, String>) -> Result<Option<SchemaRef>, ConnectorError> {
+pub fn native_schema(
+    options: &BTreeMap<String, String>,
+) -> Result<Option<SchemaRef>, ConnectorError> {
     match connector_name(options)?.as_str() {
         "nexmark" => Ok(Some(nexmark::schema(nexmark_table(options)?))),
         _ => Ok(None),

@@ -93,7 +93,10 @@ impl ScalarUDFImpl for ToTimestampLtz {
                 )))
             }
             ColumnarValue::Scalar(other) => {
-                exec_err!("to_timestamp_ltz: expected BIGINT, got {}", other.data_type())
+                exec_err!(
+                    "to_timestamp_ltz: expected BIGINT, got {}",
+                    other.data_type()
+                )
             }
         }
     }

@@ -87,10 +87,10 @@ fn ident(t: &Token) -> Option<String> {
 fn object_name(tokens: &[&TokenWithSpan], at: &mut usize) -> Result<String, SqlError> {
     let mut parts = Vec::new();
     loop {
-        let t = tokens
-            .get(*at)
-            .ok_or_else(|| syntax("expected a name"))?;
-        parts.push(ident(&t.token).ok_or_else(|| syntax(format!("expected a name, found {}", t.token)))?);
+        let t = tokens.get(*at).ok_or_else(|| syntax("expected a name"))?;
+        parts.push(
+            ident(&t.token).ok_or_else(|| syntax(format!("expected a name, found {}", t.token)))?,
+        );
         *at += 1;
         if matches!(tokens.get(*at).map(|t| &t.token), Some(Token::Period)) {
             *at += 1;
@@ -159,14 +159,22 @@ fn text(tokens: &[&TokenWithSpan]) -> String {
 
 /// `( key = value, ... )` starting at the `(` at `open`. Keys may be quoted
 /// strings (`'fields.id.kind'`) or dotted words (`nexmark.table.type`).
-fn options(tokens: &[&TokenWithSpan], open: usize) -> Result<(BTreeMap<String, String>, usize), SqlError> {
+fn options(
+    tokens: &[&TokenWithSpan],
+    open: usize,
+) -> Result<(BTreeMap<String, String>, usize), SqlError> {
     let close = matching_paren(tokens, open)?;
     let mut out = BTreeMap::new();
     for item in split_commas(&tokens[open + 1..close]) {
         let eq = item
             .iter()
             .position(|t| t.token == Token::Eq)
-            .ok_or_else(|| syntax(format!("expected key = value in WITH, found {}", text(&item))))?;
+            .ok_or_else(|| {
+                syntax(format!(
+                    "expected key = value in WITH, found {}",
+                    text(&item)
+                ))
+            })?;
         let key: String = item[..eq]
             .iter()
             .map(|t| match &t.token {
@@ -183,7 +191,12 @@ fn options(tokens: &[&TokenWithSpan], open: usize) -> Result<(BTreeMap<String, S
                 other => other.to_string(),
             },
             [minus, v] if minus.token == Token::Minus => format!("-{}", v.token),
-            rest => return Err(syntax(format!("bad value for option {key}: {}", text(rest)))),
+            rest => {
+                return Err(syntax(format!(
+                    "bad value for option {key}: {}",
+                    text(rest)
+                )))
+            }
         };
         if key.is_empty() {
             return Err(syntax("empty option name in WITH"));
@@ -210,7 +223,9 @@ fn if_not_exists(tokens: &[&TokenWithSpan], at: &mut usize) -> bool {
 }
 
 /// Recognise Weir's source and sink statements. `Ok(None)`: not one.
-pub fn parse_source_sink(tokens: &[TokenWithSpan]) -> Result<Option<super::parser::Statement>, SqlError> {
+pub fn parse_source_sink(
+    tokens: &[TokenWithSpan],
+) -> Result<Option<super::parser::Statement>, SqlError> {
     use super::parser::Statement;
     let t = significant(tokens);
     if t.len() < 2 {
@@ -224,7 +239,9 @@ pub fn parse_source_sink(tokens: &[TokenWithSpan]) -> Result<Option<super::parse
             return Ok(Some(Statement::ShowSinks));
         }
     }
-    if is_word(&t[0].token, "drop") && (is_word(&t[1].token, "source") || is_word(&t[1].token, "sink")) {
+    if is_word(&t[0].token, "drop")
+        && (is_word(&t[1].token, "source") || is_word(&t[1].token, "sink"))
+    {
         let kind = if is_word(&t[1].token, "source") {
             DropKind::Source
         } else {
@@ -301,8 +318,12 @@ pub fn parse_source_sink(tokens: &[TokenWithSpan]) -> Result<Option<super::parse
             )));
         }
         for item in split_commas(&t[at + 1..close]) {
-            if item.len() >= 4 && is_word(&item[0].token, "watermark") && is_word(&item[1].token, "for") {
-                let col = ident(&item[2].token).ok_or_else(|| syntax("expected a column after WATERMARK FOR"))?;
+            if item.len() >= 4
+                && is_word(&item[0].token, "watermark")
+                && is_word(&item[1].token, "for")
+            {
+                let col = ident(&item[2].token)
+                    .ok_or_else(|| syntax("expected a column after WATERMARK FOR"))?;
                 if !is_word(&item[3].token, "as") || item.len() < 5 {
                     return Err(syntax("expected WATERMARK FOR column AS expression"));
                 }
@@ -323,7 +344,11 @@ pub fn parse_source_sink(tokens: &[TokenWithSpan]) -> Result<Option<super::parse
     let columns = if plain.is_empty() {
         None
     } else {
-        let sql = format!("CREATE TABLE \"{}\" ({})", name.replace('"', "\"\""), plain.join(", "));
+        let sql = format!(
+            "CREATE TABLE \"{}\" ({})",
+            name.replace('"', "\"\""),
+            plain.join(", ")
+        );
         let dialect = PostgreSqlDialect {};
         let statement = Parser::new(&dialect)
             .try_with_sql(&sql)
@@ -355,8 +380,9 @@ fn trailing_with(t: &[&TokenWithSpan]) -> Option<usize> {
             Token::LParen => {
                 depth -= 1;
                 if depth == 0 {
-                    return (i > 0 && matches!(&t[i - 1].token, Token::Word(w) if w.keyword == Keyword::WITH))
-                        .then(|| i - 1);
+                    return (i > 0
+                        && matches!(&t[i - 1].token, Token::Word(w) if w.keyword == Keyword::WITH))
+                    .then(|| i - 1);
                 }
             }
             _ => {}
@@ -369,7 +395,8 @@ fn create_sink(t: &[&TokenWithSpan]) -> Result<CreateSink, SqlError> {
     let mut at = 2;
     let if_not_exists = if_not_exists(t, &mut at);
     let name = object_name(t, &mut at)?;
-    let with_at = trailing_with(t).ok_or_else(|| syntax("CREATE SINK needs WITH (connector = ...)"))?;
+    let with_at =
+        trailing_with(t).ok_or_else(|| syntax("CREATE SINK needs WITH (connector = ...)"))?;
     let (options, _) = options(t, with_at + 1)?;
     if !options.contains_key("connector") {
         return Err(syntax("CREATE SINK needs a connector option"));
@@ -385,7 +412,10 @@ fn create_sink(t: &[&TokenWithSpan]) -> Result<CreateSink, SqlError> {
         }
         format!("SELECT * FROM \"{}\"", from.replace('"', "\"\""))
     } else {
-        return Err(syntax(format!("expected AS or FROM, found {}", first.token)));
+        return Err(syntax(format!(
+            "expected AS or FROM, found {}",
+            first.token
+        )));
     };
     let dialect = PostgreSqlDialect {};
     let query = Parser::new(&dialect)
@@ -432,7 +462,11 @@ mod tests {
         assert!(c.columns.is_some());
         assert_eq!(c.computed.len(), 1);
         assert_eq!(c.computed[0].0, "date_time");
-        assert!(c.computed[0].1.contains("TO_TIMESTAMP_LTZ"), "{}", c.computed[0].1);
+        assert!(
+            c.computed[0].1.contains("TO_TIMESTAMP_LTZ"),
+            "{}",
+            c.computed[0].1
+        );
         let (col, expr) = c.watermark.clone().unwrap();
         assert_eq!(col, "date_time");
         assert!(expr.contains("INTERVAL"), "{expr}");
@@ -445,7 +479,8 @@ mod tests {
     fn plain_create_table_is_not_a_source() {
         let s = parse("CREATE TABLE t (a INT) ").unwrap();
         assert!(matches!(s[0], Statement::Sql(_)));
-        let s = parse("CREATE SOURCE b WITH (connector = 'nexmark', nexmark.table.type = 'Bid')").unwrap();
+        let s = parse("CREATE SOURCE b WITH (connector = 'nexmark', nexmark.table.type = 'Bid')")
+            .unwrap();
         let Statement::CreateSource(c) = &s[0] else {
             panic!()
         };
@@ -455,7 +490,10 @@ mod tests {
 
     #[test]
     fn sinks_and_drops() {
-        let s = parse("CREATE SINK s AS SELECT a, count(*) FROM t GROUP BY a WITH (connector = 'blackhole')").unwrap();
+        let s = parse(
+            "CREATE SINK s AS SELECT a, count(*) FROM t GROUP BY a WITH (connector = 'blackhole')",
+        )
+        .unwrap();
         let Statement::CreateSink(k) = &s[0] else {
             panic!()
         };
@@ -464,7 +502,9 @@ mod tests {
         let s = parse("CREATE SINK s FROM v WITH (connector = 'blackhole')").unwrap();
         assert!(matches!(s[0], Statement::CreateSink(_)));
         let s = parse("DROP SINK IF EXISTS s, t CASCADE").unwrap();
-        assert!(matches!(&s[0], Statement::DropSourceOrSink { names, if_exists: true, cascade: true, .. } if names.len() == 2));
+        assert!(
+            matches!(&s[0], Statement::DropSourceOrSink { names, if_exists: true, cascade: true, .. } if names.len() == 2)
+        );
         assert!(parse("CREATE SINK s AS SELECT 1").is_err());
         assert!(parse("CREATE SOURCE s (a INT)").is_err());
     }

@@ -313,7 +313,8 @@ impl Engine {
             };
             let actual = relation.object_kind();
             // DROP TABLE also drops a table declared with a connector.
-            let matches = actual == kind || (kind == ObjectKind::Table && actual == ObjectKind::Source);
+            let matches =
+                actual == kind || (kind == ObjectKind::Table && actual == ObjectKind::Source);
             if !matches {
                 return Err(user(
                     SqlState::WRONG_OBJECT_TYPE,
@@ -355,7 +356,14 @@ impl Engine {
             );
             self.log_ddl(&sql, mode).await?;
         }
-        Ok(QueryResult::command(&format!("DROP {}", if kind == ObjectKind::MaterializedView { "MATERIALIZED VIEW".to_string() } else { keyword })))
+        Ok(QueryResult::command(&format!(
+            "DROP {}",
+            if kind == ObjectKind::MaterializedView {
+                "MATERIALIZED VIEW".to_string()
+            } else {
+                keyword
+            }
+        )))
     }
 
     /// Views depending on `name`, transitively, parents before children.

@@ -297,7 +297,9 @@ impl Engine {
             let _guard = self.write_lock.lock().await;
             let lsn = self.durable.wal.end();
             let last_sources = self.durable.last.lock().as_ref().map(|m| m.sources.clone());
-            if last_lsn == Some(lsn) && !unlogged && !self.readers.moved_since(last_sources.as_ref())
+            if last_lsn == Some(lsn)
+                && !unlogged
+                && !self.readers.moved_since(last_sources.as_ref())
             {
                 return Ok(None);
             }

@@ -230,7 +230,9 @@ impl Engine {
                 Ok(QueryResult::command("CHECKPOINT"))
             }
             Statement::ShowTables => Ok(self.show_relations(ObjectKind::Table)),
-            Statement::ShowMaterializedViews => Ok(self.show_relations(ObjectKind::MaterializedView)),
+            Statement::ShowMaterializedViews => {
+                Ok(self.show_relations(ObjectKind::MaterializedView))
+            }
             Statement::ShowSources => Ok(self.show_relations(ObjectKind::Source)),
             Statement::ShowSinks => Ok(self.show_relations(ObjectKind::Sink)),
             Statement::CreateMaterializedView { .. }
@@ -420,9 +422,7 @@ impl Engine {
             Statement::ShowTables
             | Statement::ShowMaterializedViews
             | Statement::ShowSources
-            | Statement::ShowSinks => {
-                Ok((vec![], Some(text_schema(&["Name"]))))
-            }
+            | Statement::ShowSinks => Ok((vec![], Some(text_schema(&["Name"])))),
             Statement::ExplainMaterializedView { .. } => {
                 Ok((vec![], Some(text_schema(&["QUERY PLAN"]))))
             }

@@ -156,9 +156,15 @@ impl Engine {
     ) -> Result<QueryResult> {
         let _guard = self.ddl_guard(mode).await;
         let name = create.name.clone();
+        // `CREATE TABLE ... WITH (connector = ...)` answers as it was asked.
+        let tag = if create.sql.to_ascii_uppercase().starts_with("CREATE TABLE") {
+            "CREATE TABLE"
+        } else {
+            "CREATE SOURCE"
+        };
         if self.catalog.read().get(&name).is_some() {
             if create.if_not_exists {
-                return Ok(QueryResult::command("CREATE SOURCE"));
+                return Ok(QueryResult::command(tag));
             }
             return Err(user(
                 SqlState::DUPLICATE_TABLE,
@@ -181,7 +187,7 @@ impl Engine {
             },
         });
         self.log_ddl(&ddl, mode).await?;
-        Ok(QueryResult::command("CREATE SOURCE"))
+        Ok(QueryResult::command(tag))
     }
 
     async fn plan_source(&self, create: &CreateSource) -> Result<SourceSpec> {
@@ -403,7 +409,7 @@ async fn read(
             if due <= offset {
                 // Ahead of the pace: wait for the next row's time, or a barrier.
                 let next = (offset + 1 - start_offset) as f64 / rate as f64;
-                let wait = Duration::from_secs_f64(next) .saturating_sub(started.elapsed());
+                let wait = Duration::from_secs_f64(next).saturating_sub(started.elapsed());
                 tokio::select! {
                     b = barriers.recv() => match b {
                         Some(b) => {

@@ -98,8 +98,14 @@ impl Engine {
             let reader = self.readers.get(&r.name);
             offsets.push(reader.as_ref().map(|x| x.offset() as i64));
             finished.push(reader.as_ref().map(|x| x.finished()));
-            sink_inserts.push(sink.as_ref().map(|c| c.inserts.load(Ordering::Relaxed) as i64));
-            sink_deletes.push(sink.as_ref().map(|c| c.deletes.load(Ordering::Relaxed) as i64));
+            sink_inserts.push(
+                sink.as_ref()
+                    .map(|c| c.inserts.load(Ordering::Relaxed) as i64),
+            );
+            sink_deletes.push(
+                sink.as_ref()
+                    .map(|c| c.deletes.load(Ordering::Relaxed) as i64),
+            );
             let h = health.lock();
             let status = match (h.state, dataflow.status()) {
                 (crate::catalog::ViewState::Running, DataflowStatus::Failed(_)) => "RESTARTING",
