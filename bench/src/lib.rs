@@ -2,3 +2,4 @@
 //! the Postgres wire protocol, using the minimal client in [`pg`].
 
 pub mod pg;
+pub mod server;

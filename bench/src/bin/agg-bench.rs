@@ -21,15 +21,15 @@
 //! The last line of output is machine-readable:
 //! `weir bench=agg rows=N seconds=S rows_per_s=R peak_rss_mb=M`.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Parser;
 use weir_bench::pg::Connection;
+use weir_bench::server::{peak_rss_mb, weir_binary, BoxError, SpawnedServer};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Load rows into a table feeding a GROUP BY materialized view.
 #[derive(Parser, Debug)]
@@ -61,81 +61,6 @@ struct Args {
     /// `--server-arg=--state-cache-mb=256`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
-}
-
-/// A `weir serve` started by the benchmark; killed on drop.
-struct SpawnedServer {
-    child: Child,
-    dir: PathBuf,
-    keep: bool,
-}
-
-impl SpawnedServer {
-    fn start(
-        bin: &Path,
-        keep: bool,
-        extra: &[String],
-    ) -> Result<(SpawnedServer, SocketAddr), BoxError> {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("weir-agg-bench-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log = std::fs::File::create(dir.join("weir.log"))?;
-        let child = Command::new(bin)
-            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
-            .arg(dir.join("data"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let mut server = SpawnedServer { child, dir, keep };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = server.child.try_wait()? {
-                return Err(
-                    format!("weir exited at startup ({status}); log:\n{}", server.log()).into(),
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok((server, addr));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("weir did not listen on {addr} within 60s").into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("weir.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for SpawnedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if self.keep {
-            eprintln!(
-                "agg-bench: server data and log kept in {}",
-                self.dir.display()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// Peak resident set size of a process in MiB (Linux `VmHWM`).
-fn peak_rss_mb(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 fn exec(client: &mut Connection, sql: &str) -> Result<(), BoxError> {
@@ -259,14 +184,9 @@ fn run(args: Args) -> Result<(), BoxError> {
     let (addr, pid) = match args.addr {
         Some(addr) => (addr, args.server_pid),
         None => {
-            let bin = match &args.weir_bin {
-                Some(b) => b.clone(),
-                None => std::env::current_exe()?
-                    .parent()
-                    .ok_or("cannot locate this program's directory")?
-                    .join("weir"),
-            };
-            let (server, addr) = SpawnedServer::start(&bin, args.keep, &args.server_args)?;
+            let bin = weir_binary(args.weir_bin.as_deref())?;
+            let (server, addr) =
+                SpawnedServer::start(&bin, "agg-bench", args.keep, &args.server_args)?;
             let pid = server.child.id();
             println!("started {} (pid {pid}) on {addr}", bin.display());
             spawned = Some(server);

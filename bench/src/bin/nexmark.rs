@@ -1,0 +1,234 @@
+//! `nexmark`: run Nexmark queries on Weir over a bounded source into a
+//! blackhole sink, and report throughput, CPU and memory.
+//!
+//! For each query a fresh `weir serve` is started (so CPU time and peak RSS
+//! are the query's own), the source is created, then
+//! `CREATE SINK q AS <query> WITH (connector = 'blackhole')` starts the
+//! dataflow. The clock runs from the CREATE SINK until the source reports
+//! its last row read and a FLUSH has returned (every change is through the
+//! sink).
+//!
+//! Sources (`--source`):
+//! - `datagen` (default): the Nexmark-shaped Bid table of
+//!   `../shared/peers/flink/run_flink_peer.py`, with the same DDL, datagen
+//!   options included, so Weir and Flink do identical work.
+//! - `nexmark`: Weir's Nexmark generator (`connector = 'nexmark'`, Bid
+//!   table); `--events` counts events of all types, of which 46/50 are bids.
+//!
+//! The last line per query is:
+//! `weir query=Q events=N parallelism=P seconds=S events_per_s=E cpu_s=C peak_rss_mb=M`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use weir_bench::pg::Connection;
+use weir_bench::server::{cpu_seconds, peak_rss_mb, weir_binary, BoxError, SpawnedServer};
+
+/// The queries Weir runs, in the Flink peer's SQL.
+const QUERIES: &[(&str, &str)] = &[
+    // Nexmark q0: pass-through.
+    ("q0", "SELECT auction, bidder, price, date_time, extra FROM bid"),
+    // Nexmark q1: currency conversion.
+    (
+        "q1",
+        "SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bid",
+    ),
+    // Nexmark q2: selection.
+    ("q2", "SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0"),
+    // An updating GROUP BY over 10,000 auctions (Nexmark q17-like).
+    (
+        "agg",
+        "SELECT auction, count(*) AS c, max(price) AS mx, sum(price) AS s FROM bid GROUP BY auction",
+    ),
+];
+
+/// Queries of the suite Weir does not run yet, and what they need.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("tumble", "tumbling windows (TUMBLE table function)"),
+    ("q3", "joins"),
+    ("q4", "joins, windows"),
+    ("q5", "windows (HOP)"),
+    ("q6", "joins, window functions"),
+    ("q7", "windows, joins"),
+    ("q8", "windows, joins"),
+    ("q9", "joins, window functions"),
+    ("q10", "file sinks"),
+    ("q11", "session windows"),
+    ("q12", "processing-time windows"),
+    ("q13", "lookup joins"),
+    ("q14", "user-defined functions"),
+    ("q15", "count(DISTINCT) with FILTER per day (date_format)"),
+    ("q16", "count(DISTINCT) with FILTER per channel (date_format)"),
+    ("q17", "GROUP BY with date_format"),
+    ("q18", "window functions (ROW_NUMBER)"),
+    ("q19", "window functions (ROW_NUMBER)"),
+    ("q20", "joins"),
+    ("q21", "regexp_extract / CASE over channels"),
+    ("q22", "split_index"),
+];
+
+/// Run Nexmark queries on Weir.
+#[derive(Parser, Debug)]
+#[command(name = "nexmark")]
+struct Args {
+    /// Queries to run (comma-separated), or `all`.
+    #[arg(long, default_value = "q0,q1,q2,agg")]
+    queries: String,
+    /// Rows (datagen) or events (nexmark) the bounded source produces.
+    #[arg(long, default_value_t = 5_000_000)]
+    events: u64,
+    /// `datagen` (the Flink peer's DDL) or `nexmark`.
+    #[arg(long, default_value = "datagen")]
+    source: String,
+    /// The `weir` binary (default: `weir` next to this program).
+    #[arg(long)]
+    weir_bin: Option<PathBuf>,
+    /// Keep the servers' data directories and logs.
+    #[arg(long)]
+    keep: bool,
+    /// Extra argument for `weir serve` (repeatable), e.g.
+    /// `--server-arg=--checkpoint-interval=1s`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+}
+
+/// The Flink peer's Bid table, verbatim but for the row count.
+fn datagen_ddl(rows: u64) -> String {
+    format!(
+        "CREATE TABLE bid (
+      id BIGINT,
+      auction BIGINT,
+      bidder BIGINT,
+      price BIGINT,
+      channel STRING,
+      url STRING,
+      extra STRING,
+      date_time AS TO_TIMESTAMP_LTZ(1700000000000 + id / 10, 3),
+      WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND
+    ) WITH (
+      'connector' = 'datagen',
+      'number-of-rows' = '{rows}',
+      'rows-per-second' = '1000000000',
+      'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{rows}',
+      'fields.auction.min' = '1000', 'fields.auction.max' = '10999',
+      'fields.bidder.min' = '1000', 'fields.bidder.max' = '100999',
+      'fields.price.min' = '100', 'fields.price.max' = '10000000',
+      'fields.channel.length' = '8',
+      'fields.url.length' = '40',
+      'fields.extra.length' = '40'
+    )"
+    )
+}
+
+fn nexmark_ddl(events: u64) -> String {
+    format!(
+        "CREATE SOURCE bid WITH (connector = 'nexmark', nexmark.table.type = 'Bid', \
+         max_events = '{events}')"
+    )
+}
+
+fn exec(client: &mut Connection, sql: &str) -> Result<Vec<Vec<Option<String>>>, BoxError> {
+    client
+        .simple_query(sql)
+        .map(|mut r| r.pop().map(|s| s.rows).unwrap_or_default())
+        .map_err(|e| format!("{sql}\n  failed: {e}").into())
+}
+
+struct Measured {
+    seconds: f64,
+    cpu_s: f64,
+    peak_rss_mb: f64,
+}
+
+fn run_query(args: &Args, name: &str, sql: &str) -> Result<Measured, BoxError> {
+    let bin = weir_binary(args.weir_bin.as_deref())?;
+    let (server, addr): (SpawnedServer, SocketAddr) =
+        SpawnedServer::start(&bin, "nexmark", args.keep, &args.server_args)?;
+    let pid = server.child.id();
+    let result = (|| -> Result<Measured, BoxError> {
+        let mut client = Connection::connect(addr, "weir", "weir")?;
+        let ddl = match args.source.as_str() {
+            "datagen" => datagen_ddl(args.events),
+            "nexmark" => nexmark_ddl(args.events),
+            other => return Err(format!("unknown --source {other}").into()),
+        };
+        exec(&mut client, &ddl)?;
+        let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
+        let started = Instant::now();
+        exec(
+            &mut client,
+            &format!("CREATE SINK {name} AS {sql} WITH (connector = 'blackhole')"),
+        )?;
+        let probe = format!(
+            "SELECT source_finished, source_offset, status, last_error \
+             FROM weir_catalog.dataflows WHERE name = '{name}'"
+        );
+        loop {
+            let rows = exec(&mut client, &probe)?;
+            let row = rows.first().ok_or("the sink is not in weir_catalog.dataflows")?;
+            if row.get(2).cloned().flatten().as_deref() != Some("RUNNING") {
+                return Err(format!("the sink stopped: {:?}", row.get(3)).into());
+            }
+            if row.first().cloned().flatten().as_deref() == Some("t") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        exec(&mut client, "FLUSH")?;
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu_s = cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
+        Ok(Measured {
+            seconds,
+            cpu_s,
+            peak_rss_mb: peak_rss_mb(pid).unwrap_or(0.0),
+        })
+    })();
+    match result {
+        Ok(m) => Ok(m),
+        Err(e) => Err(format!("{e}\nserver log tail:\n{}", server.log_tail(20)).into()),
+    }
+}
+
+fn run(args: Args) -> Result<(), BoxError> {
+    let wanted: Vec<String> = if args.queries == "all" {
+        QUERIES
+            .iter()
+            .map(|(q, _)| q.to_string())
+            .chain(UNSUPPORTED.iter().map(|(q, _)| q.to_string()))
+            .collect()
+    } else {
+        args.queries.split(',').map(|q| q.trim().to_string()).collect()
+    };
+    for q in &wanted {
+        if let Some((_, why)) = UNSUPPORTED.iter().find(|(n, _)| n == q) {
+            println!("weir query={q} unsupported=\"needs {why}\"");
+            continue;
+        }
+        let Some((_, sql)) = QUERIES.iter().find(|(n, _)| n == q) else {
+            return Err(format!("unknown query {q}").into());
+        };
+        let m = run_query(&args, q, sql)?;
+        println!(
+            "weir query={q} events={} parallelism=1 seconds={:.3} events_per_s={:.0} cpu_s={:.2} peak_rss_mb={:.0}",
+            args.events,
+            m.seconds,
+            args.events as f64 / m.seconds,
+            m.cpu_s,
+            m.peak_rss_mb
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nexmark: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
