@@ -4,23 +4,79 @@
 //! - `to_timestamp_ltz(epoch, precision)` (Flink): `epoch` seconds
 //!   (precision 0) or milliseconds (precision 3, the default) since the Unix
 //!   epoch, as a TIMESTAMPTZ.
+//! - `mod(a, b)` (Postgres, Flink): the remainder `a % b`, typed like `%`.
 
 use std::sync::Arc;
 
 use weir_common::arrow::array::{Array, Int64Array, TimestampNanosecondArray};
+use weir_common::arrow::compute::cast;
 use weir_common::arrow::compute::kernels::arity::try_unary;
+use weir_common::arrow::compute::kernels::numeric::rem;
 use weir_common::arrow::datatypes::{DataType, TimeUnit};
 use weir_common::arrow::error::ArrowError;
 use weir_common::datafusion::common::{exec_err, Result, ScalarValue};
 use weir_common::datafusion::execution::context::SessionContext;
+use weir_common::datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer;
 use weir_common::datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    ColumnarValue, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
     Volatility,
 };
 
 /// Register Weir's functions with `ctx`.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(ToTimestampLtz::new()));
+    ctx.register_udf(ScalarUDF::from(Mod::new()));
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Mod {
+    signature: Signature,
+}
+
+impl Mod {
+    fn new() -> Self {
+        Mod {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Mod {
+    fn name(&self) -> &str {
+        "mod"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [a, b] => BinaryTypeCoercer::new(a, &Operator::Modulo, b).get_result_type(),
+            _ => exec_err!("mod takes two arguments"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [a, b] = arrays.as_slice() else {
+            return exec_err!("mod takes two arguments");
+        };
+        let (ta, tb) =
+            BinaryTypeCoercer::new(a.data_type(), &Operator::Modulo, b.data_type()).get_input_types()?;
+        let a = cast(a, &ta)?;
+        let b = cast(b, &tb)?;
+        let out = rem(&a, &b)?;
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(out))
+        }
+    }
 }
 
 /// The type of TIMESTAMPTZ values (UTC instants).
