@@ -42,6 +42,10 @@ pub enum AccumulatorFactory {
     /// Weir's own SUM (or AVG) over floats, exact under retraction of NaN,
     /// infinities and large values.
     FloatSum { is_avg: bool },
+    /// A DataFusion aggregate that never sees a delete, for an append-only
+    /// input (a source): MIN/MAX keep just the extreme value instead of
+    /// every value. A delete fails the dataflow.
+    AppendOnly(Arc<AggregateFunctionExpr>),
 }
 
 /// One aggregate in the SELECT list.
@@ -70,7 +74,9 @@ impl PreparedCall {
             AccumulatorFactory::MinMax { data_type, .. } => {
                 Some(Arc::new(RowCodec::new(std::slice::from_ref(data_type))?))
             }
-            AccumulatorFactory::DataFusion(_) | AccumulatorFactory::FloatSum { .. } => None,
+            AccumulatorFactory::DataFusion(_)
+            | AccumulatorFactory::FloatSum { .. }
+            | AccumulatorFactory::AppendOnly(_) => None,
         };
         // The retractable ("sliding") accumulators keep more state than
         // their declared state fields (SUM also counts its inputs), so the
@@ -103,6 +109,7 @@ fn make_accumulator(
             Box::new(RetractableMinMax::new(*is_max, data_type.clone(), codec))
         }
         AccumulatorFactory::FloatSum { is_avg } => Box::new(RetractableFloatSum::new(*is_avg)),
+        AccumulatorFactory::AppendOnly(expr) => expr.create_accumulator()?,
     })
 }
 

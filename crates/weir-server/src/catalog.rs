@@ -123,6 +123,11 @@ impl Relation {
         matches!(self.kind, RelationKind::View { .. })
     }
 
+    /// True when the relation only ever inserts rows (a source).
+    pub fn is_append_only(&self) -> bool {
+        matches!(self.kind, RelationKind::Source { .. })
+    }
+
     /// What kind of relation this is.
     pub fn object_kind(&self) -> ObjectKind {
         match &self.kind {

@@ -55,6 +55,9 @@ pub enum OperatorSpec {
         group_exprs: Vec<Arc<dyn PhysicalExpr>>,
         group_types: Vec<DataType>,
         calls: Vec<AggregateCall>,
+        /// For each call, the factory to use instead when the input is
+        /// append-only (MIN/MAX without a multiset of values).
+        append_only: Vec<Option<AccumulatorFactory>>,
         schema: SchemaRef,
     },
 }
@@ -67,6 +70,9 @@ pub struct ViewPlan {
     pub operators: Vec<OperatorSpec>,
     /// The view's columns, named as Postgres would name them.
     pub schema: SchemaRef,
+    /// The source only ever inserts (a connector source): the first
+    /// aggregate may use accumulators that cannot retract.
+    pub append_only_input: bool,
 }
 
 impl ViewPlan {
@@ -105,6 +111,9 @@ impl ViewPlan {
         mut new_state: impl FnMut() -> StateTable,
     ) -> Result<Vec<Box<dyn Operator>>, SqlError> {
         let mut ops: Vec<Box<dyn Operator>> = Vec::with_capacity(self.operators.len() + 1);
+        // Projections and filters keep a stream append-only; an
+        // aggregate's output is not.
+        let mut append_only = self.append_only_input;
         for spec in self.operators {
             ops.push(match spec {
                 OperatorSpec::Project { exprs, schema } => Box::new(Project::new(exprs, schema)),
@@ -112,12 +121,22 @@ impl ViewPlan {
                 OperatorSpec::Aggregate {
                     group_exprs,
                     group_types,
-                    calls,
+                    mut calls,
+                    append_only: alternatives,
                     schema,
-                } => Box::new(
-                    HashAggregate::new(group_exprs, group_types, calls, schema, new_state())
-                        .map_err(|e| SqlError::Weir(e.into()))?,
-                ),
+                } => {
+                    if std::mem::take(&mut append_only) {
+                        for (call, alt) in calls.iter_mut().zip(alternatives) {
+                            if let Some(f) = alt {
+                                call.factory = f;
+                            }
+                        }
+                    }
+                    Box::new(
+                        HashAggregate::new(group_exprs, group_types, calls, schema, new_state())
+                            .map_err(|e| SqlError::Weir(e.into()))?,
+                    )
+                }
             });
         }
         Ok(ops)
@@ -163,6 +182,7 @@ pub async fn plan_view(state: &SessionState, query: &Query) -> Result<ViewPlan, 
         source,
         operators,
         schema: Arc::new(Schema::new(fields)),
+        append_only_input: false,
     })
 }
 
@@ -385,6 +405,7 @@ fn aggregate_spec(a: &Aggregate) -> Result<OperatorSpec, SqlError> {
     let props = ExecutionProps::new();
     let planning = PhysicalPlanningContext::default();
     let mut calls = Vec::with_capacity(a.aggr_expr.len());
+    let mut append_only = Vec::with_capacity(a.aggr_expr.len());
     for e in &a.aggr_expr {
         let lowered =
             LoweredAggregateBuilder::new(e, input_schema, &arrow_input, &props, &planning)
@@ -408,6 +429,7 @@ fn aggregate_spec(a: &Aggregate) -> Result<OperatorSpec, SqlError> {
                 display,
             }
         } else if (fname == "min" || fname == "max") && args.len() == 1 {
+            append_only.push(Some(AccumulatorFactory::AppendOnly(Arc::clone(&agg))));
             let data_type = agg.field().data_type().clone();
             AggregateCall {
                 factory: AccumulatorFactory::MinMax {
@@ -434,9 +456,13 @@ fn aggregate_spec(a: &Aggregate) -> Result<OperatorSpec, SqlError> {
                 display,
             }
         };
+        if append_only.len() < calls.len() + 1 {
+            append_only.push(None);
+        }
         calls.push(call);
     }
     Ok(OperatorSpec::Aggregate {
+        append_only,
         group_exprs,
         group_types,
         calls,

@@ -153,9 +153,10 @@ impl Engine {
                 ));
             }
         }
-        let plan = plan_view(&self.state(), query).await?;
+        let mut plan = plan_view(&self.state(), query).await?;
         let upstream_name = plan.source.table().to_string();
         let upstream = self.relation(&upstream_name)?;
+        plan.append_only_input = upstream.is_append_only();
         let schema = Arc::clone(&plan.schema);
         let counters = sink.then(|| Arc::new(SinkCounters::default()));
         let (state_ids, operators) = {
@@ -273,8 +274,13 @@ impl Engine {
     }
 
     pub(super) async fn explain_view(&self, query: &Query) -> Result<QueryResult> {
-        let plan = plan_view(&self.state(), query).await?;
+        let mut plan = plan_view(&self.state(), query).await?;
         let source = plan.source.table().to_string();
+        plan.append_only_input = self
+            .catalog
+            .read()
+            .get(&source)
+            .is_some_and(|r| r.is_append_only());
         let store = Arc::clone(&self.store);
         let mut scratch = self.scratch_ids.lock();
         let ops = plan.build(|| {

@@ -196,7 +196,8 @@ impl Engine {
                 )))
             }
         };
-        let plan = plan_view(&self.state(), query).await?;
+        let mut plan = plan_view(&self.state(), query).await?;
+        plan.append_only_input = self.relation(upstream)?.is_append_only();
         let mut ids = relation.state_ids.iter().copied();
         let mut missing = false;
         let new_state = || {
