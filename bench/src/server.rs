@@ -95,7 +95,11 @@ impl Drop for SpawnedServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if self.keep {
-            eprintln!("{}: server data and log kept in {}", self.name, self.dir.display());
+            eprintln!(
+                "{}: server data and log kept in {}",
+                self.name,
+                self.dir.display()
+            );
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -30,7 +30,6 @@ use clap::Parser;
 use weir_bench::pg::Connection;
 use weir_bench::server::{peak_rss_mb, weir_binary, BoxError, SpawnedServer};
 
-
 /// Load rows into a table feeding a GROUP BY materialized view.
 #[derive(Parser, Debug)]
 #[command(name = "agg-bench")]

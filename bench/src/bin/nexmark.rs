@@ -61,7 +61,10 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("q13", "lookup joins"),
     ("q14", "user-defined functions"),
     ("q15", "count(DISTINCT) with FILTER per day (date_format)"),
-    ("q16", "count(DISTINCT) with FILTER per channel (date_format)"),
+    (
+        "q16",
+        "count(DISTINCT) with FILTER per channel (date_format)",
+    ),
     ("q17", "GROUP BY with date_format"),
     ("q18", "window functions (ROW_NUMBER)"),
     ("q19", "window functions (ROW_NUMBER)"),
@@ -138,6 +141,8 @@ fn exec(client: &mut Connection, sql: &str) -> Result<Vec<Vec<Option<String>>>, 
 }
 
 struct Measured {
+    /// Net rows the sink received (inserts minus deletes).
+    rows_out: i64,
     seconds: f64,
     cpu_s: f64,
     peak_rss_mb: f64,
@@ -168,7 +173,9 @@ fn run_query(args: &Args, name: &str, sql: &str) -> Result<Measured, BoxError> {
         );
         loop {
             let rows = exec(&mut client, &probe)?;
-            let row = rows.first().ok_or("the sink is not in weir_catalog.dataflows")?;
+            let row = rows
+                .first()
+                .ok_or("the sink is not in weir_catalog.dataflows")?;
             if row.get(2).cloned().flatten().as_deref() != Some("RUNNING") {
                 return Err(format!("the sink stopped: {:?}", row.get(3)).into());
             }
@@ -180,7 +187,19 @@ fn run_query(args: &Args, name: &str, sql: &str) -> Result<Measured, BoxError> {
         exec(&mut client, "FLUSH")?;
         let seconds = started.elapsed().as_secs_f64();
         let cpu_s = cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
+        let rows = exec(
+            &mut client,
+            &format!(
+                "SELECT sink_inserts - sink_deletes FROM weir_catalog.dataflows WHERE name = '{name}'"
+            ),
+        )?;
+        let rows_out: i64 = rows
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|v| v.parse().ok())
+            .ok_or("cannot read the sink's row count")?;
         Ok(Measured {
+            rows_out,
             seconds,
             cpu_s,
             peak_rss_mb: peak_rss_mb(pid).unwrap_or(0.0),
@@ -200,7 +219,10 @@ fn run(args: Args) -> Result<(), BoxError> {
             .chain(UNSUPPORTED.iter().map(|(q, _)| q.to_string()))
             .collect()
     } else {
-        args.queries.split(',').map(|q| q.trim().to_string()).collect()
+        args.queries
+            .split(',')
+            .map(|q| q.trim().to_string())
+            .collect()
     };
     for q in &wanted {
         if let Some((_, why)) = UNSUPPORTED.iter().find(|(n, _)| n == q) {
@@ -211,6 +233,15 @@ fn run(args: Args) -> Result<(), BoxError> {
             return Err(format!("unknown query {q}").into());
         };
         let m = run_query(&args, q, sql)?;
+        // Pass-through queries deliver every bid; check it.
+        let bids = match args.source.as_str() {
+            "nexmark" => args.events / 50 * 46 + (args.events % 50).saturating_sub(4),
+            _ => args.events,
+        };
+        if (q == "q0" || q == "q1") && m.rows_out != bids as i64 {
+            return Err(format!("{q}: the sink got {} rows, expected {bids}", m.rows_out).into());
+        }
+        eprintln!("{q}: the sink holds {} rows", m.rows_out);
         println!(
             "weir query={q} events={} parallelism=1 seconds={:.3} events_per_s={:.0} cpu_s={:.2} peak_rss_mb={:.0}",
             args.events,

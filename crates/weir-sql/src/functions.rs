@@ -18,8 +18,8 @@ use weir_common::datafusion::common::{exec_err, Result, ScalarValue};
 use weir_common::datafusion::execution::context::SessionContext;
 use weir_common::datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer;
 use weir_common::datafusion::logical_expr::{
-    ColumnarValue, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
-    Volatility,
+    ColumnarValue, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TypeSignature, Volatility,
 };
 
 /// Register Weir's functions with `ctx`.
@@ -66,8 +66,8 @@ impl ScalarUDFImpl for Mod {
         let [a, b] = arrays.as_slice() else {
             return exec_err!("mod takes two arguments");
         };
-        let (ta, tb) =
-            BinaryTypeCoercer::new(a.data_type(), &Operator::Modulo, b.data_type()).get_input_types()?;
+        let (ta, tb) = BinaryTypeCoercer::new(a.data_type(), &Operator::Modulo, b.data_type())
+            .get_input_types()?;
         let a = cast(a, &ta)?;
         let b = cast(b, &tb)?;
         let out = rem(&a, &b)?;

@@ -134,7 +134,7 @@ impl Engine {
             .map_err(|m| user(SqlState::INVALID_PARAMETER_VALUE, m))?;
         if let Some(k) = options
             .keys()
-            .find(|k| !VIEW_OPTIONS.contains(&k.as_str()) && !(sink && k.as_str() == "connector"))
+            .find(|k| !(VIEW_OPTIONS.contains(&k.as_str()) || (sink && k.as_str() == "connector")))
         {
             return Err(user(
                 SqlState::INVALID_PARAMETER_VALUE,
