@@ -148,11 +148,15 @@ fn split_commas<'a>(tokens: &[&'a TokenWithSpan]) -> Vec<Vec<&'a TokenWithSpan>>
     items
 }
 
-/// Tokens back to SQL text.
+/// Tokens back to SQL text that parses to the same tokens (sqlparser's
+/// `Display` does not double quotes inside string literals).
 fn text(tokens: &[&TokenWithSpan]) -> String {
     tokens
         .iter()
-        .map(|t| t.token.to_string())
+        .map(|t| match &t.token {
+            Token::SingleQuotedString(s) => format!("'{}'", s.replace('\'', "''")),
+            other => other.to_string(),
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -473,6 +477,23 @@ mod tests {
         assert_eq!(c.options["connector"], "datagen");
         assert_eq!(c.options["fields.id.kind"], "sequence");
         assert_eq!(c.options["fields.auction.min"], "5");
+    }
+
+    #[test]
+    fn logged_sql_parses_back_to_the_same_statement() {
+        let sql = "CREATE SOURCE s (a VARCHAR, b AS a || 'x''y') WITH (connector = 'datagen', 'fields.a.length' = '3', note = 'it''s')";
+        let s = parse(sql).unwrap();
+        let Statement::CreateSource(c) = &s[0] else {
+            panic!()
+        };
+        assert_eq!(c.options["note"], "it's");
+        let again = parse(&c.sql).unwrap();
+        let Statement::CreateSource(d) = &again[0] else {
+            panic!()
+        };
+        assert_eq!(d.options, c.options);
+        assert_eq!(d.computed, c.computed);
+        assert_eq!(d.sql, c.sql);
     }
 
     #[test]

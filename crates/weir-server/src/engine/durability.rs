@@ -235,11 +235,13 @@ impl Engine {
     pub(super) fn spawn_coordinator(&self) {
         let me = self.me.clone();
         let mut interval_rx = self.durable.interval.subscribe();
+        let source_done = Arc::clone(&self.readers.finished);
         let task = tokio::spawn(async move {
             loop {
                 let every = *interval_rx.borrow_and_update();
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
+                    _ = source_done.notified() => {}
                     changed = interval_rx.changed() => {
                         if changed.is_err() {
                             return;

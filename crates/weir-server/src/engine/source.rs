@@ -82,6 +82,8 @@ pub(crate) struct Reader {
     finished: AtomicBool,
     /// Offsets at recent checkpoint barriers.
     checkpointed: Mutex<BTreeMap<Epoch, u64>>,
+    /// Wakes the checkpoint coordinator when the source is done.
+    done: Arc<tokio::sync::Notify>,
 }
 
 impl Reader {
@@ -100,6 +102,10 @@ pub(crate) struct Readers {
     by_consumer: Mutex<HashMap<String, Arc<Reader>>>,
     /// Offsets of the checkpoint recovery started from, by consumer.
     restored: Mutex<BTreeMap<String, u64>>,
+    /// Notified when a bounded source has produced its last row: the
+    /// coordinator then checkpoints at once, so the last rows are visible
+    /// (and durable) without waiting for the interval.
+    pub finished: Arc<tokio::sync::Notify>,
 }
 
 impl Readers {
@@ -342,6 +348,7 @@ impl Engine {
             offset: AtomicU64::new(offset),
             finished: AtomicBool::new(false),
             checkpointed: Mutex::new(BTreeMap::new()),
+            done: Arc::clone(&self.readers.finished),
         });
         self.readers
             .by_consumer
@@ -441,6 +448,7 @@ async fn read(
             None => {
                 reader.offset.store(generator.offset(), Ordering::SeqCst);
                 reader.finished.store(true, Ordering::SeqCst);
+                reader.done.notify_one();
             }
         }
     }
