@@ -70,14 +70,8 @@ impl Engine {
         let ddl = s.to_string();
         {
             let mut catalog = self.catalog.write();
-            if catalog.get(&name).is_some() {
-                if create.if_not_exists {
-                    return Ok(QueryResult::command("CREATE TABLE"));
-                }
-                return Err(user(
-                    SqlState::DUPLICATE_TABLE,
-                    format!("relation \"{name}\" already exists"),
-                ));
+            if let Some(done) = name_taken(&catalog, &name, create.if_not_exists, "CREATE TABLE")? {
+                return Ok(done);
             }
             let state_id = catalog.allocate_state_id();
             let table = TableStore::new(
@@ -121,14 +115,8 @@ impl Engine {
         let what = if sink { "sink" } else { "materialized view" };
         let _guard = self.ddl_guard(mode).await;
         let name = name.to_string();
-        if self.catalog.read().get(&name).is_some() {
-            if if_not_exists {
-                return Ok(QueryResult::command(tag));
-            }
-            return Err(user(
-                SqlState::DUPLICATE_TABLE,
-                format!("relation \"{name}\" already exists"),
-            ));
+        if let Some(done) = name_taken(&self.catalog.read(), &name, if_not_exists, tag)? {
+            return Ok(done);
         }
         let strategy = RestartStrategy::from_options(options, &self.default_restart)
             .map_err(|m| user(SqlState::INVALID_PARAMETER_VALUE, m))?;
@@ -418,6 +406,27 @@ const VIEW_OPTIONS: &[&str] = &[
     "max_failures",
     "failure_interval",
 ];
+
+/// For `CREATE ... name`: `Some(result)` when the name is taken and
+/// `IF NOT EXISTS` makes the statement a no-op, 42P07 when it is taken
+/// otherwise, `None` when it is free.
+pub(super) fn name_taken(
+    catalog: &Catalog,
+    name: &str,
+    if_not_exists: bool,
+    tag: &str,
+) -> Result<Option<QueryResult>> {
+    if catalog.get(name).is_none() {
+        return Ok(None);
+    }
+    if if_not_exists {
+        return Ok(Some(QueryResult::command(tag)));
+    }
+    Err(user(
+        SqlState::DUPLICATE_TABLE,
+        format!("relation \"{name}\" already exists"),
+    ))
+}
 
 /// `name` as a quoted SQL identifier (parses back to exactly `name`).
 pub(super) fn quote_ident(name: &str) -> String {

@@ -168,14 +168,10 @@ impl Engine {
         } else {
             "CREATE SOURCE"
         };
-        if self.catalog.read().get(&name).is_some() {
-            if create.if_not_exists {
-                return Ok(QueryResult::command(tag));
-            }
-            return Err(user(
-                SqlState::DUPLICATE_TABLE,
-                format!("relation \"{name}\" already exists"),
-            ));
+        if let Some(done) =
+            super::ddl::name_taken(&self.catalog.read(), &name, create.if_not_exists, tag)?
+        {
+            return Ok(done);
         }
         let spec = self.plan_source(create).await?;
         // Fail now, not in the first reader, on bad options.
