@@ -62,10 +62,13 @@ impl SourceSpec {
                 None => c,
             });
         }
-        let plain = RecordBatch::try_new(Arc::clone(&self.plain_schema), columns.clone())?;
-        for e in &self.computed {
-            let v = e.evaluate(&plain).map_err(Error::from)?;
-            columns.push(v.into_array(plain.num_rows()).map_err(Error::from)?);
+        if !self.computed.is_empty() {
+            // Computed columns see the plain ones only.
+            let plain = RecordBatch::try_new(Arc::clone(&self.plain_schema), columns.clone())?;
+            for e in &self.computed {
+                let v = e.evaluate(&plain).map_err(Error::from)?;
+                columns.push(v.into_array(plain.num_rows()).map_err(Error::from)?);
+            }
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }

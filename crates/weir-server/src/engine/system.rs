@@ -1,9 +1,11 @@
 //! `weir_catalog`: system views over the engine's own state.
 //!
-//! - `weir_catalog.dataflows`: one row per materialized view: status
+//! - `weir_catalog.dataflows`: one row per materialized view or sink: status
 //!   (RUNNING / RESTARTING / FAILED), restart count, last error, restart
 //!   strategy, and the last completed checkpoint's epoch, duration and the
-//!   size of the view's state files in it.
+//!   size of the view's state files in it; for sinks and dataflows fed by
+//!   a source also `kind`, `source_offset`, `source_finished`,
+//!   `sink_inserts` and `sink_deletes`.
 //! - `weir_catalog.checkpoints`: the last completed checkpoint and counters.
 //! - `weir_catalog.recovery`: what the last start recovered and how long it
 //!   took.
