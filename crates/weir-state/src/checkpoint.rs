@@ -28,6 +28,7 @@ use weir_common::arrow::array::{
     Array, ArrayRef, BinaryArray, BinaryBuilder, RecordBatch, UInt8Array, UInt8Builder,
 };
 use weir_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use weir_common::vnode::{Vnode, VnodeRange, VNODE_COUNT};
 
 use crate::StateError;
 
@@ -50,6 +51,8 @@ const META_TABLE_ID: &str = "weir.table_id";
 const META_EPOCH: &str = "weir.epoch";
 const META_KIND: &str = "weir.kind";
 const META_FORMAT_VERSION: &str = "weir.format_version";
+/// `first-last`: the vnodes the file covers (absent = all of them).
+const META_VNODES: &str = "weir.vnodes";
 
 /// Whether a state file holds a whole table or the changes of one checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,11 +100,67 @@ pub struct FileMeta {
     pub size: u64,
     /// CRC-32 (IEEE, as computed by `crc32fast`) of the whole file.
     pub crc32: u32,
+    /// First vnode the file covers: an instance of a parallel operator
+    /// writes the entries of the vnodes it owns (absent = 0).
+    #[serde(default)]
+    pub first_vnode: Vnode,
+    /// Last vnode the file covers (absent = 255).
+    #[serde(default = "last_vnode")]
+    pub last_vnode: Vnode,
 }
 
-/// The final name of a state file: `<epoch:020>-<table_id:010>-<kind>.parquet`.
-fn state_file_name(epoch: u64, table_id: u32, kind: FileKind) -> String {
-    format!("{epoch:020}-{table_id:010}-{}.parquet", kind.as_str())
+fn last_vnode() -> Vnode {
+    VnodeRange::FULL.last
+}
+
+impl FileMeta {
+    /// The vnodes the file covers.
+    pub fn vnodes(&self) -> VnodeRange {
+        VnodeRange {
+            first: self.first_vnode,
+            last: self.last_vnode,
+        }
+    }
+}
+
+/// Append `file` to a table's chain, then drop the files every one of whose
+/// vnodes a later full file covers (a full file replaces what came before it
+/// for its vnodes; with one instance that is the whole chain).
+pub fn push_to_chain(chain: &mut Vec<FileMeta>, file: FileMeta) {
+    chain.push(file);
+    let mut covered = [false; VNODE_COUNT];
+    let mut keep = vec![true; chain.len()];
+    for (i, f) in chain.iter().enumerate().rev() {
+        let range = f.vnodes();
+        if range.iter().all(|v| covered[v as usize]) {
+            keep[i] = false;
+            continue;
+        }
+        if f.kind == FileKind::Full {
+            range.iter().for_each(|v| covered[v as usize] = true);
+        }
+    }
+    let mut i = 0;
+    chain.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+}
+
+/// The final name of a state file: `<epoch:020>-<table_id:010>-<kind>.parquet`
+/// for a file covering every vnode, `<epoch:020>-<table_id:010>-<kind>-<first:03>-<last:03>.parquet`
+/// for one instance's vnodes.
+fn state_file_name(epoch: u64, table_id: u32, kind: FileKind, vnodes: VnodeRange) -> String {
+    if vnodes.is_full() {
+        format!("{epoch:020}-{table_id:010}-{}.parquet", kind.as_str())
+    } else {
+        format!(
+            "{epoch:020}-{table_id:010}-{}-{:03}-{:03}.parquet",
+            kind.as_str(),
+            vnodes.first,
+            vnodes.last
+        )
+    }
 }
 
 /// The epoch of a state file name (final or `.tmp`), and whether it is a
@@ -112,10 +171,18 @@ fn parse_state_file_name(name: &str) -> Option<(u64, bool)> {
         None => (name, false),
     };
     let stem = base.strip_suffix(".parquet")?;
-    let mut parts = stem.splitn(3, '-');
+    let mut parts = stem.split('-');
     let epoch = parse_digits(parts.next()?, 20)?;
     parse_digits(parts.next()?, 10)?;
     FileKind::parse(parts.next()?)?;
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) => {}
+        (Some(first), Some(last), None) => {
+            parse_digits(first, 3)?;
+            parse_digits(last, 3)?;
+        }
+        _ => return None,
+    }
     Some((epoch, tmp))
 }
 
@@ -209,6 +276,7 @@ pub struct StateFileWriter {
     table_id: u32,
     epoch: u64,
     kind: FileKind,
+    vnode_range: VnodeRange,
     schema: SchemaRef,
     writer: Option<ArrowWriter<CrcWrite>>,
     vnodes: UInt8Builder,
@@ -220,15 +288,17 @@ pub struct StateFileWriter {
 }
 
 impl StateFileWriter {
-    /// Start `<epoch:020>-<table_id:010>-<full|delta>.parquet.tmp` in `dir`
-    /// (an existing temporary file of that name is overwritten).
+    /// Start `<epoch:020>-<table_id:010>-<full|delta>[-<first>-<last>].parquet.tmp`
+    /// in `dir` (an existing temporary file of that name is overwritten),
+    /// for the entries of `vnodes`.
     pub fn create(
         dir: &Path,
         table_id: u32,
         epoch: u64,
         kind: FileKind,
+        vnodes: VnodeRange,
     ) -> Result<Self, StateError> {
-        let name = state_file_name(epoch, table_id, kind);
+        let name = state_file_name(epoch, table_id, kind, vnodes);
         let tmp_path = dir.join(format!("{name}.tmp"));
         let file = OpenOptions::new()
             .write(true)
@@ -252,6 +322,10 @@ impl StateFileWriter {
                     META_FORMAT_VERSION.to_string(),
                     CHECKPOINT_FORMAT_VERSION.to_string(),
                 ),
+                KeyValue::new(
+                    META_VNODES.to_string(),
+                    format!("{}-{}", vnodes.first, vnodes.last),
+                ),
             ]))
             .build();
         let schema = state_schema();
@@ -263,6 +337,7 @@ impl StateFileWriter {
             table_id,
             epoch,
             kind,
+            vnode_range: vnodes,
             schema: schema.clone(),
             writer: None,
             vnodes: UInt8Builder::with_capacity(BATCH_ROWS),
@@ -281,6 +356,15 @@ impl StateFileWriter {
     /// Add one entry (`value` None = deleted, only allowed in deltas). Rows
     /// are buffered and written as a record batch every 8192 rows.
     pub fn push(&mut self, vnode: u8, key: &[u8], value: Option<&[u8]>) -> Result<(), StateError> {
+        if !self.vnode_range.contains(vnode) {
+            return Err(StateError::Checkpoint(format!(
+                "{}: vnode {vnode} is outside the file's vnodes {}-{} (table {})",
+                self.tmp_path.display(),
+                self.vnode_range.first,
+                self.vnode_range.last,
+                self.table_id
+            )));
+        }
         match value {
             Some(v) => self.values.append_value(v),
             None if self.kind == FileKind::Full => {
@@ -366,6 +450,8 @@ impl StateFileWriter {
             rows: self.rows,
             size: len,
             crc32: hasher.finalize(),
+            first_vnode: self.vnode_range.first,
+            last_vnode: self.vnode_range.last,
         })
     }
 }
@@ -383,7 +469,9 @@ impl Drop for StateFileWriter {
 /// the open file (positioned anywhere; Parquet reads by offset).
 fn open_checked(dir: &Path, meta: &FileMeta) -> Result<File, StateError> {
     let path = dir.join(&meta.name);
-    if meta.name != state_file_name(meta.epoch, meta.table_id, meta.kind) {
+    if meta.first_vnode > meta.last_vnode
+        || meta.name != state_file_name(meta.epoch, meta.table_id, meta.kind, meta.vnodes())
+    {
         return Err(damaged(
             &path,
             format!(
@@ -481,6 +569,19 @@ pub fn read_state_file(
                 &path,
                 format!("metadata {key} is {got:?}, expected {want:?}"),
             ));
+        }
+    }
+    let range = meta.vnodes();
+    let want_vnodes = format!("{}-{}", range.first, range.last);
+    match kv(META_VNODES) {
+        Some(got) if got == want_vnodes => {}
+        // Files of builds before parallel operators cover every vnode.
+        None if range.is_full() => {}
+        got => {
+            return Err(damaged(
+                &path,
+                format!("metadata {META_VNODES} is {got:?}, expected {want_vnodes:?}"),
+            ))
         }
     }
     let num_rows = file_meta.num_rows();
@@ -596,11 +697,7 @@ impl Manifest {
     /// Add a file just written for this checkpoint to its table's chain: a
     /// full file replaces the chain, a delta is appended.
     pub fn add_file(&mut self, file: FileMeta) {
-        let chain = self.tables.entry(file.table_id).or_default();
-        if file.kind == FileKind::Full {
-            chain.clear();
-        }
-        chain.push(file);
+        push_to_chain(self.tables.entry(file.table_id).or_default(), file);
     }
 
     /// Structural checks: version, chain order, file names.
@@ -620,7 +717,9 @@ impl Manifest {
                         f.name, f.table_id
                     ));
                 }
-                if f.name != state_file_name(f.epoch, f.table_id, f.kind) {
+                if f.first_vnode > f.last_vnode
+                    || f.name != state_file_name(f.epoch, f.table_id, f.kind, f.vnodes())
+                {
                     return Err(format!(
                         "file {} of table {table_id} does not have the name its epoch and kind give",
                         f.name
@@ -632,13 +731,13 @@ impl Manifest {
                         f.name, self.epoch
                     ));
                 }
-                if f.kind == FileKind::Full && i != 0 {
-                    return Err(format!(
-                        "full file {} is not the first of table {table_id}'s chain",
-                        f.name
-                    ));
-                }
-                if prev.is_some_and(|p| f.epoch <= p) {
+                // Files of one epoch (one per instance) cover disjoint vnodes.
+                let overlaps = chain[..i]
+                    .iter()
+                    .rev()
+                    .take_while(|g| g.epoch == f.epoch)
+                    .any(|g| g.first_vnode <= f.last_vnode && f.first_vnode <= g.last_vnode);
+                if prev.is_some_and(|p| f.epoch < p) || overlaps {
                     return Err(format!(
                         "chain of table {table_id} is not in epoch order at {}",
                         f.name
@@ -686,7 +785,7 @@ impl CheckpointDir {
         epoch: u64,
         kind: FileKind,
     ) -> Result<StateFileWriter, StateError> {
-        StateFileWriter::create(&self.path, table_id, epoch, kind)
+        StateFileWriter::create(&self.path, table_id, epoch, kind, VnodeRange::FULL)
     }
 
     /// Write `manifest-<epoch:020>.json` atomically: write to a temporary
@@ -912,8 +1011,21 @@ impl CheckpointDir {
             StateError::Checkpoint(format!("invalid manifest of checkpoint {}: {e}", m.epoch))
         })?;
         for (&table_id, chain) in &m.tables {
-            for file in chain {
+            // A full file replaces what precedes it for its vnodes: entries
+            // of vnodes a later full file covers are skipped.
+            let mut covered = vec![[false; VNODE_COUNT]; chain.len()];
+            let mut later = [false; VNODE_COUNT];
+            for (i, file) in chain.iter().enumerate().rev() {
+                covered[i] = later;
+                if file.kind == FileKind::Full {
+                    file.vnodes().iter().for_each(|v| later[v as usize] = true);
+                }
+            }
+            for (file, skip) in chain.iter().zip(&covered) {
                 read_state_file(&self.path, file, &mut |vnode, key, value| {
+                    if skip[vnode as usize] {
+                        return Ok(());
+                    }
                     f(table_id, vnode, key, value)
                 })?;
             }
@@ -939,7 +1051,7 @@ mod tests {
     type Rows = Vec<(u8, Vec<u8>, Option<Vec<u8>>)>;
 
     fn write_file(dir: &Path, table: u32, epoch: u64, kind: FileKind, rows: &Rows) -> FileMeta {
-        let mut w = StateFileWriter::create(dir, table, epoch, kind).unwrap();
+        let mut w = StateFileWriter::create(dir, table, epoch, kind, VnodeRange::FULL).unwrap();
         for (v, k, val) in rows {
             w.push(*v, k, val.as_deref()).unwrap();
         }
@@ -1006,13 +1118,132 @@ mod tests {
         assert!(read_all(&tmp.0, &empty).unwrap().is_empty());
     }
 
+    fn write_part(
+        dir: &Path,
+        epoch: u64,
+        kind: FileKind,
+        range: VnodeRange,
+        rows: &Rows,
+    ) -> FileMeta {
+        let mut w = StateFileWriter::create(dir, 5, epoch, kind, range).unwrap();
+        for (v, k, val) in rows {
+            w.push(*v, k, val.as_deref()).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn instance_files_form_one_chain_that_survives_a_rescale() {
+        let tmp = TempDir::new("checkpoint-parts");
+        let dir = CheckpointDir::open(&tmp.0).unwrap();
+        let half = |i| VnodeRange::of_instance(i, 2);
+        let row = |v: u8, k: &str, val: Option<&str>| {
+            (v, k.as_bytes().to_vec(), val.map(|x| x.as_bytes().to_vec()))
+        };
+        // Parallelism 2: each instance writes its vnodes.
+        let mut m = manifest(3);
+        m.add_file(write_part(
+            &tmp.0,
+            1,
+            FileKind::Full,
+            half(0),
+            &vec![row(1, "a", Some("1"))],
+        ));
+        m.add_file(write_part(
+            &tmp.0,
+            1,
+            FileKind::Full,
+            half(1),
+            &vec![row(200, "b", Some("2"))],
+        ));
+        m.add_file(write_part(
+            &tmp.0,
+            2,
+            FileKind::Delta,
+            half(0),
+            &vec![row(1, "a", None), row(2, "c", Some("3"))],
+        ));
+        m.add_file(write_part(
+            &tmp.0,
+            3,
+            FileKind::Delta,
+            half(1),
+            &vec![row(200, "b", Some("4"))],
+        ));
+        assert!(m.files().any(|f| f.name.ends_with("-full-128-255.parquet")));
+        assert_eq!(m.file_count(), 4);
+        dir.write_manifest(&m).unwrap();
+        let loaded = dir
+            .load_manifest(&dir.list_manifests().unwrap()[0].1)
+            .unwrap();
+        assert_eq!(loaded, m);
+        let state = |m: &Manifest| {
+            let mut live = BTreeMap::new();
+            dir.load_state(m, &mut |_, v, k, val| {
+                match val {
+                    Some(val) => live.insert((v, k.to_vec()), val.to_vec()),
+                    None => live.remove(&(v, k.to_vec())),
+                };
+                Ok(())
+            })
+            .unwrap();
+            live
+        };
+        let expected: BTreeMap<_, _> = [
+            ((2u8, b"c".to_vec()), b"3".to_vec()),
+            ((200u8, b"b".to_vec()), b"4".to_vec()),
+        ]
+        .into();
+        assert_eq!(state(&m), expected);
+        // Rescaled to 4: the first new full file replaces only its vnodes;
+        // once all four are in, the old files are gone from the chain.
+        let mut m4 = m.clone();
+        m4.epoch = 4;
+        m4.add_file(write_part(
+            &tmp.0,
+            4,
+            FileKind::Full,
+            VnodeRange::of_instance(0, 4),
+            &vec![row(2, "c", Some("3"))],
+        ));
+        assert_eq!(state(&m4), expected);
+        for i in 1..4 {
+            let rows = if i == 3 {
+                vec![row(200, "b", Some("4"))]
+            } else {
+                vec![]
+            };
+            m4.add_file(write_part(
+                &tmp.0,
+                4,
+                FileKind::Full,
+                VnodeRange::of_instance(i, 4),
+                &rows,
+            ));
+        }
+        assert_eq!(m4.file_count(), 4);
+        assert!(m4.files().all(|f| f.epoch == 4));
+        assert_eq!(state(&m4), expected);
+        // Overlapping files of one epoch are refused.
+        let mut bad = m.clone();
+        bad.tables
+            .get_mut(&5)
+            .unwrap()
+            .push(m.tables[&5][0].clone());
+        assert!(bad.check().is_err());
+    }
+
     #[test]
     fn full_files_reject_deletes_and_unfinished_writers_clean_up() {
         let tmp = TempDir::new("checkpoint-fullnull");
-        let mut w = StateFileWriter::create(&tmp.0, 1, 1, FileKind::Full).unwrap();
+        let mut w =
+            StateFileWriter::create(&tmp.0, 1, 1, FileKind::Full, VnodeRange::FULL).unwrap();
         w.push(0, b"k", Some(b"v")).unwrap();
         assert!(w.push(0, b"k2", None).is_err());
-        let tmp_name = format!("{}.tmp", state_file_name(1, 1, FileKind::Full));
+        let tmp_name = format!(
+            "{}.tmp",
+            state_file_name(1, 1, FileKind::Full, VnodeRange::FULL)
+        );
         assert!(tmp.0.join(&tmp_name).exists());
         drop(w);
         assert!(!tmp.0.join(&tmp_name).exists());
@@ -1277,13 +1508,19 @@ mod tests {
         // A checkpoint that never completed (no manifest 3 references it).
         let orphan = write_file(dir.path(), 9, 3, FileKind::Full, &rows).name;
         // Leftover temporary files.
-        let stale_tmp = format!("{}.tmp", state_file_name(4, 7, FileKind::Delta));
+        let stale_tmp = format!(
+            "{}.tmp",
+            state_file_name(4, 7, FileKind::Delta, VnodeRange::FULL)
+        );
         fs::write(dir.path().join(&stale_tmp), b"partial").unwrap();
         let stale_manifest_tmp = format!("{}.tmp", manifest_name(2));
         fs::write(dir.path().join(&stale_manifest_tmp), b"partial").unwrap();
         // An in-progress checkpoint at epoch 6.
         let newer = write_file(dir.path(), 1, 6, FileKind::Delta, &rows).name;
-        let newer_tmp = format!("{}.tmp", state_file_name(6, 2, FileKind::Full));
+        let newer_tmp = format!(
+            "{}.tmp",
+            state_file_name(6, 2, FileKind::Full, VnodeRange::FULL)
+        );
         fs::write(dir.path().join(&newer_tmp), b"writing").unwrap();
         let newer_manifest_tmp = format!("{}.tmp", manifest_name(6));
         fs::write(dir.path().join(&newer_manifest_tmp), b"writing").unwrap();
@@ -1298,7 +1535,7 @@ mod tests {
             expected.extend(m.files().map(|f| f.name.clone()));
         }
         // Table 1's chain still starts with its full file from epoch 1.
-        assert!(expected.contains(&state_file_name(1, 1, FileKind::Full)));
+        assert!(expected.contains(&state_file_name(1, 1, FileKind::Full, VnodeRange::FULL)));
         for e in [3, 4, 5] {
             expected.insert(manifest_name(e));
         }
@@ -1310,7 +1547,7 @@ mod tests {
         assert_eq!(present, expected);
         assert!(!present.contains(&orphan));
         assert!(!present.contains(&stale_tmp));
-        assert!(!present.contains(&state_file_name(2, 2, FileKind::Full)));
+        assert!(!present.contains(&state_file_name(2, 2, FileKind::Full, VnodeRange::FULL)));
 
         // Everything retained still loads.
         let (m, problems) = dir.latest_valid().unwrap().unwrap();

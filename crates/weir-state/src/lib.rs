@@ -18,7 +18,7 @@ mod test_util;
 mod wal;
 
 pub use checkpoint::{
-    read_state_file, CheckpointDir, FileKind, FileMeta, Manifest, StateFileWriter,
+    push_to_chain, read_state_file, CheckpointDir, FileKind, FileMeta, Manifest, StateFileWriter,
     CHECKPOINT_FORMAT_VERSION, DEFAULT_KEEP,
 };
 pub use error::StateError;

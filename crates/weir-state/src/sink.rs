@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use weir_common::vnode::VnodeRange;
 use weir_common::Epoch;
 
 use crate::checkpoint::{FileKind, FileMeta, Manifest};
@@ -52,7 +53,7 @@ pub struct CheckpointSink {
     /// Chains restored from the manifest recovery started from: state table
     /// id → deltas after its last full file. A table found here continues
     /// its chain; any other table starts a new one with a full snapshot.
-    restored: Mutex<HashMap<StateTableId, ChainPosition>>,
+    restored: Mutex<HashMap<(StateTableId, VnodeRange), ChainPosition>>,
     /// Tables write a full snapshot at any checkpoint epoch at or past this
     /// one if their last full file is older (set when a checkpoint failed
     /// after tables had already written deltas for it).
@@ -89,16 +90,17 @@ impl CheckpointSink {
         older.remove(&epoch).unwrap_or_default()
     }
 
-    /// Remember the chains of the manifest recovery starts from.
+    /// Remember the chains of the manifest recovery starts from, per table
+    /// and vnode range (one per instance of a parallel operator).
     pub fn restore_chains(&self, manifest: &Manifest) {
         let mut restored = self.restored.lock();
         restored.clear();
         for (id, chain) in &manifest.tables {
-            let mut pos = ChainPosition::default();
             for f in chain {
+                let pos = restored.entry((*id, f.vnodes())).or_default();
                 match f.kind {
                     FileKind::Full => {
-                        pos = ChainPosition {
+                        *pos = ChainPosition {
                             full_bytes: f.size,
                             ..ChainPosition::default()
                         }
@@ -109,22 +111,19 @@ impl CheckpointSink {
                     }
                 }
             }
-            restored.insert(*id, pos);
         }
     }
 
-    /// The restored chain of table `id`, once, if the table continues a
-    /// chain of the restored manifest.
-    pub fn take_restored(&self, id: StateTableId) -> Option<ChainPosition> {
-        self.restored.lock().remove(&id)
+    /// The restored chain of table `id` over `vnodes`, once, if an instance
+    /// owning exactly these vnodes continues a chain of the restored
+    /// manifest (after a rescale it starts a new one).
+    pub fn take_restored(&self, id: StateTableId, vnodes: VnodeRange) -> Option<ChainPosition> {
+        self.restored.lock().remove(&(id, vnodes))
     }
 
     /// Forget restored chains of `ids` (their state is rebuilt from scratch).
     pub fn forget_restored(&self, ids: &[StateTableId]) {
-        let mut restored = self.restored.lock();
-        for id in ids {
-            restored.remove(id);
-        }
+        self.restored.lock().retain(|(id, _), _| !ids.contains(id));
     }
 
     /// Make every table write a full snapshot at its next checkpoint at or
@@ -188,6 +187,8 @@ mod tests {
             rows: 1,
             size: 10,
             crc32: 0,
+            first_vnode: 0,
+            last_vnode: 255,
         };
         sink.register(meta(3, 1));
         sink.register(meta(4, 1));

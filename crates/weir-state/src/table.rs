@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use weir_common::vnode::Vnode;
+use weir_common::vnode::{Vnode, VnodeRange};
 use weir_common::Epoch;
 
 use crate::checkpoint::{FileKind, StateFileWriter};
@@ -47,6 +47,9 @@ pub struct StateTable {
     /// Set when the server takes checkpoints.
     track: Option<CheckpointTrack>,
     cache_bytes: usize,
+    /// The vnodes this table's owner writes (one instance of a parallel
+    /// operator owns a range; its checkpoint files cover only that range).
+    vnodes: VnodeRange,
 }
 
 impl StateTable {
@@ -59,8 +62,17 @@ impl StateTable {
     /// restored a checkpoint holding this table, its file chain continues;
     /// otherwise its first checkpoint writes a full snapshot.
     pub fn with_context(ctx: &StateContext, id: StateTableId) -> Self {
+        Self::with_vnodes(ctx, id, VnodeRange::FULL)
+    }
+
+    /// The part of state table `id` that one instance of a parallel
+    /// operator owns: it only writes keys of `vnodes`, and its checkpoint
+    /// files cover those vnodes. Instances share the table's keys in the
+    /// store, so a different split of the vnodes (a rescale) reads the same
+    /// state.
+    pub fn with_vnodes(ctx: &StateContext, id: StateTableId, vnodes: VnodeRange) -> Self {
         let track = ctx.checkpoints.as_ref().map(|sink| {
-            let restored = sink.take_restored(id);
+            let restored = sink.take_restored(id, vnodes);
             CheckpointTrack {
                 sink: Arc::clone(sink),
                 changes: FastMap::default(),
@@ -76,6 +88,7 @@ impl StateTable {
             pending: FastMap::default(),
             track,
             cache_bytes: ctx.cache_bytes,
+            vnodes,
         }
     }
 
@@ -87,6 +100,11 @@ impl StateTable {
     /// This table's id.
     pub fn id(&self) -> StateTableId {
         self.id
+    }
+
+    /// The vnodes this table's owner writes.
+    pub fn vnodes(&self) -> VnodeRange {
+        self.vnodes
     }
 
     fn full_key(&self, vnode: Vnode, key: &[u8]) -> Vec<u8> {
@@ -209,13 +227,27 @@ impl StateTable {
             )
             || track.last_full_epoch < track.sink.full_required_after();
         let meta = if full {
-            let mut writer =
-                StateFileWriter::create(track.sink.dir(), self.id, epoch, FileKind::Full)?;
-            self.store
-                .for_each_prefix(&self.id.to_be_bytes(), &mut |k, v| match k.get(4..) {
-                    Some([vnode, key @ ..]) => writer.push(*vnode, key, Some(v)),
-                    _ => Ok(()),
-                })?;
+            let mut writer = StateFileWriter::create(
+                track.sink.dir(),
+                self.id,
+                epoch,
+                FileKind::Full,
+                self.vnodes,
+            )?;
+            let mut push = |k: &[u8], v: &[u8]| match k.get(4..) {
+                Some([vnode, key @ ..]) => writer.push(*vnode, key, Some(v)),
+                _ => Ok(()),
+            };
+            if self.vnodes.is_full() {
+                self.store
+                    .for_each_prefix(&self.id.to_be_bytes(), &mut push)?;
+            } else {
+                for vnode in self.vnodes.iter() {
+                    let mut prefix = self.id.to_be_bytes().to_vec();
+                    prefix.push(vnode);
+                    self.store.for_each_prefix(&prefix, &mut push)?;
+                }
+            }
             let meta = writer.finish()?;
             track.needs_full = false;
             track.chain = ChainPosition {
@@ -230,8 +262,13 @@ impl StateTable {
             }
             let mut changes: Vec<_> = std::mem::take(&mut track.changes).into_iter().collect();
             changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let mut writer =
-                StateFileWriter::create(track.sink.dir(), self.id, epoch, FileKind::Delta)?;
+            let mut writer = StateFileWriter::create(
+                track.sink.dir(),
+                self.id,
+                epoch,
+                FileKind::Delta,
+                self.vnodes,
+            )?;
             for (k, v) in &changes {
                 if let Some([vnode, key @ ..]) = k.get(4..) {
                     writer.push(*vnode, key, v.as_deref())?;

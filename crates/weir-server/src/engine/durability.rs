@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_state::{
-    CheckpointDir, CheckpointSink, FileKind, Lsn, Manifest, StateError, Wal, WriteBatch,
+    push_to_chain, CheckpointDir, CheckpointSink, Lsn, Manifest, StateError, Wal, WriteBatch,
     CHECKPOINT_FORMAT_VERSION,
 };
 
@@ -382,12 +382,7 @@ impl Engine {
             if !live.contains(&f.table_id) {
                 continue;
             }
-            match f.kind {
-                FileKind::Full => {
-                    tables.insert(f.table_id, vec![f]);
-                }
-                FileKind::Delta => tables.entry(f.table_id).or_default().push(f),
-            }
+            push_to_chain(tables.entry(f.table_id).or_default(), f);
         }
         let manifest = Manifest {
             format_version: CHECKPOINT_FORMAT_VERSION,
