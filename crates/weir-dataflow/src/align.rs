@@ -33,6 +33,9 @@ pub struct AlignedInputs {
     emitted_watermark: Option<ScalarValue>,
     /// Where the next poll starts, for fairness.
     start: usize,
+    /// An input ending is an error (the instances of one upstream fragment
+    /// end together, only when the dataflow stops).
+    strict: bool,
 }
 
 impl AlignedInputs {
@@ -46,6 +49,15 @@ impl AlignedInputs {
             watermarks: vec![None; n],
             emitted_watermark: None,
             start: 0,
+            strict: false,
+        }
+    }
+
+    /// Align `inputs`, any of which ending is an error.
+    pub fn strict(inputs: Vec<mpsc::Receiver<Message>>) -> Self {
+        AlignedInputs {
+            strict: true,
+            ..Self::new(inputs)
         }
     }
 
@@ -90,6 +102,12 @@ impl AlignedInputs {
             };
             self.start = (i + 1) % n;
             match msg {
+                None if self.strict => {
+                    return Some(Err(DataflowError::Eval(weir_common::Error::new(
+                        weir_common::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        crate::runtime::UPSTREAM_STOPPED,
+                    ))))
+                }
                 None => {
                     self.inputs[i] = None;
                     self.blocked[i] = false;

@@ -15,6 +15,7 @@
 
 pub mod align;
 pub mod blackhole;
+pub mod exchange;
 mod error;
 pub mod filter;
 pub mod float_sum;

@@ -15,8 +15,10 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use weir_common::{Epoch, Error, Message, SqlState};
+use weir_common::{Epoch, Error, Message, SqlState, StreamChunk};
 
+use crate::align::AlignedInputs;
+use crate::exchange::HashKey;
 use crate::{DataflowError, Operator, Outlet, CHANNEL_CAPACITY};
 
 /// The error of a dataflow whose input ended: not a failure of its own
@@ -147,17 +149,81 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Where a stage sends its output.
+/// How the instances of a fragment receive the output of the fragment
+/// before it.
+pub enum Exchange {
+    /// Every instance of the previous fragment sends everything to the one
+    /// instance of this fragment.
+    Single,
+    /// Each row goes to the instance owning the vnode of its key.
+    Hash(HashKey),
+}
+
+/// Operators run as one task per instance: the operators of an instance
+/// are chained (a chunk passes through all of them without a channel hop).
+pub struct Fragment {
+    /// How the instances receive the previous fragment's output (ignored for
+    /// the first fragment, which reads the dataflow's input).
+    pub exchange: Exchange,
+    /// One operator chain per instance.
+    pub instances: Vec<Vec<Box<dyn Operator>>>,
+}
+
+impl Fragment {
+    /// A fragment of one instance.
+    pub fn single(ops: Vec<Box<dyn Operator>>) -> Self {
+        Fragment {
+            exchange: Exchange::Single,
+            instances: vec![ops],
+        }
+    }
+
+    /// Number of instances.
+    pub fn parallelism(&self) -> usize {
+        self.instances.len()
+    }
+}
+
+/// Where an instance sends its output.
 enum Downstream {
+    /// The one instance of the next fragment.
     Next(mpsc::Sender<Message>),
+    /// The instances of the next fragment, by key.
+    Hash(Arc<HashKey>, Vec<mpsc::Sender<Message>>),
+    /// The view's outlet (the last fragment, one instance).
     Outlet(Arc<Outlet>, watch::Sender<Epoch>),
 }
 
 impl Downstream {
-    /// Returns false when the receiver is gone.
-    async fn send(&self, msg: Message) -> bool {
+    /// Send a chunk. Returns false when a receiver is gone.
+    async fn send_chunk(&self, chunk: StreamChunk) -> Result<bool, DataflowError> {
+        match self {
+            Downstream::Hash(key, senders) => {
+                for (part, tx) in key.split(&chunk, senders.len())?.into_iter().zip(senders) {
+                    if let Some(part) = part {
+                        if tx.send(Message::Chunk(part)).await.is_err() {
+                            return Ok(false);
+                        }
+                    }
+                }
+                Ok(true)
+            }
+            _ => Ok(self.send_control(Message::Chunk(chunk)).await),
+        }
+    }
+
+    /// Send a message to every receiver. Returns false when one is gone.
+    async fn send_control(&self, msg: Message) -> bool {
         match self {
             Downstream::Next(tx) => tx.send(msg).await.is_ok(),
+            Downstream::Hash(_, senders) => {
+                for tx in senders {
+                    if tx.send(msg.clone()).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
             Downstream::Outlet(outlet, committed) => {
                 let epoch = match &msg {
                     Message::Barrier(b) => Some(b.epoch),
@@ -173,39 +239,82 @@ impl Downstream {
     }
 }
 
-/// Run one operator until its input ends. The channels are borrowed so that
-/// the caller can record a failure before dropping them: the stages around
-/// a failed one then see their channels close only after the real error is
-/// on record.
-async fn run_stage(
-    mut op: Box<dyn Operator>,
-    input: &mut mpsc::Receiver<Message>,
+/// What an instance reads: the dataflow's input, or the channels from
+/// every instance of the previous fragment, barrier-aligned.
+enum Upstream {
+    One(mpsc::Receiver<Message>),
+    Aligned(AlignedInputs),
+}
+
+impl Upstream {
+    async fn next(&mut self) -> Option<Result<Message, DataflowError>> {
+        match self {
+            Upstream::One(rx) => rx.recv().await.map(Ok),
+            Upstream::Aligned(inputs) => inputs.next().await.map(|r| r.map(|(_, m)| m)),
+        }
+    }
+}
+
+/// Pass `chunks` through `ops[from..]`, returning what the last one emits.
+fn through(
+    ops: &mut [Box<dyn Operator>],
+    from: usize,
+    mut chunks: Vec<StreamChunk>,
+) -> Result<Vec<StreamChunk>, DataflowError> {
+    for op in ops.iter_mut().skip(from) {
+        if chunks.is_empty() {
+            break;
+        }
+        let mut next = Vec::new();
+        for c in chunks {
+            if !c.is_empty() {
+                op.process(c, &mut next)?;
+            }
+        }
+        chunks = next;
+    }
+    Ok(chunks)
+}
+
+/// Run one instance's operator chain until its input ends. The channels are
+/// borrowed so that the caller can record a failure before dropping them:
+/// the instances around a failed one then see their channels close only
+/// after the real error is on record.
+async fn run_instance(
+    mut ops: Vec<Box<dyn Operator>>,
+    input: &mut Upstream,
     downstream: &Downstream,
 ) -> Result<(), DataflowError> {
-    let mut out = Vec::new();
-    while let Some(msg) = input.recv().await {
+    while let Some(msg) = input.next().await {
         // Control messages follow the output they flushed.
-        let forward = match msg {
-            Message::Chunk(chunk) => {
-                op.process(chunk, &mut out)?;
-                None
-            }
+        let (out, forward) = match msg? {
+            Message::Chunk(chunk) => (through(&mut ops, 0, vec![chunk])?, None),
             Message::Barrier(b) => {
-                op.on_barrier(b, &mut out)?;
-                if b.checkpoint {
-                    op.checkpoint(b.epoch)?;
+                // Each operator flushes at the barrier; what it emits passes
+                // through the operators after it before they flush.
+                let mut pending = Vec::new();
+                for k in 0..ops.len() {
+                    let mut next = Vec::new();
+                    for c in pending {
+                        ops[k].process(c, &mut next)?;
+                    }
+                    ops[k].on_barrier(b, &mut next)?;
+                    if b.checkpoint {
+                        ops[k].checkpoint(b.epoch)?;
+                    }
+                    pending = next;
                 }
-                Some(Message::Barrier(b))
+                (pending, Some(Message::Barrier(b)))
             }
-            Message::Watermark(w) => Some(Message::Watermark(w)),
+            Message::Watermark(w) => (Vec::new(), Some(Message::Watermark(w))),
         };
-        for chunk in out.drain(..) {
-            if !chunk.is_empty() && !downstream.send(Message::Chunk(chunk)).await {
+        for chunk in out {
+            if !chunk.is_empty() && !downstream.send_chunk(chunk).await? {
                 return Ok(());
             }
         }
         if let Some(m) = forward {
-            if !downstream.send(m).await {
+            if !downstream.send_control(m).await {
                 return Ok(());
             }
         }
@@ -216,58 +325,126 @@ async fn run_stage(
     )))
 }
 
-/// Spawn `operators` as a pipeline reading `input` and writing to `outlet`.
-/// `explain` lines are kept for EXPLAIN.
+/// Spawn `operators` chained in one task reading `input` and writing to
+/// `outlet`.
 pub fn spawn_pipeline(
     operators: Vec<Box<dyn Operator>>,
     input: mpsc::Receiver<Message>,
     outlet: Arc<Outlet>,
     initial_epoch: Epoch,
 ) -> DataflowHandle {
+    spawn_graph(vec![Fragment::single(operators)], input, outlet, initial_epoch)
+}
+
+/// Spawn a dataflow of `fragments` in order, the first reading `input`,
+/// the last writing to `outlet`. The first and the last fragment must have
+/// one instance (a fragment with more is given only its first instance
+/// there). Between fragments every upstream instance is connected to every
+/// downstream instance by a bounded channel; barriers and watermarks go to
+/// all of them and are aligned on the receiving side.
+pub fn spawn_graph(
+    fragments: Vec<Fragment>,
+    input: mpsc::Receiver<Message>,
+    outlet: Arc<Outlet>,
+    initial_epoch: Epoch,
+) -> DataflowHandle {
     let status = Arc::new(watch::channel(DataflowStatus::Running).0);
     let (committed_tx, committed_rx) = watch::channel(initial_epoch);
-    let mut tasks = Vec::with_capacity(operators.len());
-    let n = operators.len();
-    let mut input = Some(input);
+    let count = fragments.len();
+    // Build the channels first: inputs[f][i] are the receivers of instance
+    // i of fragment f; downstreams[f][i] its output.
+    let mut fragments: Vec<Fragment> = fragments
+        .into_iter()
+        .enumerate()
+        .map(|(f, mut frag)| {
+            if (f == 0 || f + 1 == count) && frag.instances.len() > 1 {
+                frag.instances.truncate(1);
+            }
+            frag
+        })
+        .filter(|frag| !frag.instances.is_empty())
+        .collect();
+    if fragments.is_empty() {
+        fragments.push(Fragment::single(Vec::new()));
+    }
+    let count = fragments.len();
+    let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = fragments
+        .iter()
+        .map(|f| (0..f.parallelism()).map(|_| Vec::new()).collect())
+        .collect();
+    let keys: Vec<Option<Arc<HashKey>>> = fragments
+        .iter_mut()
+        .map(|f| match std::mem::replace(&mut f.exchange, Exchange::Single) {
+            Exchange::Hash(k) => Some(Arc::new(k)),
+            Exchange::Single => None,
+        })
+        .collect();
+    let mut downstreams: Vec<Vec<Downstream>> = Vec::with_capacity(count);
     let mut committed_tx = Some(committed_tx);
-    let mut next_input: Option<mpsc::Receiver<Message>> = None;
-    for (i, op) in operators.into_iter().enumerate() {
-        let stage_input = match input.take() {
-            Some(rx) => rx,
-            None => match next_input.take() {
-                Some(rx) => rx,
-                None => break,
-            },
-        };
-        let downstream = if i + 1 == n {
-            match committed_tx.take() {
-                Some(tx) => Downstream::Outlet(Arc::clone(&outlet), tx),
-                None => break,
+    for f in 0..count {
+        let mut outs = Vec::with_capacity(fragments[f].parallelism());
+        for _ in 0..fragments[f].parallelism() {
+            if f + 1 == count {
+                if let Some(tx) = committed_tx.take() {
+                    outs.push(Downstream::Outlet(Arc::clone(&outlet), tx));
+                }
+                continue;
             }
-        } else {
-            let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-            next_input = Some(rx);
-            Downstream::Next(tx)
-        };
-        let status = Arc::clone(&status);
-        let outlet = Arc::clone(&outlet);
-        tasks.push(tokio::spawn(async move {
-            let mut stage_input = stage_input;
-            let result = AssertUnwindSafe(run_stage(op, &mut stage_input, &downstream))
-                .catch_unwind()
-                .await;
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => fail(&status, &outlet, e.into()),
-                Err(panic) => fail(
-                    &status,
-                    &outlet,
-                    DataflowError::Panic(panic_message(panic)).into(),
-                ),
+            let mut senders = Vec::new();
+            for rx_list in receivers[f + 1].iter_mut() {
+                let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+                senders.push(tx);
+                rx_list.push(rx);
             }
-            drop(stage_input);
-            drop(downstream);
-        }));
+            outs.push(match &keys[f + 1] {
+                Some(key) if senders.len() > 1 => Downstream::Hash(Arc::clone(key), senders),
+                _ => match senders.pop() {
+                    Some(tx) => Downstream::Next(tx),
+                    None => continue,
+                },
+            });
+        }
+        downstreams.push(outs);
+    }
+    let mut tasks = Vec::new();
+    let mut input = Some(input);
+    for (f, (frag, outs)) in fragments.into_iter().zip(downstreams).enumerate() {
+        let rx_lists = std::mem::take(&mut receivers[f]);
+        for ((ops, downstream), rx_list) in frag.instances.into_iter().zip(outs).zip(rx_lists) {
+            let upstream = if f == 0 {
+                match input.take() {
+                    Some(rx) => Upstream::One(rx),
+                    None => continue,
+                }
+            } else if rx_list.len() == 1 {
+                let mut rx_list = rx_list;
+                match rx_list.pop() {
+                    Some(rx) => Upstream::One(rx),
+                    None => continue,
+                }
+            } else {
+                Upstream::Aligned(AlignedInputs::strict(rx_list))
+            };
+            let status = Arc::clone(&status);
+            let outlet = Arc::clone(&outlet);
+            tasks.push(tokio::spawn(async move {
+                let mut upstream = upstream;
+                let result = AssertUnwindSafe(run_instance(ops, &mut upstream, &downstream))
+                    .catch_unwind()
+                    .await;
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => fail(&status, &outlet, e.into()),
+                    Err(panic) => fail(
+                        &status,
+                        &outlet,
+                        DataflowError::Panic(panic_message(panic)).into(),
+                    ),
+                }
+                drop(upstream);
+                drop(downstream);
+            }));
+        }
     }
     DataflowHandle {
         status,
@@ -347,6 +524,73 @@ mod tests {
         assert_eq!(chunks, 4);
         h.wait_committed(1).await;
         assert_eq!(h.committed_epoch(), 1);
+    }
+
+    struct Identity;
+    impl Operator for Identity {
+        fn explain(&self) -> String {
+            "Identity".into()
+        }
+        fn process(
+            &mut self,
+            chunk: StreamChunk,
+            out: &mut Vec<StreamChunk>,
+        ) -> Result<(), DataflowError> {
+            out.push(chunk);
+            Ok(())
+        }
+    }
+
+    fn keyed(v: i64) -> StreamChunk {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        let data = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![v, v + 1]))])
+            .unwrap();
+        StreamChunk::uniform(data, Op::Insert)
+    }
+
+    #[tokio::test]
+    async fn hash_exchange_delivers_every_row_before_the_aligned_barrier() {
+        use weir_common::datafusion::physical_expr::expressions::Column;
+        let source = Outlet::new();
+        let sink = Arc::new(Outlet::new());
+        let mut out_rx = sink.subscribe();
+        let key = HashKey::new(vec![Arc::new(Column::new("a", 0))], &[DataType::Int64]).unwrap();
+        let middle: Vec<Vec<Box<dyn Operator>>> =
+            (0..3).map(|_| vec![Box::new(Doubler) as Box<dyn Operator>]).collect();
+        let h = spawn_graph(
+            vec![
+                Fragment::single(vec![Box::new(Identity)]),
+                Fragment {
+                    exchange: Exchange::Hash(key),
+                    instances: middle,
+                },
+                Fragment::single(vec![Box::new(Identity)]),
+            ],
+            source.subscribe(),
+            sink,
+            0,
+        );
+        for epoch in 1..=3u64 {
+            for v in 0..50 {
+                source.send(Message::Chunk(keyed(v))).await;
+            }
+            source.send(Message::Barrier(Barrier::new(epoch))).await;
+            let mut rows = 0;
+            loop {
+                match out_rx.recv().await.unwrap() {
+                    Message::Chunk(c) => rows += c.len(),
+                    Message::Barrier(b) => {
+                        assert_eq!(b.epoch, epoch);
+                        break;
+                    }
+                    Message::Watermark(_) => {}
+                }
+            }
+            // 50 chunks of 2 rows, doubled by the middle instances.
+            assert_eq!(rows, 200, "epoch {epoch}");
+            h.wait_committed(epoch).await;
+        }
+        assert!(matches!(h.status(), DataflowStatus::Running));
     }
 
     #[tokio::test]
