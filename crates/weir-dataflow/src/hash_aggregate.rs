@@ -34,6 +34,7 @@ use crate::row_codec::{batch_with_columns, RowCodec};
 use crate::{DataflowError, Operator};
 
 /// How to make a fresh accumulator for one aggregate call.
+#[derive(Clone)]
 pub enum AccumulatorFactory {
     /// A DataFusion aggregate that supports `retract_batch`.
     DataFusion(Arc<AggregateFunctionExpr>),
@@ -49,6 +50,7 @@ pub enum AccumulatorFactory {
 }
 
 /// One aggregate in the SELECT list.
+#[derive(Clone)]
 pub struct AggregateCall {
     /// Makes accumulators.
     pub factory: AccumulatorFactory,

@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub checkpoints_retained: usize,
     /// The restart strategy of views that do not name one.
     pub restart_strategy: weir_dataflow::restart::RestartStrategy,
+    /// Instances of each stateful operator of a view that does not fix its
+    /// own parallelism (the default of `streaming_parallelism`).
+    pub parallelism: usize,
 }
 
 impl ServerConfig {
@@ -60,6 +63,7 @@ impl ServerConfig {
             state_cache_mb: 256,
             checkpoints_retained: 3,
             restart_strategy: weir_dataflow::restart::RestartStrategy::default(),
+            parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }

@@ -35,8 +35,11 @@ use weir_dataflow::filter::Filter;
 use weir_dataflow::hash_aggregate::{AccumulatorFactory, AggregateCall, HashAggregate};
 use weir_dataflow::materialize::Materialize;
 use weir_dataflow::project::Project;
+use weir_common::vnode::{VnodeRange, MAX_PARALLELISM};
+use weir_dataflow::exchange::HashKey;
+use weir_dataflow::runtime::{Exchange, Fragment};
 use weir_dataflow::Operator;
-use weir_state::StateTable;
+use weir_state::{StateTable, StateTableId};
 
 use crate::naming::output_names;
 use crate::SqlError;
@@ -75,49 +78,113 @@ pub struct ViewPlan {
     pub append_only_input: bool,
 }
 
-impl ViewPlan {
-    /// Instantiate the operators, ending with the view's `Materialize`.
-    /// `new_state` hands out a fresh state table for each stateful operator;
-    /// the first table it is asked for belongs to the `Materialize`.
-    pub fn build(
-        self,
-        mut new_state: impl FnMut() -> StateTable,
-    ) -> Result<Vec<Box<dyn Operator>>, SqlError> {
-        let materialize_state = new_state();
-        let schema = Arc::clone(&self.schema);
-        let mut ops = self.build_operators(new_state)?;
-        ops.push(Box::new(
-            Materialize::new(schema, materialize_state).map_err(|e| SqlError::Weir(e.into()))?,
-        ));
-        Ok(ops)
+/// Where a view's state tables come from: `allocate` hands out a fresh
+/// table id per stateful operator (the first for the view's own output),
+/// `open` opens the part of a table one instance owns.
+pub trait StateTables {
+    /// A new state table id.
+    fn allocate(&mut self) -> Result<StateTableId, SqlError>;
+    /// Table `id`, written by an instance owning `vnodes`.
+    fn open(&self, id: StateTableId, vnodes: VnodeRange) -> StateTable;
+}
+
+/// A pipeline under construction: finished fragments and the one being
+/// chained onto.
+struct Builder {
+    done: Vec<Fragment>,
+    current: Fragment,
+}
+
+impl Builder {
+    /// Append an operator to every instance of the current fragment.
+    fn chain(&mut self, mut make: impl FnMut() -> Box<dyn Operator>) {
+        for ops in &mut self.current.instances {
+            ops.push(make());
+        }
     }
 
-    /// Instantiate the operators of a sink, ending with a `Blackhole`
-    /// counting into `counters`. The first state table `new_state` hands out
-    /// is the sink's own (kept empty), as for a view.
+    /// Start a fragment of `instances`, fed by `exchange`.
+    fn start(&mut self, exchange: Exchange, instances: Vec<Vec<Box<dyn Operator>>>) {
+        let prev = std::mem::replace(
+            &mut self.current,
+            Fragment {
+                exchange,
+                instances,
+            },
+        );
+        self.done.push(prev);
+    }
+
+    /// Chain `op` onto a single instance: onto the current fragment if it
+    /// has one, else into a new fragment all instances merge into.
+    fn chain_single(&mut self, op: Box<dyn Operator>) {
+        match self.current.instances.as_mut_slice() {
+            [ops] => ops.push(op),
+            _ => self.start(Exchange::Single, vec![vec![op]]),
+        }
+    }
+
+    fn finish(mut self) -> Vec<Fragment> {
+        self.done.push(self.current);
+        self.done
+    }
+}
+
+impl ViewPlan {
+    /// Instantiate the dataflow, ending with the view's `Materialize`:
+    /// fragments of chained operators, each stateful keyed operator run as
+    /// `parallelism` instances behind a hash exchange on its key.
+    pub fn build(
+        self,
+        parallelism: usize,
+        tables: &mut dyn StateTables,
+    ) -> Result<Vec<Fragment>, SqlError> {
+        let materialize_state = tables.allocate()?;
+        let schema = Arc::clone(&self.schema);
+        let mut builder = self.build_operators(parallelism, tables)?;
+        let state = tables.open(materialize_state, VnodeRange::FULL);
+        builder.chain_single(Box::new(
+            Materialize::new(schema, state).map_err(|e| SqlError::Weir(e.into()))?,
+        ));
+        Ok(builder.finish())
+    }
+
+    /// Instantiate the dataflow of a sink, ending with a `Blackhole`
+    /// counting into `counters`. The first state table allocated is the
+    /// sink's own (kept empty), as for a view.
     pub fn build_sink(
         self,
-        mut new_state: impl FnMut() -> StateTable,
+        parallelism: usize,
+        tables: &mut dyn StateTables,
         counters: Arc<SinkCounters>,
-    ) -> Result<Vec<Box<dyn Operator>>, SqlError> {
-        let _own = new_state();
-        let mut ops = self.build_operators(new_state)?;
-        ops.push(Box::new(Blackhole::new(counters)));
-        Ok(ops)
+    ) -> Result<Vec<Fragment>, SqlError> {
+        let _own = tables.allocate()?;
+        let mut builder = self.build_operators(parallelism, tables)?;
+        builder.chain_single(Box::new(Blackhole::new(counters)));
+        Ok(builder.finish())
     }
 
     fn build_operators(
         self,
-        mut new_state: impl FnMut() -> StateTable,
-    ) -> Result<Vec<Box<dyn Operator>>, SqlError> {
-        let mut ops: Vec<Box<dyn Operator>> = Vec::with_capacity(self.operators.len() + 1);
+        parallelism: usize,
+        tables: &mut dyn StateTables,
+    ) -> Result<Builder, SqlError> {
+        let parallelism = parallelism.clamp(1, MAX_PARALLELISM);
+        let mut builder = Builder {
+            done: Vec::new(),
+            current: Fragment::single(Vec::new()),
+        };
         // Projections and filters keep a stream append-only; an
         // aggregate's output is not.
         let mut append_only = self.append_only_input;
         for spec in self.operators {
-            ops.push(match spec {
-                OperatorSpec::Project { exprs, schema } => Box::new(Project::new(exprs, schema)),
-                OperatorSpec::Filter { predicate } => Box::new(Filter::new(predicate)),
+            match spec {
+                OperatorSpec::Project { exprs, schema } => {
+                    builder.chain(|| Box::new(Project::new(exprs.clone(), Arc::clone(&schema))))
+                }
+                OperatorSpec::Filter { predicate } => {
+                    builder.chain(|| Box::new(Filter::new(Arc::clone(&predicate))))
+                }
                 OperatorSpec::Aggregate {
                     group_exprs,
                     group_types,
@@ -132,15 +199,74 @@ impl ViewPlan {
                             }
                         }
                     }
-                    Box::new(
-                        HashAggregate::new(group_exprs, group_types, calls, schema, new_state())
-                            .map_err(|e| SqlError::Weir(e.into()))?,
-                    )
+                    let id = tables.allocate()?;
+                    // A global aggregate has one group: one instance.
+                    let n = if group_exprs.is_empty() { 1 } else { parallelism };
+                    let mut instances = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let state = tables.open(id, VnodeRange::of_instance(i, n));
+                        let agg = HashAggregate::new(
+                            group_exprs.clone(),
+                            group_types.clone(),
+                            calls.clone(),
+                            Arc::clone(&schema),
+                            state,
+                        )
+                        .map_err(|e| SqlError::Weir(e.into()))?;
+                        instances.push(vec![Box::new(agg) as Box<dyn Operator>]);
+                    }
+                    if n == 1 {
+                        // Nothing to distribute: chain it.
+                        for op in instances.into_iter().flatten() {
+                            builder.chain_single(op);
+                        }
+                    } else {
+                        let key = HashKey::new(group_exprs, &group_types)
+                            .map_err(|e| SqlError::Weir(e.into()))?;
+                        builder.start(Exchange::Hash(key), instances);
+                    }
                 }
-            });
+            }
         }
-        Ok(ops)
+        Ok(builder)
     }
+}
+
+/// EXPLAIN lines for a built dataflow, from the output down to `source`:
+/// each operator (with its instance count when above one) and each
+/// exchange between fragments.
+pub fn explain_fragments(fragments: &[Fragment], source: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut depth = 0;
+    let push = |lines: &mut Vec<String>, depth: &mut usize, text: String| {
+        lines.push(format!("{}{}", "  ".repeat(*depth), text));
+        *depth += 1;
+    };
+    for (f, frag) in fragments.iter().enumerate().rev() {
+        let n = frag.parallelism();
+        if let Some(ops) = frag.instances.first() {
+            for op in ops.iter().rev() {
+                let text = if n > 1 {
+                    format!("{} (parallelism {n})", op.explain())
+                } else {
+                    op.explain()
+                };
+                push(&mut lines, &mut depth, text);
+            }
+        }
+        if f > 0 {
+            let from = fragments[f - 1].parallelism();
+            let text = match &frag.exchange {
+                Exchange::Hash(key) => {
+                    format!("Exchange hash({}): {from} -> {n} instances", key.display())
+                }
+                Exchange::Single => format!("Exchange merge: {from} -> {n} instances"),
+            };
+            push(&mut lines, &mut depth, text);
+        }
+    }
+    push(&mut lines, &mut depth, format!("Source {source}"));
+    lines
 }
 
 /// Plan `query` as a materialized view.

@@ -40,6 +40,11 @@ enum Command {
         /// fixed-delay, failure-rate or none (Flink's defaults for each).
         #[arg(long, default_value = "exponential-backoff")]
         restart_strategy: String,
+        /// Instances of each stateful operator of views that do not fix
+        /// their own (`SET streaming_parallelism`); default: the number of
+        /// cores.
+        #[arg(long)]
+        parallelism: Option<usize>,
     },
 }
 
@@ -70,6 +75,7 @@ fn main() -> std::process::ExitCode {
             state_cache_mb,
             checkpoints_retained,
             restart_strategy,
+            parallelism,
         } => runtime.block_on(async move {
             let restart_strategy =
                 match RestartStrategy::named(&restart_strategy, &Default::default()) {
@@ -84,6 +90,9 @@ fn main() -> std::process::ExitCode {
             config.state_cache_mb = state_cache_mb.max(8);
             config.checkpoints_retained = checkpoints_retained.max(1);
             config.restart_strategy = restart_strategy;
+            if let Some(p) = parallelism {
+                config.parallelism = p.max(1);
+            }
             let server = match weir_server::start(config).await {
                 Ok(s) => s,
                 Err(e) => {

@@ -4,7 +4,12 @@ use std::collections::BTreeMap;
 
 use weir_dataflow::blackhole::SinkCounters;
 use weir_dataflow::restart::RestartTracker;
+use weir_common::vnode::{VnodeRange, MAX_PARALLELISM};
+use weir_dataflow::runtime::{spawn_graph, Fragment};
 use weir_dataflow::DataflowHandle;
+use weir_sql::view_plan::{explain_fragments, StateTables};
+use weir_sql::SqlError;
+use weir_state::{StateContext, StateTableId};
 
 use super::*;
 use crate::catalog::{ObjectKind, ViewHealth, ViewState};
@@ -141,6 +146,16 @@ impl Engine {
                 ));
             }
         }
+        // A parallelism set for the session is fixed in the view's DDL, so
+        // it survives restarts; without one the view follows the server's
+        // `--parallelism` at every start.
+        let mut options = options.clone();
+        let fixed = self.streaming_parallelism.load(Ordering::SeqCst);
+        if fixed > 0 && !options.contains_key("parallelism") {
+            options.insert("parallelism".into(), fixed.to_string());
+        }
+        let options = &options;
+        let parallelism = self.parallelism_of(options)?;
         let mut plan = plan_view(&self.state(), query).await?;
         let upstream_name = plan.source.table().to_string();
         let upstream = self.relation(&upstream_name)?;
@@ -149,17 +164,16 @@ impl Engine {
         let counters = sink.then(|| Arc::new(SinkCounters::default()));
         let (state_ids, operators) = {
             let mut catalog = self.catalog.write();
-            let mut ids = Vec::new();
-            let new_state = || {
-                let id = catalog.allocate_state_id();
-                ids.push(id);
-                StateTable::with_context(&self.state_ctx, id)
+            let mut tables = CatalogTables {
+                catalog: &mut catalog,
+                ctx: &self.state_ctx,
+                ids: Vec::new(),
             };
-            let ops = match &counters {
-                Some(c) => plan.build_sink(new_state, Arc::clone(c))?,
-                None => plan.build(new_state)?,
+            let fragments = match &counters {
+                Some(c) => plan.build_sink(parallelism, &mut tables, Arc::clone(c))?,
+                None => plan.build(parallelism, &mut tables)?,
             };
-            (ids, ops)
+            (tables.ids, fragments)
         };
         let (dataflow, outlet) = self
             .start_dataflow(&name, &upstream, operators, mode)
@@ -228,7 +242,7 @@ impl Engine {
         &self,
         consumer: &str,
         upstream: &Relation,
-        operators: Vec<Box<dyn weir_dataflow::Operator>>,
+        operators: Vec<Fragment>,
         mode: DdlMode,
     ) -> Result<(DataflowHandle, Arc<Outlet>)> {
         let restore = mode == DdlMode::Restore;
@@ -236,7 +250,7 @@ impl Engine {
         let epoch = self.epoch.load(Ordering::SeqCst);
         if let RelationKind::Source { spec } = &upstream.kind {
             let (input_tx, input_rx) = tokio::sync::mpsc::channel(weir_dataflow::CHANNEL_CAPACITY);
-            let dataflow = spawn_pipeline(operators, input_rx, Arc::clone(&outlet), epoch);
+            let dataflow = spawn_graph(operators, input_rx, Arc::clone(&outlet), epoch);
             self.start_reader(
                 consumer,
                 spec,
@@ -248,7 +262,7 @@ impl Engine {
             return Ok((dataflow, outlet));
         }
         let (input_tx, input_rx) = upstream.outlet.subscribe_with_sender();
-        let dataflow = spawn_pipeline(operators, input_rx, Arc::clone(&outlet), epoch);
+        let dataflow = spawn_graph(operators, input_rx, Arc::clone(&outlet), epoch);
         if !restore {
             let snapshot = upstream.read(&self.store, &upstream.schema)?;
             for chunk in split_chunks(&snapshot, Op::Insert) {
@@ -269,18 +283,18 @@ impl Engine {
             .read()
             .get(&source)
             .is_some_and(|r| r.is_append_only());
-        let store = Arc::clone(&self.store);
+        let parallelism = self.parallelism_of(&BTreeMap::new())?;
+        let ctx = StateContext::in_memory(Arc::clone(&self.store));
         let mut scratch = self.scratch_ids.lock();
-        let ops = plan.build(|| {
-            *scratch -= 1;
-            StateTable::new(Arc::clone(&store), *scratch)
-        })?;
-        let mut lines: Vec<String> = Vec::new();
-        for (depth, op) in ops.iter().rev().enumerate() {
-            lines.push(format!("{}{}", "  ".repeat(depth), op.explain()));
-        }
-        lines.push(format!("{}Source {}", "  ".repeat(ops.len()), source));
-        Ok(text_rows("QUERY PLAN", lines))
+        let mut tables = ScratchTables {
+            next: &mut scratch,
+            ctx: &ctx,
+        };
+        let fragments = plan.build(parallelism, &mut tables)?;
+        Ok(text_rows(
+            "QUERY PLAN",
+            explain_fragments(&fragments, &source),
+        ))
     }
 
     pub(super) async fn drop(
@@ -395,6 +409,7 @@ impl Engine {
 
 /// Options `CREATE MATERIALIZED VIEW ... WITH (...)` accepts.
 const VIEW_OPTIONS: &[&str] = &[
+    "parallelism",
     "restart_strategy",
     "initial_backoff",
     "max_backoff",
@@ -456,4 +471,89 @@ pub(super) fn relation_name(name: &ObjectName) -> Result<String> {
             format!("schema of \"{name}\" does not exist"),
         )),
     }
+}
+
+/// State tables of a new view: fresh ids from the catalog.
+pub(super) struct CatalogTables<'a> {
+    pub(super) catalog: &'a mut Catalog,
+    pub(super) ctx: &'a StateContext,
+    /// The ids handed out, in order.
+    pub(super) ids: Vec<StateTableId>,
+}
+
+impl StateTables for CatalogTables<'_> {
+    fn allocate(&mut self) -> std::result::Result<StateTableId, SqlError> {
+        let id = self.catalog.allocate_state_id();
+        self.ids.push(id);
+        Ok(id)
+    }
+
+    fn open(&self, id: StateTableId, vnodes: VnodeRange) -> StateTable {
+        StateTable::with_vnodes(self.ctx, id, vnodes)
+    }
+}
+
+/// State tables of a view rebuilt in place: its ids, in the order they were
+/// first handed out.
+pub(super) struct ReusedTables<'a> {
+    pub(super) ids: std::slice::Iter<'a, StateTableId>,
+    pub(super) ctx: &'a StateContext,
+}
+
+impl StateTables for ReusedTables<'_> {
+    fn allocate(&mut self) -> std::result::Result<StateTableId, SqlError> {
+        self.ids.next().copied().ok_or_else(|| {
+            SqlError::Weir(Error::internal(
+                "the rebuilt view needs more state tables than it had",
+            ))
+        })
+    }
+
+    fn open(&self, id: StateTableId, vnodes: VnodeRange) -> StateTable {
+        StateTable::with_vnodes(self.ctx, id, vnodes)
+    }
+}
+
+/// Throwaway tables for EXPLAIN: ids counting down from the top, in memory
+/// only, never written.
+struct ScratchTables<'a> {
+    next: &'a mut u32,
+    ctx: &'a StateContext,
+}
+
+impl StateTables for ScratchTables<'_> {
+    fn allocate(&mut self) -> std::result::Result<StateTableId, SqlError> {
+        *self.next -= 1;
+        Ok(*self.next)
+    }
+
+    fn open(&self, id: StateTableId, vnodes: VnodeRange) -> StateTable {
+        StateTable::with_vnodes(self.ctx, id, vnodes)
+    }
+}
+
+impl Engine {
+    /// The parallelism a view with `options` runs at: its `parallelism`
+    /// option, else the server's default.
+    pub(super) fn parallelism_of(&self, options: &BTreeMap<String, String>) -> Result<usize> {
+        match options.get("parallelism") {
+            None => Ok(self.default_parallelism),
+            Some(text) => parse_parallelism(text).ok_or_else(|| {
+                user(
+                    SqlState::INVALID_PARAMETER_VALUE,
+                    format!(
+                        "invalid value for option \"parallelism\": \"{text}\" (an integer from 1 to {MAX_PARALLELISM})"
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+/// A parallelism from 1 to [`MAX_PARALLELISM`].
+pub(super) fn parse_parallelism(text: &str) -> Option<usize> {
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|p| (1..=MAX_PARALLELISM).contains(p))
 }

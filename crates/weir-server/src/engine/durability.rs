@@ -589,6 +589,30 @@ impl Engine {
         } = set
         {
             let name = variable.to_string().to_ascii_lowercase();
+            if name == "streaming_parallelism" {
+                let text = match values.first() {
+                    Some(SqlExpr::Value(v)) => match &v.value {
+                        Value::SingleQuotedString(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                let value = match text.trim().to_ascii_lowercase().as_str() {
+                    "default" | "adaptive" | "0" => 0,
+                    t => super::ddl::parse_parallelism(t).ok_or_else(|| {
+                        user(
+                            SqlState::INVALID_PARAMETER_VALUE,
+                            format!(
+                                "invalid value for parameter \"streaming_parallelism\": \"{text}\" (an integer from 1 to {}, or DEFAULT)",
+                                weir_common::vnode::MAX_PARALLELISM
+                            ),
+                        )
+                    })?,
+                };
+                self.streaming_parallelism
+                    .store(value as u64, std::sync::atomic::Ordering::SeqCst);
+            }
             if name == "checkpoint_interval" {
                 let text = match values.first() {
                     Some(SqlExpr::Value(v)) => match &v.value {

@@ -30,7 +30,6 @@ use weir_common::datafusion::sql::sqlparser::ast::{
 };
 use weir_common::{Barrier, Error, Message, Op, SqlState};
 use weir_dataflow::restart::RestartStrategy;
-use weir_dataflow::runtime::spawn_pipeline;
 use weir_dataflow::table_store::{split_chunks, TableStore};
 use weir_dataflow::{DataflowStatus, Outlet};
 use weir_sql::naming::output_names;
@@ -95,6 +94,11 @@ pub struct Engine {
     default_restart: RestartStrategy,
     /// Readers of sources, by the dataflow they feed.
     readers: source::Readers,
+    /// Parallelism of views that do not fix their own (`--parallelism`).
+    default_parallelism: usize,
+    /// `streaming_parallelism`: 0 = the default, else views created now
+    /// run (and keep running) with this many instances per operator.
+    streaming_parallelism: AtomicU64,
     /// This engine, for the tasks it spawns (coordinator, supervisors).
     me: Weak<Engine>,
 }
@@ -176,6 +180,8 @@ impl Engine {
             durable: opened.durable,
             default_restart: config.restart_strategy.clone(),
             readers: source::Readers::default(),
+            default_parallelism: config.parallelism.clamp(1, weir_common::vnode::MAX_PARALLELISM),
+            streaming_parallelism: AtomicU64::new(0),
             me: me.clone(),
         });
         system.attach(Arc::downgrade(&engine));
@@ -348,6 +354,13 @@ impl Engine {
                     .map(|i| i.value.clone())
                     .collect::<Vec<_>>()
                     .join(".");
+                if name.eq_ignore_ascii_case("streaming_parallelism") {
+                    let value = match self.streaming_parallelism.load(Ordering::SeqCst) {
+                        0 => format!("default ({})", self.default_parallelism),
+                        n => n.to_string(),
+                    };
+                    return Ok(text_rows(&name, vec![value]));
+                }
                 if name.eq_ignore_ascii_case("checkpoint_interval") {
                     let value = humantime::format_duration(self.checkpoint_interval()).to_string();
                     return Ok(text_rows(&name, vec![value]));

@@ -187,35 +187,26 @@ impl Engine {
             StateTable::drop_table(&self.store, *id)?;
         }
         let statements = weir_sql::parser::parse(&relation.ddl)?;
-        let query = match statements.first() {
-            Some(Statement::CreateMaterializedView { query, .. }) => query,
-            Some(Statement::CreateSink(s)) => &s.query,
+        let (query, options) = match statements.first() {
+            Some(Statement::CreateMaterializedView { query, options, .. }) => (query, options),
+            Some(Statement::CreateSink(s)) => (&s.query, &s.options),
             _ => {
                 return Err(ServerError::Statement(Error::internal(
                     "a view's definition is not CREATE MATERIALIZED VIEW or CREATE SINK",
                 )))
             }
         };
+        let parallelism = self.parallelism_of(options)?;
         let mut plan = plan_view(&self.state(), query).await?;
         plan.append_only_input = self.relation(upstream)?.is_append_only();
-        let mut ids = relation.state_ids.iter().copied();
-        let mut missing = false;
-        let new_state = || {
-            let id = ids.next().unwrap_or_else(|| {
-                missing = true;
-                0
-            });
-            StateTable::with_context(&self.state_ctx, id)
+        let mut tables = super::ddl::ReusedTables {
+            ids: relation.state_ids.iter(),
+            ctx: &self.state_ctx,
         };
         let operators = match sink {
-            Some(c) => plan.build_sink(new_state, Arc::clone(c))?,
-            None => plan.build(new_state)?,
+            Some(c) => plan.build_sink(parallelism, &mut tables, Arc::clone(c))?,
+            None => plan.build(parallelism, &mut tables)?,
         };
-        if missing {
-            return Err(ServerError::Statement(Error::internal(
-                "the rebuilt view needs more state tables than it had",
-            )));
-        }
         let input = self.relation(upstream)?;
         let (new_dataflow, outlet) = self
             .start_dataflow(&relation.name, &input, operators, DdlMode::Replay)
