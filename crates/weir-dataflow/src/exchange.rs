@@ -29,7 +29,10 @@ pub struct HashKey {
 impl HashKey {
     /// Rows are distributed by `exprs` (of types `types`), evaluated over
     /// the chunks sent through the exchange.
-    pub fn new(exprs: Vec<Arc<dyn PhysicalExpr>>, types: &[DataType]) -> Result<Self, DataflowError> {
+    pub fn new(
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        types: &[DataType],
+    ) -> Result<Self, DataflowError> {
         let display = exprs
             .iter()
             .map(|e| e.to_string())
@@ -96,8 +99,11 @@ mod tests {
     #[test]
     fn every_row_goes_to_the_instance_owning_its_key() {
         let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
-        let values: Vec<Option<i64>> = (0..1000).map(|i| if i % 17 == 0 { None } else { Some(i % 97) }).collect();
-        let data = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.clone()))]).unwrap();
+        let values: Vec<Option<i64>> = (0..1000)
+            .map(|i| if i % 17 == 0 { None } else { Some(i % 97) })
+            .collect();
+        let data =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.clone()))]).unwrap();
         let chunk = StreamChunk::uniform(data, Op::Insert);
         let key = HashKey::new(vec![Arc::new(Column::new("k", 0))], &[DataType::Int64]).unwrap();
         let codec = RowCodec::new(&[DataType::Int64]).unwrap();
@@ -120,7 +126,12 @@ mod tests {
         let mut owner = std::collections::HashMap::new();
         for (i, part) in parts.iter().enumerate() {
             let Some(part) = part else { continue };
-            let col = part.data.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let col = part
+                .data
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
             for j in 0..col.len() {
                 let k = col.is_valid(j).then(|| col.value(j));
                 assert_eq!(*owner.entry(k).or_insert(i), i);

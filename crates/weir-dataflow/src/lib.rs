@@ -15,8 +15,8 @@
 
 pub mod align;
 pub mod blackhole;
-pub mod exchange;
 mod error;
+pub mod exchange;
 pub mod filter;
 pub mod float_sum;
 pub mod hash_aggregate;

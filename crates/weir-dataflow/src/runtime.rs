@@ -333,7 +333,12 @@ pub fn spawn_pipeline(
     outlet: Arc<Outlet>,
     initial_epoch: Epoch,
 ) -> DataflowHandle {
-    spawn_graph(vec![Fragment::single(operators)], input, outlet, initial_epoch)
+    spawn_graph(
+        vec![Fragment::single(operators)],
+        input,
+        outlet,
+        initial_epoch,
+    )
 }
 
 /// Spawn a dataflow of `fragments` in order, the first reading `input`,
@@ -374,10 +379,12 @@ pub fn spawn_graph(
         .collect();
     let keys: Vec<Option<Arc<HashKey>>> = fragments
         .iter_mut()
-        .map(|f| match std::mem::replace(&mut f.exchange, Exchange::Single) {
-            Exchange::Hash(k) => Some(Arc::new(k)),
-            Exchange::Single => None,
-        })
+        .map(
+            |f| match std::mem::replace(&mut f.exchange, Exchange::Single) {
+                Exchange::Hash(k) => Some(Arc::new(k)),
+                Exchange::Single => None,
+            },
+        )
         .collect();
     let mut downstreams: Vec<Vec<Downstream>> = Vec::with_capacity(count);
     let mut committed_tx = Some(committed_tx);
@@ -543,8 +550,8 @@ mod tests {
 
     fn keyed(v: i64) -> StreamChunk {
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
-        let data = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![v, v + 1]))])
-            .unwrap();
+        let data =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![v, v + 1]))]).unwrap();
         StreamChunk::uniform(data, Op::Insert)
     }
 
@@ -555,8 +562,9 @@ mod tests {
         let sink = Arc::new(Outlet::new());
         let mut out_rx = sink.subscribe();
         let key = HashKey::new(vec![Arc::new(Column::new("a", 0))], &[DataType::Int64]).unwrap();
-        let middle: Vec<Vec<Box<dyn Operator>>> =
-            (0..3).map(|_| vec![Box::new(Doubler) as Box<dyn Operator>]).collect();
+        let middle: Vec<Vec<Box<dyn Operator>>> = (0..3)
+            .map(|_| vec![Box::new(Doubler) as Box<dyn Operator>])
+            .collect();
         let h = spawn_graph(
             vec![
                 Fragment::single(vec![Box::new(Identity)]),

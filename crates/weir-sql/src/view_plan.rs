@@ -30,13 +30,13 @@ use weir_common::datafusion::physical_expr::execution_props::ExecutionProps;
 use weir_common::datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use weir_common::datafusion::sql::parser::Statement as DfStatement;
 use weir_common::datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
+use weir_common::vnode::{VnodeRange, MAX_PARALLELISM};
 use weir_dataflow::blackhole::{Blackhole, SinkCounters};
+use weir_dataflow::exchange::HashKey;
 use weir_dataflow::filter::Filter;
 use weir_dataflow::hash_aggregate::{AccumulatorFactory, AggregateCall, HashAggregate};
 use weir_dataflow::materialize::Materialize;
 use weir_dataflow::project::Project;
-use weir_common::vnode::{VnodeRange, MAX_PARALLELISM};
-use weir_dataflow::exchange::HashKey;
 use weir_dataflow::runtime::{Exchange, Fragment};
 use weir_dataflow::Operator;
 use weir_state::{StateTable, StateTableId};
@@ -201,7 +201,11 @@ impl ViewPlan {
                     }
                     let id = tables.allocate()?;
                     // A global aggregate has one group: one instance.
-                    let n = if group_exprs.is_empty() { 1 } else { parallelism };
+                    let n = if group_exprs.is_empty() {
+                        1
+                    } else {
+                        parallelism
+                    };
                     let mut instances = Vec::with_capacity(n);
                     for i in 0..n {
                         let state = tables.open(id, VnodeRange::of_instance(i, n));

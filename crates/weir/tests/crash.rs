@@ -88,6 +88,8 @@ struct Opts {
     checkpoint_interval: &'static str,
     failpoints: Option<String>,
     state_cache_mb: usize,
+    /// `--parallelism` (the server's default, the core count, if `None`).
+    parallelism: Option<usize>,
 }
 
 impl Opts {
@@ -96,6 +98,7 @@ impl Opts {
             checkpoint_interval,
             failpoints: None,
             state_cache_mb: 64,
+            parallelism: None,
         }
     }
 }
@@ -138,6 +141,9 @@ impl Weir {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Some(p) = opts.parallelism {
+            cmd.arg("--parallelism").arg(p.to_string());
+        }
         match &opts.failpoints {
             Some(f) => cmd.env("WEIR_FAILPOINTS", f),
             None => cmd.env_remove("WEIR_FAILPOINTS"),
@@ -836,6 +842,8 @@ async fn random_kills_one_seed(seed: u64, cycles: usize) {
         checkpoint_interval: "100ms",
         failpoints: None,
         state_cache_mb: *[8, 64].choose(rng).expect("non-empty"),
+        // Every restart may change the parallelism: recovery rescales.
+        parallelism: Some(rng.random_range(1..=4)),
     };
 
     let mut server = Weir::spawn(&data, &opts(&mut rng), tmp.next_log("start"));
@@ -922,6 +930,164 @@ async fn crash_recovery_random_kills() {
 }
 
 // ---------------------------------------------------------------------------
+// Test 1b: rescale from a checkpoint
+// ---------------------------------------------------------------------------
+
+/// State file names of the newest manifest.
+fn newest_state_files(data: &Path) -> Vec<String> {
+    let Some((_, path)) = manifests(data).into_iter().next() else {
+        return Vec::new();
+    };
+    let text = std::fs::read_to_string(&path).expect("read manifest");
+    let envelope: serde_json::Value = serde_json::from_str(&text).expect("manifest JSON");
+    let inner: serde_json::Value =
+        serde_json::from_str(envelope["manifest"].as_str().expect("manifest text"))
+            .expect("inner manifest JSON");
+    let mut names = Vec::new();
+    if let Some(tables) = inner["tables"].as_object() {
+        for chain in tables.values() {
+            for f in chain.as_array().into_iter().flatten() {
+                if let Some(n) = f["name"].as_str() {
+                    names.push(n.to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Wait until a checkpoint newer than every write so far completes: one
+/// newer than `before` (the newest before the writes), after which no new
+/// one comes for a second (the coordinator checkpoints every 100 ms while
+/// anything changed, and stops once everything is checkpointed).
+async fn await_checkpoint(client: &Client, server: &Weir, data: &Path, before: u64) {
+    must(client, server, "FLUSH").await;
+    let newest = || manifests(data).first().map_or(0, |m| m.0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = newest();
+    let mut stable_since = Instant::now();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint within 30 s\n{}",
+            server.tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = newest();
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        } else if last > before && stable_since.elapsed() > Duration::from_secs(1) {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn rescale_from_a_checkpoint() {
+    let mut tmp = TempDir::new("rescale");
+    let data = tmp.path.join("data");
+    let mut gen = Gen::new(77);
+    let mut model = Model::default();
+    let opts = |p: usize| Opts {
+        parallelism: Some(p),
+        ..Opts::interval("100ms")
+    };
+    let mut server = Weir::spawn(&data, &opts(2), tmp.next_log("p2"));
+    let mut client = server.client().await;
+    create_tables(&client, &server).await;
+    create_views(&client, &server, VIEWS).await;
+    let explain = must(
+        &client,
+        &server,
+        "EXPLAIN CREATE MATERIALIZED VIEW x AS SELECT g, count(*) FROM t GROUP BY g",
+    )
+    .await;
+    let plan: Vec<String> = explain.iter().map(show).collect();
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("Exchange hash(") && l.contains("1 -> 2")),
+        "EXPLAIN at parallelism 2: {plan:#?}"
+    );
+    let newest = |data: &Path| manifests(data).first().map_or(0, |m| m.0);
+    let before = newest(&data);
+    for step in 0..3 {
+        for _ in 0..60 {
+            let op = gen.next(&model);
+            run_acked(&client, &server, &mut model, &op, "p=2").await;
+        }
+        verify(
+            &client,
+            &server,
+            &[model.clone()],
+            VIEWS,
+            &format!("p=2 step {step}"),
+        )
+        .await;
+    }
+    await_checkpoint(&client, &server, &data, before).await;
+    let files = newest_state_files(&data);
+    assert!(
+        files.iter().any(|n| n.contains("-full-000-127"))
+            && files.iter().any(|n| n.contains("-full-128-255")),
+        "at parallelism 2 each aggregate instance writes its own vnodes: {files:#?}"
+    );
+    for (p, label) in [(1usize, "p=1"), (4, "p=4"), (3, "p=3")] {
+        server.kill();
+        drop(client);
+        drop(server);
+        server = Weir::spawn(&data, &opts(p), tmp.next_log(label));
+        client = server.client().await;
+        let (epoch, damaged, replayed, _) = recovery(&client, &server).await;
+        assert!(
+            epoch > 0 && damaged == 0,
+            "{label}: recovered from {epoch}, {damaged} damaged"
+        );
+        // Everything was in the checkpoint: the views' state came from the
+        // files written at the old parallelism, not from replaying writes.
+        assert_eq!(replayed, 0, "{label}: WAL records replayed");
+        verify(
+            &client,
+            &server,
+            &[model.clone()],
+            VIEWS,
+            &format!("{label} after restart"),
+        )
+        .await;
+        for step in 0..2 {
+            for _ in 0..60 {
+                let op = gen.next(&model);
+                run_acked(&client, &server, &mut model, &op, label).await;
+            }
+            verify(
+                &client,
+                &server,
+                &[model.clone()],
+                VIEWS,
+                &format!("{label} step {step}"),
+            )
+            .await;
+        }
+        await_checkpoint(&client, &server, &data, before).await;
+        let files = newest_state_files(&data);
+        let first = format!("-000-{:03}.parquet", 256usize.div_ceil(p) - 1);
+        if p == 1 {
+            assert!(
+                !files.iter().any(|n| n.matches('-').count() > 2),
+                "{label}: files of other parallelisms are still referenced: {files:#?}"
+            );
+        } else {
+            assert!(
+                files.iter().any(|n| n.contains(&first)),
+                "{label}: no file for the first instance's vnodes ({first}): {files:#?}"
+            );
+        }
+    }
+    drop(client);
+    drop(server);
+}
+
+// ---------------------------------------------------------------------------
 // Test 2: crash points
 // ---------------------------------------------------------------------------
 
@@ -969,6 +1135,7 @@ async fn crash_at(point: &str, at: u32, seed: u64) {
             checkpoint_interval: "50ms",
             failpoints: Some(spec.clone()),
             state_cache_mb: 64,
+            parallelism: None,
         },
         tmp.next_log(point),
     );

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use weir_common::vnode::{VnodeRange, MAX_PARALLELISM};
 use weir_dataflow::blackhole::SinkCounters;
 use weir_dataflow::restart::RestartTracker;
-use weir_common::vnode::{VnodeRange, MAX_PARALLELISM};
 use weir_dataflow::runtime::{spawn_graph, Fragment};
 use weir_dataflow::DataflowHandle;
 use weir_sql::view_plan::{explain_fragments, StateTables};

@@ -180,7 +180,9 @@ impl Engine {
             durable: opened.durable,
             default_restart: config.restart_strategy.clone(),
             readers: source::Readers::default(),
-            default_parallelism: config.parallelism.clamp(1, weir_common::vnode::MAX_PARALLELISM),
+            default_parallelism: config
+                .parallelism
+                .clamp(1, weir_common::vnode::MAX_PARALLELISM),
             streaming_parallelism: AtomicU64::new(0),
             me: me.clone(),
         });
