@@ -283,7 +283,10 @@ impl Engine {
             .read()
             .get(&source)
             .is_some_and(|r| r.is_append_only());
-        let parallelism = self.parallelism_of(&BTreeMap::new())?;
+        let parallelism = match self.streaming_parallelism.load(Ordering::SeqCst) {
+            0 => self.default_parallelism,
+            n => n as usize,
+        };
         let ctx = StateContext::in_memory(Arc::clone(&self.store));
         let mut scratch = self.scratch_ids.lock();
         let mut tables = ScratchTables {
