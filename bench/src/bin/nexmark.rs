@@ -96,6 +96,9 @@ struct Args {
     /// `--server-arg=--checkpoint-interval=1s`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// Instances per stateful operator (`weir serve --parallelism`).
+    #[arg(long, default_value_t = 1)]
+    parallelism: usize,
 }
 
 /// The Flink peer's Bid table, verbatim but for the row count.
@@ -150,8 +153,10 @@ struct Measured {
 
 fn run_query(args: &Args, name: &str, sql: &str) -> Result<Measured, BoxError> {
     let bin = weir_binary(args.weir_bin.as_deref())?;
+    let mut server_args = args.server_args.clone();
+    server_args.push(format!("--parallelism={}", args.parallelism));
     let (server, addr): (SpawnedServer, SocketAddr) =
-        SpawnedServer::start(&bin, "nexmark", args.keep, &args.server_args)?;
+        SpawnedServer::start(&bin, "nexmark", args.keep, &server_args)?;
     let pid = server.child.id();
     let result = (|| -> Result<Measured, BoxError> {
         let mut client = Connection::connect(addr, "weir", "weir")?;
@@ -243,8 +248,9 @@ fn run(args: Args) -> Result<(), BoxError> {
         }
         eprintln!("{q}: the sink holds {} rows", m.rows_out);
         println!(
-            "weir query={q} events={} parallelism=1 seconds={:.3} events_per_s={:.0} cpu_s={:.2} peak_rss_mb={:.0}",
+            "weir query={q} events={} parallelism={} seconds={:.3} events_per_s={:.0} cpu_s={:.2} peak_rss_mb={:.0}",
             args.events,
+            args.parallelism,
             m.seconds,
             args.events as f64 / m.seconds,
             m.cpu_s,

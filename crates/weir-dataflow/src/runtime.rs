@@ -293,14 +293,14 @@ async fn run_instance(
                 // Each operator flushes at the barrier; what it emits passes
                 // through the operators after it before they flush.
                 let mut pending = Vec::new();
-                for k in 0..ops.len() {
+                for op in ops.iter_mut() {
                     let mut next = Vec::new();
                     for c in pending {
-                        ops[k].process(c, &mut next)?;
+                        op.process(c, &mut next)?;
                     }
-                    ops[k].on_barrier(b, &mut next)?;
+                    op.on_barrier(b, &mut next)?;
                     if b.checkpoint {
-                        ops[k].checkpoint(b.epoch)?;
+                        op.checkpoint(b.epoch)?;
                     }
                     pending = next;
                 }

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use weir_common::vnode::{Vnode, VnodeRange};
+use weir_common::vnode::{Vnode, VnodeRange, VNODE_COUNT};
 use weir_common::Epoch;
 
 use crate::checkpoint::{FileKind, StateFileWriter};
@@ -87,7 +87,10 @@ impl StateTable {
             id,
             pending: FastMap::default(),
             track,
-            cache_bytes: ctx.cache_bytes,
+            // Instances of one operator share its cache budget, in
+            // proportion to the vnodes they own.
+            cache_bytes: ctx.cache_bytes / VNODE_COUNT
+                * (vnodes.last as usize - vnodes.first as usize + 1),
             vnodes,
         }
     }
