@@ -796,6 +796,28 @@ impl DatagenGenerator {
         }
     }
 
+    /// Like [`DatagenGenerator::next_batch`], but only rows before `limit`:
+    /// an empty batch at `limit`, `None` once the source is done.
+    pub fn next_batch_before(
+        &mut self,
+        max_rows: usize,
+        limit: u64,
+    ) -> Result<Option<RecordBatch>, ConnectorError> {
+        if self.total.is_some_and(|t| self.offset >= t) {
+            return Ok(None);
+        }
+        if self.offset >= limit {
+            return Ok(Some(RecordBatch::new_empty(Arc::clone(&self.schema))));
+        }
+        let n = usize::try_from(limit - self.offset).map_or(max_rows, |r| r.min(max_rows));
+        self.next_batch(n)
+    }
+
+    /// The row count of a bounded source.
+    pub fn end(&self) -> Option<u64> {
+        self.total
+    }
+
     /// Up to `max_rows` next rows, or None when the source is exhausted
     /// (`max_rows == 0` yields an empty batch while rows remain).
     pub fn next_batch(&mut self, max_rows: usize) -> Result<Option<RecordBatch>, ConnectorError> {

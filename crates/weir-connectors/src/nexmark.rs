@@ -393,6 +393,37 @@ impl NexmarkGenerator {
         self.model.config.event_rate
     }
 
+    /// Like [`NexmarkGenerator::next_batch`], but only rows of events before
+    /// `limit`: an empty batch (and the offset moved to `limit`) when there
+    /// are none left before it; `None` once `max_events` is reached.
+    pub fn next_batch_before(
+        &mut self,
+        max_rows: usize,
+        limit: u64,
+    ) -> Result<Option<RecordBatch>, ConnectorError> {
+        if self.table.rows_before(self.end) == self.table.rows_before(self.next) {
+            self.next = self.end;
+            return Ok(None);
+        }
+        let end = self.end;
+        self.end = end.min(limit).max(self.next);
+        let limited_end = self.end;
+        let result = self.next_batch(max_rows);
+        self.end = end;
+        match result {
+            Ok(None) => {
+                self.next = limited_end;
+                Ok(Some(RecordBatch::new_empty(self.schema())))
+            }
+            other => other,
+        }
+    }
+
+    /// The event id after the last one (`max_events`), if bounded.
+    pub fn end(&self) -> Option<u64> {
+        self.model.config.max_events
+    }
+
     /// The next batch with up to `max_rows` rows of this table (events of
     /// other types are skipped), or `None` once `max_events` is reached.
     pub fn next_batch(&mut self, max_rows: usize) -> Result<Option<RecordBatch>, ConnectorError> {

@@ -335,21 +335,21 @@ pub fn spawn_pipeline(
 ) -> DataflowHandle {
     spawn_graph(
         vec![Fragment::single(operators)],
-        input,
+        vec![input],
         outlet,
         initial_epoch,
     )
 }
 
-/// Spawn a dataflow of `fragments` in order, the first reading `input`,
-/// the last writing to `outlet`. The first and the last fragment must have
-/// one instance (a fragment with more is given only its first instance
-/// there). Between fragments every upstream instance is connected to every
-/// downstream instance by a bounded channel; barriers and watermarks go to
-/// all of them and are aligned on the receiving side.
+/// Spawn a dataflow of `fragments` in order, instance `i` of the first
+/// reading `inputs[i]`, the last writing to `outlet`. The last fragment must
+/// have one instance, the first one instance per input (extra instances are
+/// dropped). Between fragments every upstream instance is connected to
+/// every downstream instance by a bounded channel; barriers and watermarks
+/// go to all of them and are aligned on the receiving side.
 pub fn spawn_graph(
     fragments: Vec<Fragment>,
-    input: mpsc::Receiver<Message>,
+    inputs: Vec<mpsc::Receiver<Message>>,
     outlet: Arc<Outlet>,
     initial_epoch: Epoch,
 ) -> DataflowHandle {
@@ -362,8 +362,11 @@ pub fn spawn_graph(
         .into_iter()
         .enumerate()
         .map(|(f, mut frag)| {
-            if (f == 0 || f + 1 == count) && frag.instances.len() > 1 {
+            if f + 1 == count && frag.instances.len() > 1 {
                 frag.instances.truncate(1);
+            }
+            if f == 0 {
+                frag.instances.truncate(inputs.len().max(1));
             }
             frag
         })
@@ -414,12 +417,12 @@ pub fn spawn_graph(
         downstreams.push(outs);
     }
     let mut tasks = Vec::new();
-    let mut input = Some(input);
+    let mut inputs = inputs.into_iter();
     for (f, (frag, outs)) in fragments.into_iter().zip(downstreams).enumerate() {
         let rx_lists = std::mem::take(&mut receivers[f]);
         for ((ops, downstream), rx_list) in frag.instances.into_iter().zip(outs).zip(rx_lists) {
             let upstream = if f == 0 {
-                match input.take() {
+                match inputs.next() {
                     Some(rx) => Upstream::One(rx),
                     None => continue,
                 }
@@ -574,7 +577,7 @@ mod tests {
                 },
                 Fragment::single(vec![Box::new(Identity)]),
             ],
-            source.subscribe(),
+            vec![source.subscribe()],
             sink,
             0,
         );

@@ -76,6 +76,8 @@ pub struct ViewPlan {
     /// The source only ever inserts (a connector source): the first
     /// aggregate may use accumulators that cannot retract.
     pub append_only_input: bool,
+    /// The input is a connector source, read by one reader per instance.
+    pub split_input: bool,
 }
 
 /// Where a view's state tables come from: `allocate` hands out a fresh
@@ -170,9 +172,16 @@ impl ViewPlan {
         tables: &mut dyn StateTables,
     ) -> Result<Builder, SqlError> {
         let parallelism = parallelism.clamp(1, MAX_PARALLELISM);
+        // A source is read by one reader per instance: the operators up to
+        // the first exchange run once per reader. A table's changes arrive
+        // on one channel.
+        let readers = if self.split_input { parallelism } else { 1 };
         let mut builder = Builder {
             done: Vec::new(),
-            current: Fragment::single(Vec::new()),
+            current: Fragment {
+                exchange: Exchange::Single,
+                instances: (0..readers).map(|_| Vec::new()).collect(),
+            },
         };
         // Projections and filters keep a stream append-only; an
         // aggregate's output is not.
@@ -313,6 +322,7 @@ pub async fn plan_view(state: &SessionState, query: &Query) -> Result<ViewPlan, 
         operators,
         schema: Arc::new(Schema::new(fields)),
         append_only_input: false,
+        split_input: false,
     })
 }
 

@@ -1698,11 +1698,13 @@ async fn corrupt_checkpoints_fall_back_or_refuse() {
 // Test 4: sources resume from their checkpointed offsets
 // ---------------------------------------------------------------------------
 
-/// A paced, bounded datagen source feeds a view and a sink. The server is
-/// killed at random moments while the source is being read; after each
-/// restart the view's count and sums are checked to be a prefix of the
-/// source (no row twice, none skipped), and once the source finished they
-/// equal the whole source exactly.
+/// A paced, bounded datagen source feeds views and a sink, each read by two
+/// readers (parallelism 2: split `s` reads the 8192-row blocks `b` with
+/// `b % 2 == s`). The server is killed at random moments while the source
+/// is being read, and restarted at parallelism 1, 2 or 3; after each restart
+/// the rows a view has seen are checked to be, split by split, a prefix of
+/// that split's rows (no row twice, none skipped), and once the source
+/// finished they equal the whole source exactly.
 #[tokio::test]
 async fn crash_while_reading_sources() {
     const ROWS: i64 = 60_000;
@@ -1710,8 +1712,13 @@ async fn crash_while_reading_sources() {
     let mut tmp = TempDir::new("sources");
     let data = tmp.path.join("data");
     let mut rng = StdRng::seed_from_u64(seed);
-    let opts = Opts::interval("200ms");
-    let mut server = Weir::spawn(&data, &opts, tmp.next_log("start"));
+    const BLOCK: i64 = 8192;
+    const SPLITS: i64 = 2;
+    let opts = |p: usize| Opts {
+        parallelism: Some(p),
+        ..Opts::interval("200ms")
+    };
+    let mut server = Weir::spawn(&data, &opts(2), tmp.next_log("start"));
     let mut client = server.client().await;
     must(
         &client,
@@ -1740,27 +1747,73 @@ async fn crash_while_reading_sources() {
     must(
         &client,
         &server,
+        "CREATE MATERIALIZED VIEW blocks AS SELECT (id - 1) / 8192 AS b, count(*) AS n, \
+         count(DISTINCT id) AS d, min(id) AS lo, max(id) AS hi FROM seq GROUP BY (id - 1) / 8192",
+    )
+    .await;
+    must(
+        &client,
+        &server,
         "CREATE SINK groups AS SELECT g, sum(id) AS s FROM seq GROUP BY g WITH (connector = 'blackhole')",
     )
     .await;
-    let check = |rows: &[Row], ctx: &str| -> i64 {
+    let num = |v: &Option<String>| -> i64 { v.as_deref().unwrap_or("0").parse().expect("number") };
+    let check_totals = |rows: &[Row], ctx: &str| -> i64 {
         let r = &rows[0];
-        let n: i64 = r[0].as_deref().unwrap_or("0").parse().expect("count");
-        let s: i64 = r[1].as_deref().unwrap_or("0").parse().expect("sum");
-        let d: i64 = r[2].as_deref().unwrap_or("0").parse().expect("distinct");
-        let hi: i64 = r[3].as_deref().unwrap_or("0").parse().expect("max");
-        // A prefix 1..=n of the sequence, each row once.
+        let (n, d) = (num(&r[0]), num(&r[2]));
         assert_eq!(d, n, "{ctx}: a row was counted twice");
-        assert_eq!(hi, n, "{ctx}: rows are missing");
-        assert_eq!(s, n * (n + 1) / 2, "{ctx}: sum of a prefix");
         n
+    };
+    // Split by split, the blocks seen are the split's first blocks, all full
+    // but the last, which holds a prefix of its rows.
+    let check_blocks = |rows: &[Row], ctx: &str| -> i64 {
+        let mut total = 0;
+        for split in 0..SPLITS {
+            let mut blocks: Vec<(i64, i64, i64, i64, i64)> = rows
+                .iter()
+                .map(|r| (num(&r[0]), num(&r[1]), num(&r[2]), num(&r[3]), num(&r[4])))
+                .filter(|b| b.0 % SPLITS == split)
+                .collect();
+            blocks.sort();
+            for (k, (b, n, d, lo, hi)) in blocks.iter().enumerate() {
+                assert_eq!(
+                    *b,
+                    split + k as i64 * SPLITS,
+                    "{ctx}: split {split} skipped a block: {blocks:?}"
+                );
+                assert_eq!(
+                    (*d, *lo, *hi),
+                    (*n, b * BLOCK + 1, b * BLOCK + n),
+                    "{ctx}: block {b} is not a prefix"
+                );
+                let full = BLOCK.min(ROWS - b * BLOCK);
+                assert!(
+                    k + 1 == blocks.len() || *n == full,
+                    "{ctx}: block {b} is partial but not the split's last"
+                );
+                total += n;
+            }
+        }
+        total
     };
     let mut kills = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1200))).await;
         let rows = must(&client, &server, "SELECT * FROM totals").await;
-        let n = check(&rows, &format!("before kill {kills}"));
+        check_totals(&rows, &format!("before kill {kills}"));
+        let rows = must(&client, &server, "SELECT b, n, d, lo, hi FROM blocks").await;
+        let n = check_blocks(&rows, &format!("before kill {kills}"));
         if n == ROWS {
+            let rows = must(&client, &server, "SELECT * FROM totals").await;
+            let r = &rows[0];
+            if num(&r[0]) != ROWS {
+                continue;
+            }
+            assert_eq!(
+                (num(&r[1]), num(&r[3])),
+                (ROWS * (ROWS + 1) / 2, ROWS),
+                "totals at the end"
+            );
             // Each view reads the source on its own; the other one
             // finishes too, with every row once.
             let per_g = must(&client, &server, "SELECT sum(n), count(*) FROM per_g").await;
@@ -1774,10 +1827,19 @@ async fn crash_while_reading_sources() {
             drop(client);
             server.kill();
             kills += 1;
-            server = Weir::spawn(&data, &opts, tmp.next_log(&format!("restart {kills}")));
+            // Readers are rescaled too: the splits stay those of the
+            // checkpoint, shared among the new readers.
+            let p = rng.random_range(1..=3);
+            server = Weir::spawn(
+                &data,
+                &opts(p),
+                tmp.next_log(&format!("restart {kills} p={p}")),
+            );
             client = server.client().await;
             let rows = must(&client, &server, "SELECT * FROM totals").await;
-            check(&rows, &format!("after kill {kills}"));
+            check_totals(&rows, &format!("after kill {kills}"));
+            let rows = must(&client, &server, "SELECT b, n, d, lo, hi FROM blocks").await;
+            check_blocks(&rows, &format!("after kill {kills} (parallelism {p})"));
         }
     }
     assert!(kills >= 1, "the source finished before any kill");

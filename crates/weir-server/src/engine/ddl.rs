@@ -160,6 +160,8 @@ impl Engine {
         let upstream_name = plan.source.table().to_string();
         let upstream = self.relation(&upstream_name)?;
         plan.append_only_input = upstream.is_append_only();
+        // A source is read by one reader per instance.
+        plan.split_input = plan.append_only_input;
         let schema = Arc::clone(&plan.schema);
         let counters = sink.then(|| Arc::new(SinkCounters::default()));
         let (state_ids, operators) = {
@@ -249,20 +251,24 @@ impl Engine {
         let outlet = Arc::new(Outlet::new());
         let epoch = self.epoch.load(Ordering::SeqCst);
         if let RelationKind::Source { spec } = &upstream.kind {
-            let (input_tx, input_rx) = tokio::sync::mpsc::channel(weir_dataflow::CHANNEL_CAPACITY);
-            let dataflow = spawn_graph(operators, input_rx, Arc::clone(&outlet), epoch);
+            // One reader per instance of the first fragment.
+            let readers = operators.first().map_or(1, |f| f.parallelism());
+            let (senders, receivers): (Vec<_>, Vec<_>) = (0..readers)
+                .map(|_| tokio::sync::mpsc::channel(weir_dataflow::CHANNEL_CAPACITY))
+                .unzip();
+            let dataflow = spawn_graph(operators, receivers, Arc::clone(&outlet), epoch);
             self.start_reader(
                 consumer,
                 spec,
                 &upstream.name,
-                input_tx,
+                senders,
                 dataflow.fail_handle(),
                 restore,
             )?;
             return Ok((dataflow, outlet));
         }
         let (input_tx, input_rx) = upstream.outlet.subscribe_with_sender();
-        let dataflow = spawn_graph(operators, input_rx, Arc::clone(&outlet), epoch);
+        let dataflow = spawn_graph(operators, vec![input_rx], Arc::clone(&outlet), epoch);
         if !restore {
             let snapshot = upstream.read(&self.store, &upstream.schema)?;
             for chunk in split_chunks(&snapshot, Op::Insert) {
@@ -283,6 +289,7 @@ impl Engine {
             .read()
             .get(&source)
             .is_some_and(|r| r.is_append_only());
+        plan.split_input = plan.append_only_input;
         let parallelism = match self.streaming_parallelism.load(Ordering::SeqCst) {
             0 => self.default_parallelism,
             n => n as usize,

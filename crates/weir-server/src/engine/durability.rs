@@ -349,11 +349,13 @@ impl Engine {
         // offset at this barrier.
         let mut sources = self.readers.offsets_at(epoch);
         for entry in &snapshot.relations {
-            if self.readers.get(&entry.name).is_some() && !sources.contains_key(&entry.name) {
+            if self.readers.feeds(&entry.name)
+                && !sources.keys().any(|k| source::consumer_of(k) == entry.name)
+            {
                 rebuild.insert(entry.name.clone());
             }
         }
-        sources.retain(|consumer, _| !rebuild.contains(consumer));
+        sources.retain(|key, _| !rebuild.contains(source::consumer_of(key)));
         let files = self.durable.sink.take(epoch);
         let mut skip: HashSet<u32> = HashSet::new();
         for entry in snapshot.relations.iter_mut() {

@@ -19,7 +19,7 @@ use weir_common::datafusion::common::DFSchema;
 use weir_common::datafusion::logical_expr::ExprSchemable;
 use weir_common::datafusion::physical_expr::PhysicalExpr;
 use weir_common::{Epoch, StreamChunk};
-use weir_connectors::generator::{connector_name, native_schema};
+use weir_connectors::generator::{connector_name, native_schema, SplitReader};
 use weir_connectors::Generator;
 use weir_dataflow::runtime::FailHandle;
 use weir_dataflow::CHUNK_ROWS;
@@ -47,7 +47,7 @@ pub struct SourceSpec {
 }
 
 impl SourceSpec {
-    /// A generator positioned at `offset`.
+    /// A generator positioned at `offset` (to check the options).
     fn open(&self, offset: u64) -> std::result::Result<Generator, Error> {
         Generator::open(&self.options, &self.generator_schema, offset).map_err(Error::from)
     }
@@ -74,36 +74,89 @@ impl SourceSpec {
     }
 }
 
-/// A running reader, as the engine sees it.
+/// A running reader, as the engine sees it: one task reading some splits
+/// of a source for one instance of a dataflow.
 pub(crate) struct Reader {
     /// The source it reads.
     pub source: String,
     barriers: mpsc::UnboundedSender<Barrier>,
-    /// The offset of the next batch.
-    offset: AtomicU64,
-    /// True once a bounded source has produced its last row.
+    /// Splits the source is cut into for this consumer.
+    splits: u64,
+    /// `(split, offset, consumed)` of the splits this reader reads, as of
+    /// its last batch.
+    positions: Mutex<Vec<(u64, u64, u64)>>,
+    /// True once a bounded source has produced its last row (every split
+    /// of this reader is done).
     finished: AtomicBool,
-    /// Offsets at recent checkpoint barriers.
-    checkpointed: Mutex<BTreeMap<Epoch, u64>>,
+    /// `(split, offset)` at recent checkpoint barriers.
+    checkpointed: Mutex<BTreeMap<Epoch, Vec<(u64, u64)>>>,
     /// Wakes the checkpoint coordinator when the source is done.
     done: Arc<tokio::sync::Notify>,
 }
 
 impl Reader {
-    pub fn offset(&self) -> u64 {
-        self.offset.load(Ordering::SeqCst)
-    }
-
-    pub fn finished(&self) -> bool {
+    fn finished(&self) -> bool {
         self.finished.load(Ordering::SeqCst)
     }
 }
 
-/// Readers by consumer (the view or sink they feed).
+/// The manifest key of a consumer's offset: the consumer's name when it
+/// reads its source as one split, `name#s/S` for split `s` of `S`.
+fn offset_key(consumer: &str, split: u64, splits: u64) -> String {
+    if splits == 1 {
+        consumer.to_string()
+    } else {
+        format!("{consumer}#{split}/{splits}")
+    }
+}
+
+/// The consumer a manifest offset key belongs to.
+pub(crate) fn consumer_of(key: &str) -> &str {
+    if let Some((name, suffix)) = key.rsplit_once('#') {
+        if let Some((s, n)) = suffix.split_once('/') {
+            if !s.is_empty()
+                && !n.is_empty()
+                && s.bytes().chain(n.bytes()).all(|b| b.is_ascii_digit())
+            {
+                return name;
+            }
+        }
+    }
+    key
+}
+
+/// `(splits, split → offset)` recorded for `consumer` in `offsets`, if any.
+fn restored_splits(
+    offsets: &BTreeMap<String, u64>,
+    consumer: &str,
+) -> Option<(u64, BTreeMap<u64, u64>)> {
+    if let Some(o) = offsets.get(consumer) {
+        return Some((1, BTreeMap::from([(0, *o)])));
+    }
+    let prefix = format!("{consumer}#");
+    let mut splits = 0;
+    let mut found = BTreeMap::new();
+    for (k, o) in offsets.range(prefix.clone()..) {
+        let Some(suffix) = k.strip_prefix(&prefix) else {
+            break;
+        };
+        let Some((s, n)) = suffix.split_once('/') else {
+            continue;
+        };
+        if let (Ok(s), Ok(n)) = (s.parse::<u64>(), n.parse::<u64>()) {
+            splits = n;
+            found.insert(s, *o);
+        }
+    }
+    (splits > 0).then_some((splits, found))
+}
+
+/// Readers by consumer (the view or sink they feed), one per instance of
+/// its first fragment.
 #[derive(Default)]
 pub(crate) struct Readers {
-    by_consumer: Mutex<HashMap<String, Arc<Reader>>>,
-    /// Offsets of the checkpoint recovery started from, by consumer.
+    by_consumer: Mutex<HashMap<String, Vec<Arc<Reader>>>>,
+    /// Offsets of the checkpoint recovery started from (manifest keys).
     restored: Mutex<BTreeMap<String, u64>>,
     /// Notified when a bounded source has produced its last row: the
     /// coordinator then checkpoints at once, so the last rows are visible
@@ -114,37 +167,72 @@ pub(crate) struct Readers {
 impl Readers {
     /// Send `barrier` to every reader.
     pub fn barrier(&self, barrier: Barrier) {
-        for r in self.by_consumer.lock().values() {
-            let _ = r.barriers.send(barrier);
+        for readers in self.by_consumer.lock().values() {
+            for r in readers {
+                let _ = r.barriers.send(barrier);
+            }
         }
     }
 
-    /// The reader feeding `consumer`.
-    pub fn get(&self, consumer: &str) -> Option<Arc<Reader>> {
-        self.by_consumer.lock().get(consumer).cloned()
+    /// Whether `consumer` is fed by readers.
+    pub fn feeds(&self, consumer: &str) -> bool {
+        self.by_consumer.lock().contains_key(consumer)
     }
 
-    /// Forget the reader of a dropped consumer (its task ends with the
+    /// How far `consumer`'s readers have read (offsets consumed over all
+    /// splits) and whether all of them are done.
+    pub fn progress(&self, consumer: &str) -> Option<(u64, bool)> {
+        let map = self.by_consumer.lock();
+        let readers = map.get(consumer)?;
+        let consumed = readers
+            .iter()
+            .flat_map(|r| r.positions.lock().iter().map(|p| p.2).collect::<Vec<_>>())
+            .sum();
+        Some((consumed, readers.iter().all(|r| r.finished())))
+    }
+
+    /// Forget the readers of a dropped consumer (their tasks end with the
     /// dataflow).
     pub fn remove(&self, consumer: &str) {
         self.by_consumer.lock().remove(consumer);
     }
 
-    /// Offsets every reader had at checkpoint barrier `epoch`.
+    /// Offsets every reader had at checkpoint barrier `epoch`, as manifest
+    /// keys (see [`consumer_of`]). A consumer appears only if all of its
+    /// readers passed that barrier.
     pub fn offsets_at(&self, epoch: Epoch) -> BTreeMap<String, u64> {
-        self.by_consumer
-            .lock()
-            .iter()
-            .filter_map(|(c, r)| r.checkpointed.lock().get(&epoch).map(|o| (c.clone(), *o)))
-            .collect()
+        let mut out = BTreeMap::new();
+        for (c, readers) in self.by_consumer.lock().iter() {
+            let mut entries = Vec::new();
+            let complete = readers
+                .iter()
+                .all(|r| match r.checkpointed.lock().get(&epoch) {
+                    Some(splits) => {
+                        entries.extend(
+                            splits
+                                .iter()
+                                .map(|(s, o)| (offset_key(c, *s, r.splits), *o)),
+                        );
+                        true
+                    }
+                    None => false,
+                });
+            if complete {
+                out.extend(entries);
+            }
+        }
+        out
     }
 
     /// True when some reader moved since the offsets in `last`.
     pub fn moved_since(&self, last: Option<&BTreeMap<String, u64>>) -> bool {
-        self.by_consumer
-            .lock()
-            .iter()
-            .any(|(c, r)| last.and_then(|l| l.get(c)) != Some(&r.offset()))
+        self.by_consumer.lock().iter().any(|(c, readers)| {
+            readers.iter().any(|r| {
+                r.positions.lock().iter().any(|(s, o, _)| {
+                    last.and_then(|l| l.get(&offset_key(c, *s, r.splits))) != Some(o)
+                })
+            })
+        })
     }
 
     /// Remember the offsets of the checkpoint being recovered.
@@ -318,88 +406,135 @@ impl Engine {
         Ok(Arc::new(create.input.schema().as_arrow().clone()))
     }
 
-    /// Start a reader of `source` feeding `consumer` through `input`, from
-    /// the offset of the recovered checkpoint (`restore`) or from the start.
+    /// Start the readers of `source` feeding `consumer`, one per channel
+    /// of `inputs` (the instances of its first fragment), from the offsets
+    /// of the recovered checkpoint (`restore`) or from the start. The
+    /// source is cut into as many splits as there are readers, or, when
+    /// restoring, as many as the checkpoint recorded; reader `j` reads the
+    /// splits `s` with `s % readers == j`.
     pub(super) fn start_reader(
         &self,
         consumer: &str,
         spec: &Arc<SourceSpec>,
         source: &str,
-        input: mpsc::Sender<Message>,
+        inputs: Vec<mpsc::Sender<Message>>,
         fail: FailHandle,
         restore: bool,
     ) -> Result<()> {
-        let offset = if restore {
-            self.readers
-                .restored
-                .lock()
-                .get(consumer)
-                .copied()
-                .unwrap_or(0)
-        } else {
-            0
+        let n = inputs.len().max(1) as u64;
+        let (splits, offsets) = match restore
+            .then(|| restored_splits(&self.readers.restored.lock(), consumer))
+            .flatten()
+        {
+            Some(found) => found,
+            None => (n, BTreeMap::new()),
         };
-        let generator = spec.open(offset).map_err(ServerError::Statement)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let reader = Arc::new(Reader {
-            source: source.to_string(),
-            barriers: tx,
-            offset: AtomicU64::new(offset),
-            finished: AtomicBool::new(false),
-            checkpointed: Mutex::new(BTreeMap::new()),
-            done: Arc::clone(&self.readers.finished),
-        });
+        let mut readers = Vec::with_capacity(inputs.len());
+        let mut tasks = Vec::with_capacity(inputs.len());
+        for (j, input) in inputs.into_iter().enumerate() {
+            let mut owned = Vec::new();
+            for s in (j as u64..splits).step_by(n as usize) {
+                let offset = offsets.get(&s).copied().unwrap_or(0);
+                owned.push(
+                    SplitReader::open(&spec.options, &spec.generator_schema, s, splits, offset)
+                        .map_err(|e| ServerError::Statement(e.into()))?,
+                );
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let reader = Arc::new(Reader {
+                source: source.to_string(),
+                barriers: tx,
+                splits,
+                positions: Mutex::new(
+                    owned
+                        .iter()
+                        .map(|r| (r.split(), r.offset(), r.consumed()))
+                        .collect(),
+                ),
+                finished: AtomicBool::new(false),
+                checkpointed: Mutex::new(BTreeMap::new()),
+                done: Arc::clone(&self.readers.finished),
+            });
+            readers.push(Arc::clone(&reader));
+            tasks.push((owned, reader, rx, input));
+        }
         self.readers
             .by_consumer
             .lock()
-            .insert(consumer.to_string(), Arc::clone(&reader));
-        let spec = Arc::clone(spec);
-        tokio::spawn(async move {
-            let run = std::panic::AssertUnwindSafe(read(generator, spec, &reader, rx, input));
-            let result = futures::FutureExt::catch_unwind(run).await;
-            let error = match result {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => e,
-                Err(_) => Error::internal("the source reader panicked"),
-            };
-            fail.fail(error.context(format!("reading source \"{}\"", reader.source)));
-        });
+            .insert(consumer.to_string(), readers);
+        for (owned, reader, rx, input) in tasks {
+            let spec = Arc::clone(spec);
+            let fail = fail.clone();
+            let share = (owned.len() as f64 / splits as f64).max(0.0);
+            tokio::spawn(async move {
+                let run =
+                    std::panic::AssertUnwindSafe(read(owned, share, spec, &reader, rx, input));
+                let result = futures::FutureExt::catch_unwind(run).await;
+                let error = match result {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => e,
+                    Err(_) => Error::internal("the source reader panicked"),
+                };
+                fail.fail(error.context(format!("reading source \"{}\"", reader.source)));
+            });
+        }
         Ok(())
     }
 }
 
-/// The reader loop: batches from `generator` into `out`, barriers from
-/// `barriers` in between. Ends when the dataflow is gone.
+/// The reader loop: batches from its `splits` in turn into `out`, barriers
+/// from `barriers` in between, paced at `share` of the source's rate. Ends
+/// when the dataflow is gone.
 async fn read(
-    mut generator: Generator,
+    mut splits: Vec<SplitReader>,
+    share: f64,
     spec: Arc<SourceSpec>,
     reader: &Reader,
     mut barriers: mpsc::UnboundedReceiver<Barrier>,
     out: mpsc::Sender<Message>,
 ) -> std::result::Result<(), Error> {
-    let rate = generator.rate();
+    let rate = splits
+        .first()
+        .and_then(|s| s.rate())
+        .map(|r| (r as f64 * share).max(1.0));
     let started = Instant::now();
-    let start_offset = generator.offset();
-    let forward = |b: Barrier, offset: u64| {
+    let consumed = |splits: &[SplitReader]| splits.iter().map(|s| s.consumed()).sum::<u64>();
+    let start_consumed = consumed(&splits);
+    let mut live: Vec<bool> = vec![true; splits.len()];
+    let mut turn = 0;
+    let forward = |b: Barrier, splits: &[SplitReader]| {
         if b.checkpoint {
             let mut c = reader.checkpointed.lock();
-            c.insert(b.epoch, offset);
+            c.insert(
+                b.epoch,
+                splits.iter().map(|s| (s.split(), s.offset())).collect(),
+            );
             while c.len() > KEPT_OFFSETS {
                 c.pop_first();
             }
         }
         Message::Barrier(b)
     };
+    let note = |splits: &[SplitReader]| {
+        *reader.positions.lock() = splits
+            .iter()
+            .map(|s| (s.split(), s.offset(), s.consumed()))
+            .collect();
+    };
+    if splits.is_empty() {
+        reader.finished.store(true, Ordering::SeqCst);
+        reader.done.notify_one();
+    }
     loop {
         while let Ok(b) = barriers.try_recv() {
-            if out.send(forward(b, generator.offset())).await.is_err() {
+            if out.send(forward(b, &splits)).await.is_err() {
                 return Ok(());
             }
         }
         if reader.finished() {
             match barriers.recv().await {
                 Some(b) => {
-                    if out.send(forward(b, generator.offset())).await.is_err() {
+                    if out.send(forward(b, &splits)).await.is_err() {
                         return Ok(());
                     }
                     continue;
@@ -409,17 +544,17 @@ async fn read(
         }
         let mut max_rows = CHUNK_ROWS;
         if let Some(rate) = rate {
-            let due = start_offset
-                + (started.elapsed().as_secs_f64() * rate as f64).min(u64::MAX as f64 / 2.0) as u64;
-            let offset = generator.offset();
-            if due <= offset {
+            let due = start_consumed
+                + (started.elapsed().as_secs_f64() * rate).min(u64::MAX as f64 / 2.0) as u64;
+            let done = consumed(&splits);
+            if due <= done {
                 // Ahead of the pace: wait for the next row's time, or a barrier.
-                let next = (offset + 1 - start_offset) as f64 / rate as f64;
+                let next = (done + 1 - start_consumed) as f64 / rate;
                 let wait = Duration::from_secs_f64(next).saturating_sub(started.elapsed());
                 tokio::select! {
                     b = barriers.recv() => match b {
                         Some(b) => {
-                            if out.send(forward(b, generator.offset())).await.is_err() {
+                            if out.send(forward(b, &splits)).await.is_err() {
                                 return Ok(());
                             }
                         }
@@ -429,12 +564,21 @@ async fn read(
                 }
                 continue;
             }
-            max_rows = max_rows.min((due - offset) as usize);
+            max_rows = max_rows.min((due - done) as usize);
         }
-        match generator.next_batch(max_rows).map_err(Error::from)? {
+        // The next live split, in turn.
+        let Some(i) = (0..splits.len())
+            .map(|k| (turn + k) % splits.len())
+            .find(|i| live[*i])
+        else {
+            continue;
+        };
+        turn = i + 1;
+        let batch = splits[i].next_batch(max_rows).map_err(Error::from)?;
+        match batch {
             Some(batch) => {
                 let batch = spec.shape(batch)?;
-                reader.offset.store(generator.offset(), Ordering::SeqCst);
+                note(&splits);
                 if batch.num_rows() > 0
                     && out
                         .send(Message::Chunk(StreamChunk::uniform(batch, Op::Insert)))
@@ -445,9 +589,12 @@ async fn read(
                 }
             }
             None => {
-                reader.offset.store(generator.offset(), Ordering::SeqCst);
-                reader.finished.store(true, Ordering::SeqCst);
-                reader.done.notify_one();
+                live[i] = false;
+                note(&splits);
+                if live.iter().all(|l| !l) {
+                    reader.finished.store(true, Ordering::SeqCst);
+                    reader.done.notify_one();
+                }
             }
         }
     }

@@ -199,6 +199,7 @@ impl Engine {
         let parallelism = self.parallelism_of(options)?;
         let mut plan = plan_view(&self.state(), query).await?;
         plan.append_only_input = self.relation(upstream)?.is_append_only();
+        plan.split_input = plan.append_only_input;
         let mut tables = super::ddl::ReusedTables {
             ids: relation.state_ids.iter(),
             ctx: &self.state_ctx,

@@ -97,9 +97,9 @@ impl Engine {
                 continue;
             };
             kinds.push(Some(r.object_kind().as_str().to_string()));
-            let reader = self.readers.get(&r.name);
-            offsets.push(reader.as_ref().map(|x| x.offset() as i64));
-            finished.push(reader.as_ref().map(|x| x.finished()));
+            let progress = self.readers.progress(&r.name);
+            offsets.push(progress.map(|(offset, _)| offset as i64));
+            finished.push(progress.map(|(_, done)| done));
             sink_inserts.push(
                 sink.as_ref()
                     .map(|c| c.inserts.load(Ordering::Relaxed) as i64),
