@@ -45,3 +45,6 @@ row agg "" "" "p=1, heap" "p=1, ckpt 1 s"
 row agg "--rocksdb --checkpoint-ms 1000" "--server-arg=--checkpoint-interval=100ms" \
   "p=1, RocksDB, ckpt 1 s" "p=1, ckpt 100 ms"
 row agg "--parallelism 2" "--parallelism 2" "p=2, heap" "p=2, ckpt 1 s"
+row q0 "--parallelism 2" "--parallelism 2" "p=2, heap" "p=2, ckpt 1 s"
+row q1 "--parallelism 2" "--parallelism 2" "p=2, heap" "p=2, ckpt 1 s"
+row q2 "--parallelism 2" "--parallelism 2" "p=2, heap" "p=2, ckpt 1 s"

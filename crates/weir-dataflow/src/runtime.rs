@@ -12,6 +12,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -239,10 +240,27 @@ impl Downstream {
     }
 }
 
-/// What an instance reads: the dataflow's input, or the channels from
-/// every instance of the previous fragment, barrier-aligned.
+/// Produces a dataflow's input inside the task of the first instance (a
+/// source's reader), so the operators it feeds run chained to it with no
+/// channel in between. `None` ends the input.
+pub trait MessageSource: Send + 'static {
+    /// The next message.
+    fn next(&mut self) -> BoxFuture<'_, Option<Result<Message, DataflowError>>>;
+}
+
+/// The input of one instance of a dataflow's first fragment.
+pub enum Input {
+    /// Messages arriving on a channel (a table's or a view's changes).
+    Channel(mpsc::Receiver<Message>),
+    /// Messages produced in the instance's own task.
+    Source(Box<dyn MessageSource>),
+}
+
+/// What an instance reads: its input, or the channels from every instance
+/// of the previous fragment, barrier-aligned.
 enum Upstream {
     One(mpsc::Receiver<Message>),
+    Source(Box<dyn MessageSource>),
     Aligned(AlignedInputs),
 }
 
@@ -250,6 +268,7 @@ impl Upstream {
     async fn next(&mut self) -> Option<Result<Message, DataflowError>> {
         match self {
             Upstream::One(rx) => rx.recv().await.map(Ok),
+            Upstream::Source(source) => source.next().await,
             Upstream::Aligned(inputs) => inputs.next().await.map(|r| r.map(|(_, m)| m)),
         }
     }
@@ -335,7 +354,7 @@ pub fn spawn_pipeline(
 ) -> DataflowHandle {
     spawn_graph(
         vec![Fragment::single(operators)],
-        vec![input],
+        vec![Input::Channel(input)],
         outlet,
         initial_epoch,
     )
@@ -349,7 +368,7 @@ pub fn spawn_pipeline(
 /// go to all of them and are aligned on the receiving side.
 pub fn spawn_graph(
     fragments: Vec<Fragment>,
-    inputs: Vec<mpsc::Receiver<Message>>,
+    inputs: Vec<Input>,
     outlet: Arc<Outlet>,
     initial_epoch: Epoch,
 ) -> DataflowHandle {
@@ -423,7 +442,8 @@ pub fn spawn_graph(
         for ((ops, downstream), rx_list) in frag.instances.into_iter().zip(outs).zip(rx_lists) {
             let upstream = if f == 0 {
                 match inputs.next() {
-                    Some(rx) => Upstream::One(rx),
+                    Some(Input::Channel(rx)) => Upstream::One(rx),
+                    Some(Input::Source(source)) => Upstream::Source(source),
                     None => continue,
                 }
             } else if rx_list.len() == 1 {
@@ -577,7 +597,7 @@ mod tests {
                 },
                 Fragment::single(vec![Box::new(Identity)]),
             ],
-            vec![source.subscribe()],
+            vec![Input::Channel(source.subscribe())],
             sink,
             0,
         );

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use weir_common::vnode::{VnodeRange, MAX_PARALLELISM};
 use weir_dataflow::blackhole::SinkCounters;
 use weir_dataflow::restart::RestartTracker;
-use weir_dataflow::runtime::{spawn_graph, Fragment};
+use weir_dataflow::runtime::{spawn_graph, Fragment, Input};
 use weir_dataflow::DataflowHandle;
 use weir_sql::view_plan::{explain_fragments, StateTables};
 use weir_sql::SqlError;
@@ -251,24 +251,19 @@ impl Engine {
         let outlet = Arc::new(Outlet::new());
         let epoch = self.epoch.load(Ordering::SeqCst);
         if let RelationKind::Source { spec } = &upstream.kind {
-            // One reader per instance of the first fragment.
+            // One reader per instance of the first fragment, running in it.
             let readers = operators.first().map_or(1, |f| f.parallelism());
-            let (senders, receivers): (Vec<_>, Vec<_>) = (0..readers)
-                .map(|_| tokio::sync::mpsc::channel(weir_dataflow::CHANNEL_CAPACITY))
-                .unzip();
-            let dataflow = spawn_graph(operators, receivers, Arc::clone(&outlet), epoch);
-            self.start_reader(
-                consumer,
-                spec,
-                &upstream.name,
-                senders,
-                dataflow.fail_handle(),
-                restore,
-            )?;
+            let inputs = self.start_readers(consumer, spec, &upstream.name, readers, restore)?;
+            let dataflow = spawn_graph(operators, inputs, Arc::clone(&outlet), epoch);
             return Ok((dataflow, outlet));
         }
         let (input_tx, input_rx) = upstream.outlet.subscribe_with_sender();
-        let dataflow = spawn_graph(operators, vec![input_rx], Arc::clone(&outlet), epoch);
+        let dataflow = spawn_graph(
+            operators,
+            vec![Input::Channel(input_rx)],
+            Arc::clone(&outlet),
+            epoch,
+        );
         if !restore {
             let snapshot = upstream.read(&self.store, &upstream.schema)?;
             for chunk in split_chunks(&snapshot, Op::Insert) {

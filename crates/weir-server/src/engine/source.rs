@@ -21,7 +21,9 @@ use weir_common::datafusion::physical_expr::PhysicalExpr;
 use weir_common::{Epoch, StreamChunk};
 use weir_connectors::generator::{connector_name, native_schema, SplitReader};
 use weir_connectors::Generator;
-use weir_dataflow::runtime::FailHandle;
+use futures::future::BoxFuture;
+use weir_dataflow::runtime::{Input, MessageSource};
+use weir_dataflow::DataflowError;
 use weir_dataflow::CHUNK_ROWS;
 use weir_sql::source_ddl::CreateSource;
 
@@ -406,22 +408,21 @@ impl Engine {
         Ok(Arc::new(create.input.schema().as_arrow().clone()))
     }
 
-    /// Start the readers of `source` feeding `consumer`, one per channel
-    /// of `inputs` (the instances of its first fragment), from the offsets
-    /// of the recovered checkpoint (`restore`) or from the start. The
-    /// source is cut into as many splits as there are readers, or, when
-    /// restoring, as many as the checkpoint recorded; reader `j` reads the
-    /// splits `s` with `s % readers == j`.
-    pub(super) fn start_reader(
+    /// The readers of `source` feeding `consumer`, one per instance of its
+    /// first fragment (`readers` of them), as inputs that run inside those
+    /// instances' tasks, from the offsets of the recovered checkpoint
+    /// (`restore`) or from the start. The source is cut into as many splits
+    /// as there are readers, or, when restoring, as many as the checkpoint
+    /// recorded; reader `j` reads the splits `s` with `s % readers == j`.
+    pub(super) fn start_readers(
         &self,
         consumer: &str,
         spec: &Arc<SourceSpec>,
         source: &str,
-        inputs: Vec<mpsc::Sender<Message>>,
-        fail: FailHandle,
+        readers: usize,
         restore: bool,
-    ) -> Result<()> {
-        let n = inputs.len().max(1) as u64;
+    ) -> Result<Vec<Input>> {
+        let n = readers.max(1) as u64;
         let (splits, offsets) = match restore
             .then(|| restored_splits(&self.readers.restored.lock(), consumer))
             .flatten()
@@ -429,11 +430,11 @@ impl Engine {
             Some(found) => found,
             None => (n, BTreeMap::new()),
         };
-        let mut readers = Vec::with_capacity(inputs.len());
-        let mut tasks = Vec::with_capacity(inputs.len());
-        for (j, input) in inputs.into_iter().enumerate() {
+        let mut registered = Vec::with_capacity(n as usize);
+        let mut inputs = Vec::with_capacity(n as usize);
+        for j in 0..n {
             let mut owned = Vec::new();
-            for s in (j as u64..splits).step_by(n as usize) {
+            for s in (j..splits).step_by(n as usize) {
                 let offset = offsets.get(&s).copied().unwrap_or(0);
                 owned.push(
                     SplitReader::open(&spec.options, &spec.generator_schema, s, splits, offset)
@@ -451,151 +452,164 @@ impl Engine {
                         .map(|r| (r.split(), r.offset(), r.consumed()))
                         .collect(),
                 ),
-                finished: AtomicBool::new(false),
+                finished: AtomicBool::new(owned.is_empty()),
                 checkpointed: Mutex::new(BTreeMap::new()),
                 done: Arc::clone(&self.readers.finished),
             });
-            readers.push(Arc::clone(&reader));
-            tasks.push((owned, reader, rx, input));
+            if owned.is_empty() {
+                reader.done.notify_one();
+            }
+            registered.push(Arc::clone(&reader));
+            let share = owned.len() as f64 / splits as f64;
+            let rate = owned
+                .first()
+                .and_then(|s| s.rate())
+                .map(|r| (r as f64 * share).max(1.0));
+            let start_consumed = owned.iter().map(|s| s.consumed()).sum();
+            inputs.push(Input::Source(Box::new(ReaderSource {
+                live: vec![true; owned.len()],
+                splits: owned,
+                turn: 0,
+                spec: Arc::clone(spec),
+                reader,
+                barriers: rx,
+                rate,
+                started: Instant::now(),
+                start_consumed,
+            })));
         }
         self.readers
             .by_consumer
             .lock()
-            .insert(consumer.to_string(), readers);
-        for (owned, reader, rx, input) in tasks {
-            let spec = Arc::clone(spec);
-            let fail = fail.clone();
-            let share = (owned.len() as f64 / splits as f64).max(0.0);
-            tokio::spawn(async move {
-                let run =
-                    std::panic::AssertUnwindSafe(read(owned, share, spec, &reader, rx, input));
-                let result = futures::FutureExt::catch_unwind(run).await;
-                let error = match result {
-                    Ok(Ok(())) => return,
-                    Ok(Err(e)) => e,
-                    Err(_) => Error::internal("the source reader panicked"),
-                };
-                fail.fail(error.context(format!("reading source \"{}\"", reader.source)));
-            });
-        }
-        Ok(())
+            .insert(consumer.to_string(), registered);
+        Ok(inputs)
     }
 }
 
-/// The reader loop: batches from its `splits` in turn into `out`, barriers
-/// from `barriers` in between, paced at `share` of the source's rate. Ends
-/// when the dataflow is gone.
-async fn read(
-    mut splits: Vec<SplitReader>,
-    share: f64,
+/// One reader: batches from its splits in turn, barriers from the
+/// coordinator in between, paced at its share of the source's rate. It runs
+/// inside the task of the instance it feeds, chained to its operators.
+struct ReaderSource {
+    splits: Vec<SplitReader>,
+    /// Splits not yet done.
+    live: Vec<bool>,
+    /// Where the round-robin over splits resumes.
+    turn: usize,
     spec: Arc<SourceSpec>,
-    reader: &Reader,
-    mut barriers: mpsc::UnboundedReceiver<Barrier>,
-    out: mpsc::Sender<Message>,
-) -> std::result::Result<(), Error> {
-    let rate = splits
-        .first()
-        .and_then(|s| s.rate())
-        .map(|r| (r as f64 * share).max(1.0));
-    let started = Instant::now();
-    let consumed = |splits: &[SplitReader]| splits.iter().map(|s| s.consumed()).sum::<u64>();
-    let start_consumed = consumed(&splits);
-    let mut live: Vec<bool> = vec![true; splits.len()];
-    let mut turn = 0;
-    let forward = |b: Barrier, splits: &[SplitReader]| {
+    reader: Arc<Reader>,
+    barriers: mpsc::UnboundedReceiver<Barrier>,
+    /// Offsets per second for this reader, if paced.
+    rate: Option<f64>,
+    started: Instant,
+    start_consumed: u64,
+}
+
+impl ReaderSource {
+    fn consumed(&self) -> u64 {
+        self.splits.iter().map(|s| s.consumed()).sum()
+    }
+
+    /// A barrier to forward; at a checkpoint barrier, note the offsets.
+    fn forward(&self, b: Barrier) -> Message {
         if b.checkpoint {
-            let mut c = reader.checkpointed.lock();
+            let mut c = self.reader.checkpointed.lock();
             c.insert(
                 b.epoch,
-                splits.iter().map(|s| (s.split(), s.offset())).collect(),
+                self.splits.iter().map(|s| (s.split(), s.offset())).collect(),
             );
             while c.len() > KEPT_OFFSETS {
                 c.pop_first();
             }
         }
         Message::Barrier(b)
-    };
-    let note = |splits: &[SplitReader]| {
-        *reader.positions.lock() = splits
+    }
+
+    fn note(&self) {
+        *self.reader.positions.lock() = self
+            .splits
             .iter()
             .map(|s| (s.split(), s.offset(), s.consumed()))
             .collect();
-    };
-    if splits.is_empty() {
-        reader.finished.store(true, Ordering::SeqCst);
-        reader.done.notify_one();
     }
-    loop {
-        while let Ok(b) = barriers.try_recv() {
-            if out.send(forward(b, &splits)).await.is_err() {
-                return Ok(());
+
+    async fn next_message(&mut self) -> Option<std::result::Result<Message, Error>> {
+        loop {
+            if let Ok(b) = self.barriers.try_recv() {
+                return Some(Ok(self.forward(b)));
             }
-        }
-        if reader.finished() {
-            match barriers.recv().await {
-                Some(b) => {
-                    if out.send(forward(b, &splits)).await.is_err() {
-                        return Ok(());
+            if self.reader.finished() {
+                let b = self.barriers.recv().await?;
+                return Some(Ok(self.forward(b)));
+            }
+            let mut max_rows = CHUNK_ROWS;
+            if let Some(rate) = self.rate {
+                let due = self.start_consumed
+                    + (self.started.elapsed().as_secs_f64() * rate).min(u64::MAX as f64 / 2.0)
+                        as u64;
+                let done = self.consumed();
+                if due <= done {
+                    // Ahead of the pace: wait for the next row's time, or a barrier.
+                    let next = (done + 1 - self.start_consumed) as f64 / rate;
+                    let wait =
+                        Duration::from_secs_f64(next).saturating_sub(self.started.elapsed());
+                    let barrier = tokio::select! {
+                        b = self.barriers.recv() => Some(b?),
+                        _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => None,
+                    };
+                    if let Some(b) = barrier {
+                        return Some(Ok(self.forward(b)));
                     }
                     continue;
                 }
-                None => return Ok(()),
+                max_rows = max_rows.min((due - done) as usize);
             }
-        }
-        let mut max_rows = CHUNK_ROWS;
-        if let Some(rate) = rate {
-            let due = start_consumed
-                + (started.elapsed().as_secs_f64() * rate).min(u64::MAX as f64 / 2.0) as u64;
-            let done = consumed(&splits);
-            if due <= done {
-                // Ahead of the pace: wait for the next row's time, or a barrier.
-                let next = (done + 1 - start_consumed) as f64 / rate;
-                let wait = Duration::from_secs_f64(next).saturating_sub(started.elapsed());
-                tokio::select! {
-                    b = barriers.recv() => match b {
-                        Some(b) => {
-                            if out.send(forward(b, &splits)).await.is_err() {
-                                return Ok(());
-                            }
-                        }
-                        None => return Ok(()),
-                    },
-                    _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
-                }
+            let count = self.splits.len();
+            let Some(i) = (0..count)
+                .map(|k| (self.turn + k) % count)
+                .find(|i| self.live[*i])
+            else {
+                self.reader.finished.store(true, Ordering::SeqCst);
                 continue;
-            }
-            max_rows = max_rows.min((due - done) as usize);
-        }
-        // The next live split, in turn.
-        let Some(i) = (0..splits.len())
-            .map(|k| (turn + k) % splits.len())
-            .find(|i| live[*i])
-        else {
-            continue;
-        };
-        turn = i + 1;
-        let batch = splits[i].next_batch(max_rows).map_err(Error::from)?;
-        match batch {
-            Some(batch) => {
-                let batch = spec.shape(batch)?;
-                note(&splits);
-                if batch.num_rows() > 0
-                    && out
-                        .send(Message::Chunk(StreamChunk::uniform(batch, Op::Insert)))
-                        .await
-                        .is_err()
-                {
-                    return Ok(());
+            };
+            self.turn = i + 1;
+            let batch = match self.splits[i].next_batch(max_rows) {
+                Ok(b) => b,
+                Err(e) => return Some(Err(e.into())),
+            };
+            match batch {
+                Some(batch) => {
+                    let batch = match self.spec.shape(batch) {
+                        Ok(b) => b,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    self.note();
+                    if batch.num_rows() > 0 {
+                        return Some(Ok(Message::Chunk(StreamChunk::uniform(
+                            batch,
+                            Op::Insert,
+                        ))));
+                    }
                 }
-            }
-            None => {
-                live[i] = false;
-                note(&splits);
-                if live.iter().all(|l| !l) {
-                    reader.finished.store(true, Ordering::SeqCst);
-                    reader.done.notify_one();
+                None => {
+                    self.live[i] = false;
+                    self.note();
+                    if self.live.iter().all(|l| !l) {
+                        self.reader.finished.store(true, Ordering::SeqCst);
+                        self.reader.done.notify_one();
+                    }
                 }
             }
         }
+    }
+}
+
+impl MessageSource for ReaderSource {
+    fn next(&mut self) -> BoxFuture<'_, Option<std::result::Result<Message, DataflowError>>> {
+        Box::pin(async move {
+            let source = self.reader.source.clone();
+            self.next_message().await.map(|r| {
+                r.map_err(|e| DataflowError::Eval(e.context(format!("reading source \"{source}\""))))
+            })
+        })
     }
 }
