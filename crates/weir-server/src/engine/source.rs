@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use weir_common::datafusion::common::DFSchema;
 use weir_common::datafusion::logical_expr::ExprSchemable;
@@ -21,7 +22,6 @@ use weir_common::datafusion::physical_expr::PhysicalExpr;
 use weir_common::{Epoch, StreamChunk};
 use weir_connectors::generator::{connector_name, native_schema, SplitReader};
 use weir_connectors::Generator;
-use futures::future::BoxFuture;
 use weir_dataflow::runtime::{Input, MessageSource};
 use weir_dataflow::DataflowError;
 use weir_dataflow::CHUNK_ROWS;
@@ -515,7 +515,10 @@ impl ReaderSource {
             let mut c = self.reader.checkpointed.lock();
             c.insert(
                 b.epoch,
-                self.splits.iter().map(|s| (s.split(), s.offset())).collect(),
+                self.splits
+                    .iter()
+                    .map(|s| (s.split(), s.offset()))
+                    .collect(),
             );
             while c.len() > KEPT_OFFSETS {
                 c.pop_first();
@@ -550,8 +553,7 @@ impl ReaderSource {
                 if due <= done {
                     // Ahead of the pace: wait for the next row's time, or a barrier.
                     let next = (done + 1 - self.start_consumed) as f64 / rate;
-                    let wait =
-                        Duration::from_secs_f64(next).saturating_sub(self.started.elapsed());
+                    let wait = Duration::from_secs_f64(next).saturating_sub(self.started.elapsed());
                     let barrier = tokio::select! {
                         b = self.barriers.recv() => Some(b?),
                         _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => None,
@@ -584,10 +586,7 @@ impl ReaderSource {
                     };
                     self.note();
                     if batch.num_rows() > 0 {
-                        return Some(Ok(Message::Chunk(StreamChunk::uniform(
-                            batch,
-                            Op::Insert,
-                        ))));
+                        return Some(Ok(Message::Chunk(StreamChunk::uniform(batch, Op::Insert))));
                     }
                 }
                 None => {
@@ -608,7 +607,9 @@ impl MessageSource for ReaderSource {
         Box::pin(async move {
             let source = self.reader.source.clone();
             self.next_message().await.map(|r| {
-                r.map_err(|e| DataflowError::Eval(e.context(format!("reading source \"{source}\""))))
+                r.map_err(|e| {
+                    DataflowError::Eval(e.context(format!("reading source \"{source}\"")))
+                })
             })
         })
     }
