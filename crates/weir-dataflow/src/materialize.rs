@@ -161,6 +161,40 @@ mod tests {
     use weir_state::MemoryStateStore;
 
     #[test]
+    fn views_are_read_in_bounded_batches() {
+        use crate::table_store::{read_batches, RowLayout};
+        let store: StateStoreRef = Arc::new(MemoryStateStore::new());
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        let mut m = Materialize::new(schema.clone(), StateTable::new(store.clone(), 3)).unwrap();
+        let data: Vec<i64> = (0..20_000).map(|i| i % 15_000).collect();
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(data))]).unwrap();
+        let mut out = Vec::new();
+        m.process(StreamChunk::uniform(batch, Op::Insert), &mut out)
+            .unwrap();
+        m.on_barrier(Barrier::new(1), &mut out).unwrap();
+        let mut sizes = Vec::new();
+        read_batches(&store, 3, &schema, RowLayout::Multiset, 4096, &mut |b| {
+            sizes.push(b.num_rows());
+            Ok(())
+        })
+        .unwrap();
+        // 15,000 distinct rows in entries of at most 4096 (duplicates expand
+        // within their batch): 4 batches, every row once.
+        assert_eq!(sizes.len(), 4);
+        assert_eq!(sizes.iter().sum::<usize>(), 20_000);
+        assert_eq!(read_view(&store, 3, &schema).unwrap().num_rows(), 20_000);
+        // A reader that stops after the first batch stops the scan.
+        let mut seen = 0;
+        let stopped = read_batches(&store, 3, &schema, RowLayout::Multiset, 4096, &mut |_| {
+            seen += 1;
+            Err(DataflowError::Internal("enough".into()))
+        });
+        assert!(stopped.is_err());
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
     fn epoch_changes_become_visible_at_barrier() {
         let store: StateStoreRef = Arc::new(MemoryStateStore::new());
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));

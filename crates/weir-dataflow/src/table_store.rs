@@ -220,6 +220,65 @@ pub fn read_table(
     }
 }
 
+/// How a state table's entries hold rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowLayout {
+    /// `primary key → row` (a table with a primary key).
+    Keyed,
+    /// `row → count` (a view, a table without a primary key).
+    Multiset,
+}
+
+/// Read the committed rows of state table `id` as batches of about
+/// `batch_rows` rows, handing each to `emit` as soon as it is decoded: the
+/// whole table is never in memory. The store's iterator reads one
+/// consistent snapshot (a view's epoch is committed in one write, so a
+/// read never sees half of one). `emit` returning an error stops the scan.
+pub fn read_batches(
+    store: &StateStoreRef,
+    id: StateTableId,
+    schema: &SchemaRef,
+    layout: RowLayout,
+    batch_rows: usize,
+    emit: &mut dyn FnMut(RecordBatch) -> Result<(), DataflowError>,
+) -> Result<(), DataflowError> {
+    let mut pending: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(batch_rows);
+    let mut failed: Option<DataflowError> = None;
+    let flush = |pending: &mut Vec<(Vec<u8>, Vec<u8>)>,
+                 emit: &mut dyn FnMut(RecordBatch) -> Result<(), DataflowError>|
+     -> Result<(), DataflowError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let batch = match layout {
+            RowLayout::Keyed => RowCodec::for_schema(schema)?
+                .decode_batch(schema, pending.iter().map(|(_, v)| v.as_slice()))?,
+            RowLayout::Multiset => decode_multiset(schema, id, pending)?,
+        };
+        pending.clear();
+        emit(batch)
+    };
+    let scanned = store.for_each_prefix(&id.to_be_bytes(), &mut |k, v| {
+        // Keys are `id (4 bytes) | vnode (1 byte) | key`.
+        let Some(key) = k.get(5..) else {
+            return Ok(());
+        };
+        pending.push((key.to_vec(), v.to_vec()));
+        if pending.len() >= batch_rows {
+            if let Err(e) = flush(&mut pending, emit) {
+                failed = Some(e);
+                return Err(weir_state::StateError::ScanStopped);
+            }
+        }
+        Ok(())
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    scanned?;
+    flush(&mut pending, emit)
+}
+
 /// Cut a batch into chunks of at most [`CHUNK_ROWS`] rows, all with `op`.
 pub fn split_chunks(batch: &RecordBatch, op: Op) -> Vec<StreamChunk> {
     let mut chunks = Vec::new();

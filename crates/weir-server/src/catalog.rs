@@ -11,7 +11,7 @@ use weir_common::Error;
 use weir_dataflow::blackhole::SinkCounters;
 use weir_dataflow::materialize::read_view;
 use weir_dataflow::restart::RestartTracker;
-use weir_dataflow::table_store::{read_table, TableStore};
+use weir_dataflow::table_store::{read_batches, read_table, RowLayout, TableStore};
 use weir_dataflow::{DataflowError, DataflowHandle, DataflowStatus, Outlet};
 use weir_state::{StateStoreRef, StateTableId};
 
@@ -155,6 +155,28 @@ impl Relation {
                 format!("source \"{}\" stores no rows", self.name),
             ))),
         }
+    }
+
+    /// The committed rows as batches of about `batch_rows`, each handed to
+    /// `emit` as it is decoded (see [`read_batches`]).
+    pub fn read_batches(
+        &self,
+        store: &StateStoreRef,
+        schema: &SchemaRef,
+        batch_rows: usize,
+        emit: &mut dyn FnMut(RecordBatch) -> Result<(), DataflowError>,
+    ) -> Result<(), DataflowError> {
+        let layout = match &self.kind {
+            RelationKind::Table { pk, .. } if !pk.is_empty() => RowLayout::Keyed,
+            RelationKind::Table { .. } | RelationKind::View { .. } => RowLayout::Multiset,
+            RelationKind::Source { .. } => {
+                return Err(DataflowError::Eval(Error::new(
+                    weir_common::SqlState::FEATURE_NOT_SUPPORTED,
+                    format!("source \"{}\" stores no rows", self.name),
+                )))
+            }
+        };
+        read_batches(store, self.state_id, schema, layout, batch_rows, emit)
     }
 
     /// For a view, whether its dataflow still runs.

@@ -6,15 +6,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
+use weir_common::arrow::array::RecordBatch;
 use weir_common::arrow::datatypes::{Field, Schema, SchemaRef};
 use weir_common::datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use weir_common::datafusion::common::{Constraint, Constraints};
-use weir_common::datafusion::datasource::memory::MemorySourceConfig;
 use weir_common::datafusion::error::{DataFusionError, Result};
+use weir_common::datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use weir_common::datafusion::logical_expr::{Expr, TableType};
+use weir_common::datafusion::physical_expr::LexOrdering;
+use weir_common::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use weir_common::datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use weir_common::datafusion::physical_plan::ExecutionPlan;
 use weir_dataflow::DataflowStatus;
-use weir_state::StateStoreRef;
+use weir_state::{StateError, StateStoreRef};
 
 use crate::catalog::{Catalog, Relation, RelationKind, ViewState};
 
@@ -123,20 +127,80 @@ impl TableProvider for RelationTable {
         if let Some(e) = unreadable(r) {
             return Err(DataFusionError::External(Box::new(e)));
         }
-        let batch = r
-            .read(&self.store, &self.schema)
-            .map_err(|e| DataFusionError::External(Box::new(weir_common::Error::from(e))))?;
-        let partitions = if batch.num_rows() == 0 {
-            vec![vec![]]
-        } else {
-            vec![vec![batch]]
+        let scan = RelationScan {
+            relation: Arc::clone(&self.relation),
+            store: Arc::clone(&self.store),
+            schema: Arc::clone(&self.schema),
         };
-        Ok(MemorySourceConfig::try_new_exec(
-            &partitions,
+        Ok(Arc::new(StreamingTableExec::try_new(
             self.schema(),
-            projection.cloned(),
-        )?)
+            vec![Arc::new(scan)],
+            projection,
+            Vec::<LexOrdering>::new(),
+            false,
+            None,
+        )?))
     }
+}
+
+/// Rows per batch of a scan.
+const SCAN_BATCH_ROWS: usize = 8192;
+
+/// Batches a scan keeps ready ahead of the query.
+const SCAN_AHEAD: usize = 2;
+
+/// A scan of one relation as a stream of batches: a blocking task iterates
+/// the store (one consistent snapshot) and hands over batches of
+/// [`SCAN_BATCH_ROWS`] through a channel of [`SCAN_AHEAD`], so a query over
+/// a large view holds a few batches at a time, not the view.
+struct RelationScan {
+    relation: Arc<Relation>,
+    store: StateStoreRef,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for RelationScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RelationScan({})", self.relation.name)
+    }
+}
+
+impl PartitionStream for RelationScan {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(SCAN_AHEAD);
+        let relation = Arc::clone(&self.relation);
+        let store = Arc::clone(&self.store);
+        let schema = Arc::clone(&self.schema);
+        tokio::task::spawn_blocking(move || {
+            let sent = relation.read_batches(&store, &schema, SCAN_BATCH_ROWS, &mut |batch| {
+                tx.blocking_send(Ok(batch))
+                    .map_err(|_| weir_dataflow::DataflowError::State(StateError::ScanStopped))
+            });
+            match sent {
+                Ok(()) | Err(weir_dataflow::DataflowError::State(StateError::ScanStopped)) => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(
+                        weir_common::Error::from(e),
+                    ))));
+                }
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            tokio_stream_from(rx),
+        ))
+    }
+}
+
+/// The receiver as a stream.
+fn tokio_stream_from(
+    rx: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+) -> impl futures::Stream<Item = Result<RecordBatch>> + Send {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
 }
 
 /// Why a view cannot be read now, if it cannot: its dataflow failed, is

@@ -9,6 +9,9 @@ pub enum StateError {
     /// operator wrote (corruption or a bug).
     #[error("corrupt state in table {table}: {reason}")]
     Corrupt { table: u32, reason: String },
+    /// A scan's visitor asked to stop (its reader went away or failed).
+    #[error("scan stopped by its reader")]
+    ScanStopped,
     /// The backend failed (I/O).
     #[error("state store failure: {0}")]
     Backend(String),
@@ -54,6 +57,7 @@ impl From<StateError> for Error {
         match &e {
             StateError::Corrupt { .. } => Error::new(SqlState("XX001"), e.to_string()),
             StateError::Backend(_) => Error::new(SqlState("58030"), e.to_string()),
+            StateError::ScanStopped => Error::new(SqlState("57014"), e.to_string()),
             StateError::WalCorrupt { .. } => Error::new(SqlState("XX001"), e.to_string()),
             StateError::WalPosition { .. } => Error::new(SqlState("XX000"), e.to_string()),
             StateError::Checkpoint(_) => Error::new(SqlState("58030"), e.to_string()),
