@@ -9,6 +9,7 @@ pub mod change;
 pub mod error;
 pub mod failpoint;
 pub mod message;
+pub mod pg;
 pub mod sqlstate;
 pub mod vnode;
 

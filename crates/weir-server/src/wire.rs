@@ -7,7 +7,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::{stream, Sink};
-use pgwire::api::auth::noop::NoopStartupHandler;
+use std::collections::HashMap;
+
+use pgwire::api::auth::{
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+    ServerParameterProvider, StartupHandler,
+};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -16,8 +21,12 @@ use pgwire::api::results::{
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, METADATA_APPLICATION_NAME, METADATA_USER,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::PgWireFrontendMessage;
 use weir_common::arrow::datatypes::{DataType, SchemaRef};
 use weir_common::Error;
 use weir_sql::parser::{parse, Statement};
@@ -51,7 +60,7 @@ impl PgWireServerHandlers for WeirHandlers {
         Arc::clone(&self.handler)
     }
 
-    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
         Arc::clone(&self.handler)
     }
 }
@@ -62,7 +71,57 @@ pub struct WeirHandler {
     parser: Arc<WeirQueryParser>,
 }
 
-impl NoopStartupHandler for WeirHandler {}
+/// What Weir reports at startup: [`weir_common::pg::STARTUP_PARAMETERS`],
+/// plus the client's own `application_name`, user and encoding.
+struct WeirParameters;
+
+impl ServerParameterProvider for WeirParameters {
+    fn server_parameters<C>(&self, client: &C) -> Option<HashMap<String, String>>
+    where
+        C: ClientInfo,
+    {
+        let mut params: HashMap<String, String> = weir_common::pg::STARTUP_PARAMETERS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let metadata = client.metadata();
+        params.insert("client_encoding".into(), "UTF8".into());
+        params.insert(
+            "application_name".into(),
+            metadata
+                .get(METADATA_APPLICATION_NAME)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        if let Some(user) = metadata.get(METADATA_USER) {
+            params.insert("session_authorization".into(), user.clone());
+        }
+        Some(params)
+    }
+}
+
+#[async_trait]
+impl StartupHandler for WeirHandler {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let PgWireFrontendMessage::Startup(ref startup) = message {
+            protocol_negotiation(client, startup).await?;
+            save_startup_parameters_to_metadata(client, startup);
+            let (pid, secret) = RandomPidSecretKeyGenerator::default().generate(client);
+            client.set_pid_and_secret_key(pid, secret);
+            finish_authentication(client, &WeirParameters).await?;
+        }
+        Ok(())
+    }
+}
 
 /// Convert a Weir error into a Postgres ErrorResponse.
 pub fn error_info(e: &Error) -> ErrorInfo {

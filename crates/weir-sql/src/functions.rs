@@ -5,6 +5,7 @@
 //!   (precision 0) or milliseconds (precision 3, the default) since the Unix
 //!   epoch, as a TIMESTAMPTZ.
 //! - `mod(a, b)` (Postgres, Flink): the remainder `a % b`, typed like `%`.
+//! - `version()` (Postgres): `PostgreSQL 14.13 (Weir x.y.z) on ...`.
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use weir_common::datafusion::common::{exec_err, Result, ScalarValue};
 use weir_common::datafusion::execution::context::SessionContext;
 use weir_common::datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer;
 use weir_common::datafusion::logical_expr::{
-    ColumnarValue, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    create_udf, ColumnarValue, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     TypeSignature, Volatility,
 };
 
@@ -26,6 +27,19 @@ use weir_common::datafusion::logical_expr::{
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(ToTimestampLtz::new()));
     ctx.register_udf(ScalarUDF::from(Mod::new()));
+    // Postgres' version(), replacing DataFusion's: clients parse it.
+    let version = weir_common::pg::version_string();
+    ctx.register_udf(create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                version.clone(),
+            ))))
+        }),
+    ));
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]

@@ -244,4 +244,26 @@ fn psql_session_against_the_weir_binary() {
     assert_eq!(server.psql_ok("SELECT id, v FROM t WHERE id = 6;"), "6|0\n");
     assert_eq!(server.psql_ok(BY_KEY), "a|2|1\nb|2|12\n");
     assert_eq!(server.psql_ok(GLOBAL), "4|13\n");
+
+    // What the server reports at startup (psql keeps server_version and
+    // client_encoding from the ParameterStatus messages) agrees with SHOW
+    // and version().
+    assert_eq!(
+        server.psql_ok("\\echo :SERVER_VERSION_NAME :SERVER_VERSION_NUM :ENCODING"),
+        "14.13 140013 UTF8\n"
+    );
+    assert_eq!(
+        server.psql_ok("SHOW server_version; SHOW server_version_num; SHOW DateStyle; SHOW TRANSACTION ISOLATION LEVEL;"),
+        "14.13\n140013\nISO, MDY\nserializable\n"
+    );
+    assert!(server
+        .psql_ok("SELECT version();")
+        .starts_with("PostgreSQL 14.13 (Weir "));
+    let out = server.psql("SHOW no_such_setting;");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("unrecognized configuration parameter \"no_such_setting\""),
+        "unexpected output for an unknown setting: {stderr}"
+    );
 }

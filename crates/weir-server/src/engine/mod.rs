@@ -367,7 +367,7 @@ impl Engine {
                     let value = humantime::format_duration(self.checkpoint_interval()).to_string();
                     return Ok(text_rows(&name, vec![value]));
                 }
-                Ok(show_variable(&name))
+                show_variable(&name)
             }
             other => Err(user(
                 SqlState::FEATURE_NOT_SUPPORTED,
@@ -554,17 +554,19 @@ fn text_rows(column: &str, values: Vec<String>) -> QueryResult {
     }
 }
 
-fn show_variable(name: &str) -> QueryResult {
-    let value = match name.to_ascii_lowercase().as_str() {
-        "server_version" => "14.0",
-        "server_encoding" | "client_encoding" => "UTF8",
-        "datestyle" => "ISO, MDY",
-        "timezone" => "UTC",
-        "standard_conforming_strings" => "on",
-        "transaction_isolation" | "transaction isolation level" => "serializable",
-        _ => "",
+fn show_variable(name: &str) -> Result<QueryResult> {
+    // `SHOW TRANSACTION ISOLATION LEVEL` arrives as three words.
+    let name = match name.to_ascii_lowercase().replace('.', " ").as_str() {
+        "transaction isolation level" => "transaction_isolation",
+        _ => name,
     };
-    text_rows(name, vec![value.to_string()])
+    match weir_common::pg::default_setting(name) {
+        Some(value) => Ok(text_rows(name, vec![value.to_string()])),
+        None => Err(user(
+            SqlState::UNDEFINED_OBJECT,
+            format!("unrecognized configuration parameter \"{name}\""),
+        )),
+    }
 }
 
 fn first_words(sql: &str) -> String {
