@@ -38,6 +38,8 @@ pub enum DataflowStatus {
 
 /// A running dataflow.
 pub struct DataflowHandle {
+    /// Instances of its widest fragment.
+    parallelism: usize,
     status: Arc<watch::Sender<DataflowStatus>>,
     committed: watch::Receiver<Epoch>,
     tasks: Vec<JoinHandle<()>>,
@@ -45,6 +47,11 @@ pub struct DataflowHandle {
 }
 
 impl DataflowHandle {
+    /// Instances of the dataflow's widest fragment (its parallelism).
+    pub fn parallelism(&self) -> usize {
+        self.parallelism
+    }
+
     /// Current status.
     pub fn status(&self) -> DataflowStatus {
         self.status.borrow().clone()
@@ -395,6 +402,11 @@ pub fn spawn_graph(
         fragments.push(Fragment::single(Vec::new()));
     }
     let count = fragments.len();
+    let parallelism = fragments
+        .iter()
+        .map(Fragment::parallelism)
+        .max()
+        .unwrap_or(1);
     let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = fragments
         .iter()
         .map(|f| (0..f.parallelism()).map(|_| Vec::new()).collect())
@@ -477,6 +489,7 @@ pub fn spawn_graph(
         }
     }
     DataflowHandle {
+        parallelism,
         status,
         committed: committed_rx,
         tasks,

@@ -86,6 +86,7 @@ impl Engine {
         let mut finished = Vec::new();
         let mut sink_inserts = Vec::new();
         let mut sink_deletes = Vec::new();
+        let mut parallelism = Vec::new();
         for r in self.catalog.read().all() {
             let RelationKind::View {
                 health,
@@ -97,6 +98,7 @@ impl Engine {
                 continue;
             };
             kinds.push(Some(r.object_kind().as_str().to_string()));
+            parallelism.push(dataflow.parallelism() as i64);
             let progress = self.readers.progress(&r.name);
             offsets.push(progress.map(|(offset, _)| offset as i64));
             finished.push(progress.map(|(_, done)| done));
@@ -158,6 +160,7 @@ impl Engine {
                 ("source_finished", DataType::Boolean),
                 ("sink_inserts", DataType::Int64),
                 ("sink_deletes", DataType::Int64),
+                ("parallelism", DataType::Int64),
             ],
             vec![
                 text(names),
@@ -173,6 +176,7 @@ impl Engine {
                 Arc::new(BooleanArray::from(finished)),
                 Arc::new(Int64Array::from(sink_inserts)),
                 Arc::new(Int64Array::from(sink_deletes)),
+                int(parallelism),
             ],
         )
     }
