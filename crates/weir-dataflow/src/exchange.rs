@@ -16,6 +16,7 @@ use weir_common::datafusion::physical_expr::PhysicalExpr;
 use weir_common::vnode::{instance_of, vnode_of};
 use weir_common::StreamChunk;
 
+use crate::project::evaluate_all;
 use crate::row_codec::RowCodec;
 use crate::DataflowError;
 
@@ -62,11 +63,7 @@ impl HashKey {
         if n <= 1 {
             return Ok(vec![Some(chunk.clone())]);
         }
-        let keys = self
-            .exprs
-            .iter()
-            .map(|e| e.evaluate(&chunk.data).and_then(|v| v.into_array(rows)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = evaluate_all(&self.exprs, chunk)?;
         let encoded = self.codec.encode(&keys)?;
         let mut indices: Vec<Vec<u32>> = (0..n).map(|_| Vec::with_capacity(rows / n + 1)).collect();
         for (i, row) in encoded.iter().enumerate() {

@@ -311,11 +311,7 @@ impl HashAggregate {
             let slot = self.open_group(&[])?;
             return Ok(vec![slot; n]);
         }
-        let keys = self
-            .group_exprs
-            .iter()
-            .map(|e| e.evaluate(&chunk.data).and_then(|v| v.into_array(n)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = crate::project::evaluate_all(&self.group_exprs, chunk)?;
         let rows = self.group_codec.encode(&keys)?;
         let mut slots = Vec::with_capacity(n);
         for row in rows.iter() {

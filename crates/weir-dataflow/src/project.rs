@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use weir_common::arrow::array::ArrayRef;
 use weir_common::arrow::datatypes::SchemaRef;
 use weir_common::datafusion::physical_expr::PhysicalExpr;
 use weir_common::StreamChunk;
@@ -33,12 +34,7 @@ impl Operator for Project {
         chunk: StreamChunk,
         out: &mut Vec<StreamChunk>,
     ) -> Result<(), DataflowError> {
-        let rows = chunk.len();
-        let columns = self
-            .exprs
-            .iter()
-            .map(|e| e.evaluate(&chunk.data).and_then(|v| v.into_array(rows)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let columns = evaluate_all(&self.exprs, &chunk)?;
         // Expressions may yield a type that differs only in nullability or
         // field metadata; the declared schema wins.
         let columns = columns
@@ -55,4 +51,16 @@ impl Operator for Project {
         out.push(chunk.with_columns(Arc::clone(&self.schema), columns)?);
         Ok(())
     }
+}
+
+/// Evaluate `exprs` over every row of `chunk`: one column each.
+pub fn evaluate_all(
+    exprs: &[Arc<dyn PhysicalExpr>],
+    chunk: &StreamChunk,
+) -> Result<Vec<ArrayRef>, DataflowError> {
+    let rows = chunk.len();
+    Ok(exprs
+        .iter()
+        .map(|e| e.evaluate(&chunk.data).and_then(|v| v.into_array(rows)))
+        .collect::<Result<Vec<_>, _>>()?)
 }
