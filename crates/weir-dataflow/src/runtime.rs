@@ -281,13 +281,12 @@ impl Upstream {
     }
 }
 
-/// Pass `chunks` through `ops[from..]`, returning what the last one emits.
+/// Pass `chunks` through `ops`, returning what the last one emits.
 fn through(
     ops: &mut [Box<dyn Operator>],
-    from: usize,
     mut chunks: Vec<StreamChunk>,
 ) -> Result<Vec<StreamChunk>, DataflowError> {
-    for op in ops.iter_mut().skip(from) {
+    for op in ops.iter_mut() {
         if chunks.is_empty() {
             break;
         }
@@ -314,7 +313,7 @@ async fn run_instance(
     while let Some(msg) = input.next().await {
         // Control messages follow the output they flushed.
         let (out, forward) = match msg? {
-            Message::Chunk(chunk) => (through(&mut ops, 0, vec![chunk])?, None),
+            Message::Chunk(chunk) => (through(&mut ops, vec![chunk])?, None),
             Message::Barrier(b) => {
                 // Each operator flushes at the barrier; what it emits passes
                 // through the operators after it before they flush.

@@ -191,13 +191,13 @@ impl PartitionStream for RelationScan {
         });
         Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
-            tokio_stream_from(rx),
+            receiver_stream(rx),
         ))
     }
 }
 
 /// The receiver as a stream.
-fn tokio_stream_from(
+fn receiver_stream(
     rx: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
 ) -> impl futures::Stream<Item = Result<RecordBatch>> + Send {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })

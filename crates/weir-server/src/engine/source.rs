@@ -1,14 +1,16 @@
 //! Sources: `CREATE SOURCE` (and `CREATE TABLE ... WITH (connector = ...)`).
 //!
 //! A source stores nothing. Each dataflow reading it (a materialized view or
-//! a sink) runs its own *reader*: a task that pulls batches from the
-//! connector's replayable [`Generator`], adds the computed columns, and
-//! feeds the dataflow, paced by the connector's rate. Barriers reach a
-//! reader through its control channel, between two batches; at a
-//! checkpoint barrier the reader notes the offset its next batch starts
-//! from, and the manifest records it under the consumer's name. Recovery
-//! restores the consumer's state from the checkpoint and restarts its
-//! reader at that offset, so every row is counted exactly once.
+//! a sink) runs its own *readers*, one inside each instance of its first
+//! fragment: a reader pulls batches of its splits from the connector's
+//! replayable generators, adds the computed columns, and hands them to the
+//! operators it is chained to, paced by its share of the connector's rate.
+//! Barriers reach a reader through its control channel, between two
+//! batches; at a checkpoint barrier the reader notes the offset each of its
+//! splits resumes from, and the manifest records them under the consumer's
+//! name. Recovery restores the consumer's state from the checkpoint and
+//! restarts its readers at those offsets, so every row is counted exactly
+//! once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
@@ -76,8 +78,9 @@ impl SourceSpec {
     }
 }
 
-/// A running reader, as the engine sees it: one task reading some splits
-/// of a source for one instance of a dataflow.
+/// A running reader, as the engine sees it: the splits of a source one
+/// instance of a dataflow reads (the reading itself is a [`ReaderSource`]
+/// inside that instance's task).
 pub(crate) struct Reader {
     /// The source it reads.
     pub source: String,
@@ -112,19 +115,26 @@ fn offset_key(consumer: &str, split: u64, splits: u64) -> String {
     }
 }
 
+/// A manifest offset key split into its consumer and, for `name#s/S`,
+/// `(s, S)`: the inverse of [`offset_key`].
+fn parse_offset_key(key: &str) -> (&str, Option<(u64, u64)>) {
+    let parsed = key.rsplit_once('#').and_then(|(name, suffix)| {
+        let (s, n) = suffix.split_once('/')?;
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if !(digits(s) && digits(n)) {
+            return None;
+        }
+        Some((name, (s.parse().ok()?, n.parse().ok()?)))
+    });
+    match parsed {
+        Some((name, split)) => (name, Some(split)),
+        None => (key, None),
+    }
+}
+
 /// The consumer a manifest offset key belongs to.
 pub(crate) fn consumer_of(key: &str) -> &str {
-    if let Some((name, suffix)) = key.rsplit_once('#') {
-        if let Some((s, n)) = suffix.split_once('/') {
-            if !s.is_empty()
-                && !n.is_empty()
-                && s.bytes().chain(n.bytes()).all(|b| b.is_ascii_digit())
-            {
-                return name;
-            }
-        }
-    }
-    key
+    parse_offset_key(key).0
 }
 
 /// `(splits, split → offset)` recorded for `consumer` in `offsets`, if any.
@@ -135,19 +145,16 @@ fn restored_splits(
     if let Some(o) = offsets.get(consumer) {
         return Some((1, BTreeMap::from([(0, *o)])));
     }
-    let prefix = format!("{consumer}#");
     let mut splits = 0;
     let mut found = BTreeMap::new();
-    for (k, o) in offsets.range(prefix.clone()..) {
-        let Some(suffix) = k.strip_prefix(&prefix) else {
-            break;
-        };
-        let Some((s, n)) = suffix.split_once('/') else {
-            continue;
-        };
-        if let (Ok(s), Ok(n)) = (s.parse::<u64>(), n.parse::<u64>()) {
-            splits = n;
-            found.insert(s, *o);
+    for (k, o) in offsets.range(format!("{consumer}#")..) {
+        match parse_offset_key(k) {
+            (name, Some((s, n))) if name == consumer => {
+                splits = n;
+                found.insert(s, *o);
+            }
+            _ if !k.starts_with(consumer) => break,
+            _ => {}
         }
     }
     (splits > 0).then_some((splits, found))
@@ -188,7 +195,7 @@ impl Readers {
         let readers = map.get(consumer)?;
         let consumed = readers
             .iter()
-            .flat_map(|r| r.positions.lock().iter().map(|p| p.2).collect::<Vec<_>>())
+            .map(|r| r.positions.lock().iter().map(|p| p.2).sum::<u64>())
             .sum();
         Some((consumed, readers.iter().all(|r| r.finished())))
     }
@@ -612,5 +619,38 @@ impl MessageSource for ReaderSource {
                 })
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_keys_round_trip_per_consumer() {
+        let offsets: BTreeMap<String, u64> = [
+            (offset_key("v", 0, 1), 10),
+            (offset_key("w", 0, 2), 20),
+            (offset_key("w", 1, 2), 30),
+            (offset_key("w#x", 0, 3), 40),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(consumer_of("v"), "v");
+        assert_eq!(consumer_of("w#1/2"), "w");
+        assert_eq!(consumer_of("odd#name"), "odd#name");
+        assert_eq!(
+            restored_splits(&offsets, "v"),
+            Some((1, BTreeMap::from([(0, 10)])))
+        );
+        assert_eq!(
+            restored_splits(&offsets, "w"),
+            Some((2, BTreeMap::from([(0, 20), (1, 30)])))
+        );
+        assert_eq!(
+            restored_splits(&offsets, "w#x"),
+            Some((3, BTreeMap::from([(0, 40)])))
+        );
+        assert_eq!(restored_splits(&offsets, "z"), None);
     }
 }
