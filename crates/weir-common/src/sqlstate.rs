@@ -35,6 +35,12 @@ impl SqlState {
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     pub const UNDEFINED_PARAMETER: SqlState = SqlState("42704");
     pub const IO_ERROR: SqlState = SqlState("58030");
+    pub const ACTIVE_SQL_TRANSACTION: SqlState = SqlState("25001");
+    pub const READ_ONLY_SQL_TRANSACTION: SqlState = SqlState("25006");
+    pub const NO_ACTIVE_SQL_TRANSACTION: SqlState = SqlState("25P01");
+    pub const IN_FAILED_SQL_TRANSACTION: SqlState = SqlState("25P02");
+    pub const T_R_SERIALIZATION_FAILURE: SqlState = SqlState("40001");
+    pub const S_E_INVALID_SPECIFICATION: SqlState = SqlState("3B001");
 
     /// The code as the wire carries it.
     pub fn code(&self) -> &'static str {

@@ -174,10 +174,18 @@ mod tests {
             .unwrap();
         m.on_barrier(Barrier::new(1), &mut out).unwrap();
         let mut sizes = Vec::new();
-        read_batches(&store, 3, &schema, RowLayout::Multiset, 4096, &mut |b| {
-            sizes.push(b.num_rows());
-            Ok(())
-        })
+        let snapshot = Arc::clone(&store).snapshot();
+        read_batches(
+            &*snapshot,
+            3,
+            &schema,
+            RowLayout::Multiset,
+            4096,
+            &mut |b| {
+                sizes.push(b.num_rows());
+                Ok(())
+            },
+        )
         .unwrap();
         // 15,000 distinct rows in entries of at most 4096 (duplicates expand
         // within their batch): 4 batches, every row once.
@@ -186,10 +194,17 @@ mod tests {
         assert_eq!(read_view(&store, 3, &schema).unwrap().num_rows(), 20_000);
         // A reader that stops after the first batch stops the scan.
         let mut seen = 0;
-        let stopped = read_batches(&store, 3, &schema, RowLayout::Multiset, 4096, &mut |_| {
-            seen += 1;
-            Err(DataflowError::Internal("enough".into()))
-        });
+        let stopped = read_batches(
+            &*snapshot,
+            3,
+            &schema,
+            RowLayout::Multiset,
+            4096,
+            &mut |_| {
+                seen += 1;
+                Err(DataflowError::Internal("enough".into()))
+            },
+        );
         assert!(stopped.is_err());
         assert_eq!(seen, 1);
     }

@@ -13,7 +13,7 @@ use weir_common::arrow::array::{Array, RecordBatch};
 use weir_common::arrow::datatypes::SchemaRef;
 use weir_common::vnode::vnode_of;
 use weir_common::{Error, Op, SqlState, StreamChunk};
-use weir_state::{StateStoreRef, StateTable, StateTableId};
+use weir_state::{StateStoreRef, StateTable, StateTableId, StoreSnapshot};
 
 use crate::materialize::{decode_count, decode_multiset};
 use crate::row_codec::RowCodec;
@@ -27,6 +27,9 @@ pub struct TableStore {
     row_codec: RowCodec,
     pk_codec: Option<RowCodec>,
     state: StateTable,
+    /// How many changes have been committed since the store was opened;
+    /// a transaction compares it to find concurrent writers.
+    version: u64,
 }
 
 impl TableStore {
@@ -54,6 +57,7 @@ impl TableStore {
             pk,
             pk_codec,
             state,
+            version: 0,
         })
     }
 
@@ -83,23 +87,56 @@ impl TableStore {
         inserts: Option<&RecordBatch>,
         log: impl FnOnce() -> Result<(), DataflowError>,
     ) -> Result<Vec<StreamChunk>, DataflowError> {
-        let result = self.stage(deletes, inserts).and_then(|()| log());
-        match result {
-            Ok(()) => {
-                self.state.commit()?;
-                let mut chunks = Vec::new();
-                for (batch, op) in [(deletes, Op::Delete), (inserts, Op::Insert)] {
-                    if let Some(b) = batch {
-                        chunks.extend(split_chunks(b, op));
-                    }
-                }
-                Ok(chunks)
-            }
-            Err(e) => {
-                self.state.rollback();
-                Err(e)
+        self.stage_changes(deletes, inserts)?;
+        if let Err(e) = log() {
+            self.discard_staged();
+            return Err(e);
+        }
+        self.commit_staged(deletes, inserts)
+    }
+
+    /// Check and stage one statement's changes without committing them,
+    /// so several tables can commit together: after success, call
+    /// [`TableStore::commit_staged`] with the same rows, or
+    /// [`TableStore::discard_staged`]. On error nothing stays staged.
+    pub fn stage_changes(
+        &mut self,
+        deletes: Option<&RecordBatch>,
+        inserts: Option<&RecordBatch>,
+    ) -> Result<(), DataflowError> {
+        let staged = self.stage(deletes, inserts);
+        if staged.is_err() {
+            self.discard_staged();
+        }
+        staged
+    }
+
+    /// Drop what [`TableStore::stage_changes`] staged.
+    pub fn discard_staged(&mut self) {
+        self.state.rollback();
+    }
+
+    /// Commit the staged `deletes` and `inserts`; returns the change chunks
+    /// for subscribers.
+    pub fn commit_staged(
+        &mut self,
+        deletes: Option<&RecordBatch>,
+        inserts: Option<&RecordBatch>,
+    ) -> Result<Vec<StreamChunk>, DataflowError> {
+        self.state.commit()?;
+        self.version += 1;
+        let mut chunks = Vec::new();
+        for (batch, op) in [(deletes, Op::Delete), (inserts, Op::Insert)] {
+            if let Some(b) = batch {
+                chunks.extend(split_chunks(b, op));
             }
         }
+        Ok(chunks)
+    }
+
+    /// Commits since the store was opened.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     fn stage(
@@ -229,13 +266,13 @@ pub enum RowLayout {
     Multiset,
 }
 
-/// Read the committed rows of state table `id` as batches of about
-/// `batch_rows` rows, handing each to `emit` as soon as it is decoded: the
-/// whole table is never in memory. The store's iterator reads one
-/// consistent snapshot (a view's epoch is committed in one write, so a
-/// read never sees half of one). `emit` returning an error stops the scan.
+/// Read the committed rows of state table `id` in `snapshot` as batches
+/// of about `batch_rows` rows, handing each to `emit` as soon as it is
+/// decoded: the whole table is never in memory. (A view's epoch is
+/// committed in one write, so a snapshot never holds half of one.) `emit`
+/// returning an error stops the scan.
 pub fn read_batches(
-    store: &StateStoreRef,
+    snapshot: &dyn StoreSnapshot,
     id: StateTableId,
     schema: &SchemaRef,
     layout: RowLayout,
@@ -258,7 +295,7 @@ pub fn read_batches(
         pending.clear();
         emit(batch)
     };
-    let scanned = store.for_each_prefix(&id.to_be_bytes(), &mut |k, v| {
+    let scanned = snapshot.for_each_prefix(&id.to_be_bytes(), &mut |k, v| {
         // Keys are `id (4 bytes) | vnode (1 byte) | key`.
         let Some(key) = k.get(5..) else {
             return Ok(());

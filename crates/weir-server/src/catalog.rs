@@ -13,7 +13,7 @@ use weir_dataflow::materialize::read_view;
 use weir_dataflow::restart::RestartTracker;
 use weir_dataflow::table_store::{read_batches, read_table, RowLayout, TableStore};
 use weir_dataflow::{DataflowError, DataflowHandle, DataflowStatus, Outlet};
-use weir_state::{StateStoreRef, StateTableId};
+use weir_state::{StateStoreRef, StateTableId, StoreSnapshot};
 
 /// A table or a materialized view.
 pub struct Relation {
@@ -161,7 +161,7 @@ impl Relation {
     /// `emit` as it is decoded (see [`read_batches`]).
     pub fn read_batches(
         &self,
-        store: &StateStoreRef,
+        snapshot: &dyn StoreSnapshot,
         schema: &SchemaRef,
         batch_rows: usize,
         emit: &mut dyn FnMut(RecordBatch) -> Result<(), DataflowError>,
@@ -176,7 +176,7 @@ impl Relation {
                 )))
             }
         };
-        read_batches(store, self.state_id, schema, layout, batch_rows, emit)
+        read_batches(snapshot, self.state_id, schema, layout, batch_rows, emit)
     }
 
     /// For a view, whether its dataflow still runs.

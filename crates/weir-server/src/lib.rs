@@ -14,6 +14,7 @@ mod error;
 mod log_record;
 mod params;
 pub mod provider;
+pub mod session;
 mod text_format;
 pub mod wire;
 

@@ -2,13 +2,17 @@
 //!
 //! Every acknowledged change to the catalog or to a table is one record:
 //! - DDL: the statement's SQL text, re-executed on replay;
-//! - DML: the table name and the statement's effect as two Arrow IPC
-//!   streams, the rows it removed and the rows it added. Replaying applies
-//!   exactly these rows, so replay does not depend on re-evaluating SQL.
+//! - DML: for each table a statement (or a committed transaction) changed,
+//!   the table name and the effect as two Arrow IPC streams, the rows
+//!   removed and the rows added. Replaying applies exactly these rows, so
+//!   replay does not depend on re-evaluating SQL. One record holds all the
+//!   changes of a transaction, so it is replayed wholly or not at all.
 //!
-//! Layout: tag byte (`1` DDL, `2` DML), then for DDL the UTF-8 text; for
-//! DML `u32 LE` name length, name, then two `u32 LE`-length-prefixed IPC
-//! streams (length 0 = none). The WAL frames and checksums each record.
+//! Layout: tag byte (`1` DDL, `2` one table's change, `3` several), then
+//! for DDL the UTF-8 text; for tag 2 one change; for tag 3 a `u32 LE`
+//! count and that many changes. A change is `u32 LE` name length, name,
+//! then two `u32 LE`-length-prefixed IPC streams (length 0 = none). The
+//! WAL frames and checksums each record.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -23,18 +27,45 @@ use crate::ServerError;
 
 const TAG_DDL: u8 = 1;
 const TAG_DML: u8 = 2;
+const TAG_DML_MANY: u8 = 3;
 
 /// One logged change.
 #[derive(Debug)]
 pub enum LogRecord {
     /// CREATE / DROP, as SQL.
     Ddl(String),
-    /// The effect of one INSERT / UPDATE / DELETE on `table`.
-    Dml {
-        table: String,
-        deletes: Option<RecordBatch>,
-        inserts: Option<RecordBatch>,
-    },
+    /// The effect of one INSERT / UPDATE / DELETE, or of a transaction's
+    /// statements, table by table.
+    Dml(Vec<TableChange>),
+}
+
+/// Rows one table lost and gained: apply `deletes`, then `inserts`.
+#[derive(Debug, Clone)]
+pub struct TableChange {
+    pub table: String,
+    pub deletes: Option<RecordBatch>,
+    pub inserts: Option<RecordBatch>,
+}
+
+impl TableChange {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), ServerError> {
+        out.extend_from_slice(&(self.table.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.table.as_bytes());
+        put_batch(out, self.deletes.as_ref())?;
+        put_batch(out, self.inserts.as_ref())
+    }
+
+    fn decode(rest: &mut &[u8]) -> Result<Self, ServerError> {
+        let n = take_u32(rest)?;
+        let table = String::from_utf8(take(rest, n)?.to_vec()).map_err(corrupt)?;
+        let deletes = get_batch(rest)?;
+        let inserts = get_batch(rest)?;
+        Ok(TableChange {
+            table,
+            deletes,
+            inserts,
+        })
+    }
 }
 
 fn corrupt(why: impl std::fmt::Display) -> ServerError {
@@ -105,17 +136,19 @@ impl LogRecord {
                 out.push(TAG_DDL);
                 out.extend_from_slice(sql.as_bytes());
             }
-            LogRecord::Dml {
-                table,
-                deletes,
-                inserts,
-            } => {
-                out.push(TAG_DML);
-                out.extend_from_slice(&(table.len() as u32).to_le_bytes());
-                out.extend_from_slice(table.as_bytes());
-                put_batch(&mut out, deletes.as_ref())?;
-                put_batch(&mut out, inserts.as_ref())?;
-            }
+            LogRecord::Dml(changes) => match changes.as_slice() {
+                [one] => {
+                    out.push(TAG_DML);
+                    one.encode(&mut out)?;
+                }
+                many => {
+                    out.push(TAG_DML_MANY);
+                    out.extend_from_slice(&(many.len() as u32).to_le_bytes());
+                    for c in many {
+                        c.encode(&mut out)?;
+                    }
+                }
+            },
         }
         Ok(out)
     }
@@ -127,16 +160,14 @@ impl LogRecord {
             TAG_DDL => Ok(LogRecord::Ddl(
                 String::from_utf8(rest.to_vec()).map_err(corrupt)?,
             )),
-            TAG_DML => {
+            TAG_DML => Ok(LogRecord::Dml(vec![TableChange::decode(&mut rest)?])),
+            TAG_DML_MANY => {
                 let n = take_u32(&mut rest)?;
-                let table = String::from_utf8(take(&mut rest, n)?.to_vec()).map_err(corrupt)?;
-                let deletes = get_batch(&mut rest)?;
-                let inserts = get_batch(&mut rest)?;
-                Ok(LogRecord::Dml {
-                    table,
-                    deletes,
-                    inserts,
-                })
+                let mut changes = Vec::new();
+                for _ in 0..n {
+                    changes.push(TableChange::decode(&mut rest)?);
+                }
+                Ok(LogRecord::Dml(changes))
             }
             other => Err(corrupt(format!("unknown tag {other}"))),
         }
@@ -163,23 +194,44 @@ mod tests {
             ],
         )
         .unwrap();
-        let rec = LogRecord::Dml {
+        let change = TableChange {
             table: "t".into(),
             deletes: None,
             inserts: Some(batch.clone()),
         };
-        match LogRecord::decode(&rec.encode().unwrap()).unwrap() {
-            LogRecord::Dml {
-                table,
-                deletes,
-                inserts,
-            } => {
-                assert_eq!(table, "t");
-                assert!(deletes.is_none());
-                assert_eq!(inserts.unwrap(), batch);
+        let rec = LogRecord::Dml(vec![change.clone()]);
+        let bytes = rec.encode().unwrap();
+        assert_eq!(bytes[0], TAG_DML);
+        match LogRecord::decode(&bytes).unwrap() {
+            LogRecord::Dml(changes) => {
+                let [c] = changes.as_slice() else {
+                    panic!("{changes:?}")
+                };
+                assert_eq!(c.table, "t");
+                assert!(c.deletes.is_none());
+                assert_eq!(c.inserts.as_ref().unwrap(), &batch);
             }
             other => panic!("{other:?}"),
         }
+        // A transaction's changes to several tables are one record.
+        let other = TableChange {
+            table: "u".into(),
+            deletes: Some(batch.clone()),
+            inserts: None,
+        };
+        let rec = LogRecord::Dml(vec![change, other]);
+        let bytes = rec.encode().unwrap();
+        assert_eq!(bytes[0], TAG_DML_MANY);
+        match LogRecord::decode(&bytes).unwrap() {
+            LogRecord::Dml(changes) => {
+                assert_eq!(changes.len(), 2);
+                assert_eq!(changes[1].table, "u");
+                assert_eq!(changes[1].deletes.as_ref().unwrap(), &batch);
+                assert!(changes[1].inserts.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(LogRecord::decode(&bytes[..bytes.len() - 3]).is_err());
         let ddl = LogRecord::Ddl("CREATE TABLE t (a INT)".into());
         assert!(matches!(
             LogRecord::decode(&ddl.encode().unwrap()).unwrap(),

@@ -18,9 +18,14 @@ use weir_common::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use weir_common::datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use weir_common::datafusion::physical_plan::ExecutionPlan;
 use weir_dataflow::DataflowStatus;
-use weir_state::{StateError, StateStoreRef};
+use weir_state::{SnapshotRef, StateError, StateStoreRef};
 
 use crate::catalog::{Catalog, Relation, RelationKind, ViewState};
+
+/// The store snapshot a statement reads, when it must be a given one (a
+/// transaction's, or one shared by all scans of a statement). Put in the
+/// session config's extensions; scans without it take their own.
+pub struct ReadSnapshot(pub SnapshotRef);
 
 /// The `public` schema, backed by Weir's catalog.
 pub struct WeirSchema {
@@ -118,7 +123,7 @@ impl TableProvider for RelationTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
         _limit: Option<usize>,
@@ -127,9 +132,13 @@ impl TableProvider for RelationTable {
         if let Some(e) = unreadable(r) {
             return Err(DataFusionError::External(Box::new(e)));
         }
+        let snapshot = match state.config().get_extension::<ReadSnapshot>() {
+            Some(s) => Arc::clone(&s.0),
+            None => Arc::clone(&self.store).snapshot(),
+        };
         let scan = RelationScan {
             relation: Arc::clone(&self.relation),
-            store: Arc::clone(&self.store),
+            snapshot,
             schema: Arc::clone(&self.schema),
         };
         Ok(Arc::new(StreamingTableExec::try_new(
@@ -150,12 +159,12 @@ const SCAN_BATCH_ROWS: usize = 8192;
 const SCAN_AHEAD: usize = 2;
 
 /// A scan of one relation as a stream of batches: a blocking task iterates
-/// the store (one consistent snapshot) and hands over batches of
+/// a store snapshot and hands over batches of
 /// [`SCAN_BATCH_ROWS`] through a channel of [`SCAN_AHEAD`], so a query over
 /// a large view holds a few batches at a time, not the view.
 struct RelationScan {
     relation: Arc<Relation>,
-    store: StateStoreRef,
+    snapshot: SnapshotRef,
     schema: SchemaRef,
 }
 
@@ -173,10 +182,10 @@ impl PartitionStream for RelationScan {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(SCAN_AHEAD);
         let relation = Arc::clone(&self.relation);
-        let store = Arc::clone(&self.store);
+        let snapshot = Arc::clone(&self.snapshot);
         let schema = Arc::clone(&self.schema);
         tokio::task::spawn_blocking(move || {
-            let sent = relation.read_batches(&store, &schema, SCAN_BATCH_ROWS, &mut |batch| {
+            let sent = relation.read_batches(&*snapshot, &schema, SCAN_BATCH_ROWS, &mut |batch| {
                 tx.blocking_send(Ok(batch))
                     .map_err(|_| weir_dataflow::DataflowError::State(StateError::ScanStopped))
             });

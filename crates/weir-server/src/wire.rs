@@ -33,6 +33,7 @@ use weir_sql::parser::{parse, Statement};
 
 use crate::engine::{Engine, QueryResult};
 use crate::params;
+use crate::session::Session;
 
 /// All of Weir's pgwire handlers.
 pub struct WeirHandlers {
@@ -123,6 +124,13 @@ impl StartupHandler for WeirHandler {
     }
 }
 
+/// The connection's session state.
+fn session<C: ClientInfo>(client: &C) -> Arc<Session> {
+    client
+        .session_extensions()
+        .get_or_insert_with(Session::default)
+}
+
 /// Convert a Weir error into a Postgres ErrorResponse.
 pub fn error_info(e: &Error) -> ErrorInfo {
     let mut info = ErrorInfo::new(
@@ -142,7 +150,32 @@ fn fields(schema: &SchemaRef, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
     arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)
 }
 
-fn response(result: QueryResult, format: &Format) -> PgWireResult<Response> {
+/// How a statement moves the connection's transaction status: `Some(true)`
+/// opens a block (BEGIN), `Some(false)` closes it (COMMIT, ROLLBACK).
+fn transaction_effect(statement: &Statement) -> Option<bool> {
+    use weir_common::datafusion::sql::sqlparser::ast::Statement as Sql;
+    match statement {
+        Statement::Sql(s) => match s.as_ref() {
+            Sql::StartTransaction { .. } => Some(true),
+            Sql::Commit { .. }
+            | Sql::Rollback {
+                savepoint: None, ..
+            } => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The wire response to `statement`'s `result`.
+fn response(statement: &Statement, result: QueryResult, format: &Format) -> PgWireResult<Response> {
+    if let QueryResult::Command { tag, .. } = &result {
+        match transaction_effect(statement) {
+            Some(true) => return Ok(Response::TransactionStart(Tag::new(tag))),
+            Some(false) => return Ok(Response::TransactionEnd(Tag::new(tag))),
+            None => {}
+        }
+    }
     match result {
         QueryResult::Command { tag, rows } => {
             let mut t = Tag::new(&tag);
@@ -175,7 +208,7 @@ fn response(result: QueryResult, format: &Format) -> PgWireResult<Response> {
 
 #[async_trait]
 impl SimpleQueryHandler for WeirHandler {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -186,10 +219,11 @@ impl SimpleQueryHandler for WeirHandler {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e.into())))]),
         };
+        let session = session(client);
         let mut responses = Vec::with_capacity(statements.len());
         for s in &statements {
-            match self.engine.execute(s, None).await {
-                Ok(r) => responses.push(response(r, &Format::UnifiedText)?),
+            match self.engine.execute(s, None, &session).await {
+                Ok(r) => responses.push(response(s, r, &Format::UnifiedText)?),
                 Err(e) => {
                     // Postgres stops at the first failing statement.
                     responses.push(Response::Error(Box::new(error_info(&e.into()))));
@@ -319,7 +353,7 @@ impl ExtendedQueryHandler for WeirHandler {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Prepared>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -340,11 +374,12 @@ impl ExtendedQueryHandler for WeirHandler {
         } else {
             None
         };
+        let session = session(client);
         let result = self
             .engine
-            .execute(statement, params)
+            .execute(statement, params, &session)
             .await
             .map_err(|e| pg_error(e.into()))?;
-        response(result, &portal.result_column_format)
+        response(statement, result, &portal.result_column_format)
     }
 }

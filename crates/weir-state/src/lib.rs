@@ -63,7 +63,21 @@ pub trait StateStore: Send + Sync + 'static {
         }
         Ok(())
     }
+    /// The store as it is now, frozen: later writes are not seen through it.
+    /// Several scans of one snapshot agree with each other (one SELECT
+    /// reading two views, or every statement of a transaction).
+    fn snapshot(self: Arc<Self>) -> SnapshotRef;
 }
+
+/// A read-only, consistent view of a [`StateStore`] at one moment.
+pub trait StoreSnapshot: Send + Sync {
+    /// Call `f` on every entry whose key starts with `prefix`, in key order,
+    /// as of the snapshot; stops at the first error `f` returns.
+    fn for_each_prefix(&self, prefix: &[u8], f: &mut EntryVisitor<'_>) -> Result<(), StateError>;
+}
+
+/// A shared snapshot handle.
+pub type SnapshotRef = Arc<dyn StoreSnapshot>;
 
 /// The store handle operators share.
 pub type StateStoreRef = Arc<dyn StateStore>;

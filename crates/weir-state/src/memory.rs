@@ -10,7 +10,11 @@ use std::collections::HashMap;
 
 use parking_lot::RwLock;
 
-use crate::{Entries, StateError, StateStore, WriteBatch};
+use std::sync::Arc;
+
+use crate::{
+    Entries, EntryVisitor, SnapshotRef, StateError, StateStore, StoreSnapshot, WriteBatch,
+};
 
 /// A fast hasher: keys are memcomparable rows, hashed once per access.
 type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -34,6 +38,40 @@ impl MemoryStateStore {
     pub fn new() -> Self {
         Self::default()
     }
+}
+
+/// A frozen copy of a [`MemoryStateStore`].
+struct MemorySnapshot(Map<[u8; TABLE_ID_LEN], TableEntries>);
+
+impl StoreSnapshot for MemorySnapshot {
+    fn for_each_prefix(&self, prefix: &[u8], f: &mut EntryVisitor<'_>) -> Result<(), StateError> {
+        for (k, v) in scan_tables(&self.0, prefix) {
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every entry of `tables` whose full key starts with `prefix`, in key order.
+fn scan_tables(tables: &Map<[u8; TABLE_ID_LEN], TableEntries>, prefix: &[u8]) -> Entries {
+    let mut out: Entries = Vec::new();
+    for (id, table) in tables.iter() {
+        let (id_part, rest_prefix) = match prefix.len() {
+            n if n >= TABLE_ID_LEN => (&prefix[..TABLE_ID_LEN], &prefix[TABLE_ID_LEN..]),
+            _ => (prefix, &[][..]),
+        };
+        if !id.starts_with(id_part) {
+            continue;
+        }
+        for (k, v) in table.iter().filter(|(k, _)| k.starts_with(rest_prefix)) {
+            let mut full = Vec::with_capacity(TABLE_ID_LEN + k.len());
+            full.extend_from_slice(id);
+            full.extend_from_slice(k);
+            out.push((full, v.clone()));
+        }
+    }
+    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// Split a key into its table id and the rest.
@@ -81,25 +119,12 @@ impl StateStore for MemoryStateStore {
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StateError> {
-        let tables = self.tables.read();
-        let mut out: Entries = Vec::new();
-        for (id, table) in tables.iter() {
-            let (id_part, rest_prefix) = match prefix.len() {
-                n if n >= TABLE_ID_LEN => (&prefix[..TABLE_ID_LEN], &prefix[TABLE_ID_LEN..]),
-                _ => (prefix, &[][..]),
-            };
-            if !id.starts_with(id_part) {
-                continue;
-            }
-            for (k, v) in table.iter().filter(|(k, _)| k.starts_with(rest_prefix)) {
-                let mut full = Vec::with_capacity(TABLE_ID_LEN + k.len());
-                full.extend_from_slice(id);
-                full.extend_from_slice(k);
-                out.push((full, v.clone()));
-            }
-        }
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        Ok(scan_tables(&self.tables.read(), prefix))
+    }
+
+    /// A copy of every entry: this store holds test-sized state.
+    fn snapshot(self: Arc<Self>) -> SnapshotRef {
+        Arc::new(MemorySnapshot(self.tables.read().clone()))
     }
 
     fn delete_prefix(&self, prefix: &[u8]) -> Result<(), StateError> {

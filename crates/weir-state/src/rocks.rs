@@ -15,7 +15,33 @@ use rocksdb::{
     BlockBasedOptions, Cache, DBCompressionType, Options, ReadOptions, WriteOptions, DB,
 };
 
-use crate::{Entries, EntryVisitor, StateError, StateStore, WriteBatch};
+use std::sync::Arc;
+
+use crate::{
+    Entries, EntryVisitor, SnapshotRef, StateError, StateStore, StoreSnapshot, WriteBatch,
+};
+
+/// A RocksDB snapshot, which borrows its database.
+type DbSnapshot<'a> = rocksdb::SnapshotWithThreadMode<'a, DB>;
+
+self_cell::self_cell!(
+    /// A snapshot that keeps its store alive (RocksDB's borrows it).
+    struct RocksSnapshot {
+        owner: Arc<RocksStateStore>,
+        #[covariant]
+        dependent: DbSnapshot,
+    }
+);
+
+impl StoreSnapshot for RocksSnapshot {
+    fn for_each_prefix(&self, prefix: &[u8], f: &mut EntryVisitor<'_>) -> Result<(), StateError> {
+        let store = self.borrow_owner();
+        let mut opts = RocksStateStore::scan_opts(prefix);
+        opts.fill_cache(false);
+        opts.set_snapshot(self.borrow_dependent());
+        store.stream(prefix, opts, f)
+    }
+}
 
 /// Largest size of one memtable.
 const MAX_WRITE_BUFFER: usize = 64 << 20;
@@ -190,6 +216,10 @@ impl StateStore for RocksStateStore {
             .map_err(|e| backend("delete range", &self.path, e))
     }
 
+    fn snapshot(self: Arc<Self>) -> SnapshotRef {
+        Arc::new(RocksSnapshot::new(self, |store| store.db.snapshot()))
+    }
+
     /// Streams from a RocksDB iterator without collecting, so state bigger
     /// than memory can be read. Blocks read by the scan do not displace the
     /// block cache's working set.
@@ -322,6 +352,36 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StateError::Backend(m) if m == "stop"));
         assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn snapshot_does_not_see_later_writes() {
+        let dir = TempDir::new("rocks-test");
+        let s = Arc::new(RocksStateStore::open(&dir.0, 8).unwrap());
+        s.write(vec![(key(1, &[1]), Some(vec![1]))]).unwrap();
+        let snap = Arc::clone(&s).snapshot();
+        s.write(vec![(key(1, &[1]), None), (key(1, &[2]), Some(vec![2]))])
+            .unwrap();
+        let mut seen = Vec::new();
+        snap.for_each_prefix(&key(1, &[]), &mut |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(key(1, &[1]), vec![1])]);
+        assert_eq!(
+            keys(s.scan_prefix(&key(1, &[])).unwrap()),
+            vec![key(1, &[2])]
+        );
+        // The snapshot keeps the store alive after its last other handle.
+        drop(s);
+        let mut n = 0;
+        snap.for_each_prefix(&[], &mut |_, _| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]

@@ -1851,3 +1851,159 @@ async fn crash_while_reading_sources() {
     .await;
     assert_eq!(rows[0][0].as_deref(), Some(ROWS.to_string().as_str()));
 }
+
+/// Transactions across two tables survive `kill -9` whole or not at all.
+/// A writer runs transfers, each one transaction through a real client
+/// (`BEGIN`, an UPDATE of two accounts and an INSERT into a ledger, both
+/// extended-protocol statements with parameters, `COMMIT`), and the server
+/// is killed at random moments. After each restart: every acknowledged
+/// transfer is in the ledger, at most the one in flight besides, and the
+/// balances are exactly the initial ones moved by the ledger's transfers,
+/// so no transaction is half applied; the views equal their queries.
+#[tokio::test]
+async fn transactions_survive_kills() {
+    const ACCOUNTS: i64 = 8;
+    const START: i64 = 1000;
+    let seed = env_usize("WEIR_CRASH_SEED", 77) as u64;
+    let mut tmp = TempDir::new("txn");
+    let data = tmp.path.join("data");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let opts = Opts::interval("150ms");
+    let mut server = Weir::spawn(&data, &opts, tmp.next_log("start"));
+    let mut client = server.client().await;
+    for sql in [
+        "CREATE TABLE acct (id BIGINT PRIMARY KEY, bal BIGINT NOT NULL)",
+        "CREATE TABLE ledger (tx BIGINT PRIMARY KEY, src BIGINT, dst BIGINT, amount BIGINT)",
+        "CREATE MATERIALIZED VIEW money AS SELECT count(*) AS n, sum(bal) AS s FROM acct",
+        "CREATE MATERIALIZED VIEW moved AS SELECT dst, count(*) AS n, sum(amount) AS s FROM ledger GROUP BY dst",
+    ] {
+        must(&client, &server, sql).await;
+    }
+    let values: Vec<String> = (0..ACCOUNTS).map(|i| format!("({i}, {START})")).collect();
+    must(
+        &client,
+        &server,
+        &format!("INSERT INTO acct VALUES {}", values.join(", ")),
+    )
+    .await;
+    // tx id -> (src, dst, amount), for acknowledged transfers.
+    let mut acked: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
+    let mut next_tx = 0i64;
+    for cycle in 0..4 {
+        let deadline = Instant::now() + Duration::from_millis(rng.random_range(200..900));
+        while Instant::now() < deadline {
+            let src = rng.random_range(0..ACCOUNTS);
+            let dst = (src + rng.random_range(1..ACCOUNTS)) % ACCOUNTS;
+            let amount = rng.random_range(1..50i64);
+            next_tx += 1;
+            let tx = client.transaction().await.expect("BEGIN");
+            let n = tx
+                .execute(
+                    "UPDATE acct SET bal = bal + CASE WHEN id = $1 THEN -$3::BIGINT ELSE $3::BIGINT END \
+                     WHERE id = $1 OR id = $2",
+                    &[&src, &dst, &amount],
+                )
+                .await
+                .expect("transfer");
+            assert_eq!(n, 2, "both accounts updated");
+            tx.execute(
+                "INSERT INTO ledger VALUES ($1, $2, $3, $4)",
+                &[&next_tx, &src, &dst, &amount],
+            )
+            .await
+            .expect("ledger");
+            tx.commit().await.expect("COMMIT");
+            acked.insert(next_tx, (src, dst, amount));
+        }
+        // Kill with a transfer in flight: start one, and kill before or
+        // after its COMMIT is sent.
+        next_tx += 1;
+        let (src, dst, amount) = (0, 1, 7);
+        let pending = (next_tx, (src, dst, amount));
+        let tx = client.transaction().await.expect("BEGIN");
+        tx.execute(
+            "UPDATE acct SET bal = bal + CASE WHEN id = $1 THEN -$3::BIGINT ELSE $3::BIGINT END \
+             WHERE id = $1 OR id = $2",
+            &[&src, &dst, &amount],
+        )
+        .await
+        .expect("transfer");
+        tx.execute(
+            "INSERT INTO ledger VALUES ($1, $2, $3, $4)",
+            &[&next_tx, &src, &dst, &amount],
+        )
+        .await
+        .expect("ledger");
+        // Kill at a random moment while COMMIT is on its way.
+        let wait = Duration::from_micros(rng.random_range(0..4000));
+        let committed = {
+            let commit = tx.commit();
+            tokio::pin!(commit);
+            let done = tokio::select! {
+                r = &mut commit => Some(r.is_ok()),
+                _ = tokio::time::sleep(wait) => None,
+            };
+            server.kill();
+            match done {
+                Some(ok) => ok,
+                None => commit.await.is_ok(),
+            }
+        };
+        let mut in_flight = None;
+        if committed {
+            acked.insert(pending.0, pending.1);
+        } else {
+            in_flight = Some(pending);
+        }
+        drop(client);
+        server = Weir::spawn(&data, &opts, tmp.next_log(&format!("restart {cycle}")));
+        client = server.client().await;
+        let ctx = format!("after kill {cycle}");
+        let ledger = must(&client, &server, "SELECT tx, src, dst, amount FROM ledger").await;
+        let num =
+            |v: &Option<String>| -> i64 { v.as_deref().unwrap_or("0").parse().expect("number") };
+        let mut present: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
+        for r in &ledger {
+            present.insert(num(&r[0]), (num(&r[1]), num(&r[2]), num(&r[3])));
+        }
+        for (id, t) in &acked {
+            assert_eq!(
+                present.get(id),
+                Some(t),
+                "{ctx}: acknowledged transfer {id} lost"
+            );
+        }
+        for id in present.keys() {
+            assert!(
+                acked.contains_key(id) || in_flight.map(|(f, _)| f) == Some(*id),
+                "{ctx}: transfer {id} present but never sent"
+            );
+        }
+        // Whatever the ledger holds, the balances reflect exactly it.
+        let mut expect: BTreeMap<i64, i64> = (0..ACCOUNTS).map(|i| (i, START)).collect();
+        for (src, dst, amount) in present.values() {
+            *expect.entry(*src).or_default() -= amount;
+            *expect.entry(*dst).or_default() += amount;
+        }
+        let accounts = must(&client, &server, "SELECT id, bal FROM acct").await;
+        let got: BTreeMap<i64, i64> = accounts.iter().map(|r| (num(&r[0]), num(&r[1]))).collect();
+        assert_eq!(
+            got, expect,
+            "{ctx}: balances do not match the ledger (half a transaction?)"
+        );
+        // The in-flight transfer, if it made it, is now acknowledged state.
+        acked = present;
+        for (view, query) in [
+            ("SELECT * FROM money", "SELECT count(*), sum(bal) FROM acct"),
+            (
+                "SELECT * FROM moved",
+                "SELECT dst, count(*), sum(amount) FROM ledger GROUP BY dst",
+            ),
+        ] {
+            let v = sorted(must(&client, &server, view).await);
+            let q = sorted(must(&client, &server, query).await);
+            assert_eq!(v, q, "{ctx}: {view}: {}", diff(&q, &v));
+        }
+    }
+    assert!(acked.len() > 4, "too few transfers: {}", acked.len());
+}

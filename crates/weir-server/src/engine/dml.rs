@@ -2,16 +2,37 @@
 //! applies them all or nothing, the table's subscribers get the changes and
 //! the statement returns once every view has committed its epoch.
 
+use super::txn::{self, TxnRead};
 use super::*;
-use crate::log_record::LogRecord;
+use crate::log_record::{LogRecord, TableChange};
+use weir_common::StreamChunk;
+use weir_state::SnapshotRef;
 
 impl Engine {
+    /// An INSERT, UPDATE or DELETE on its own: evaluated and applied under
+    /// the write lock, acknowledged once durable and in every view.
     pub(super) async fn dml(
         &self,
         s: &SqlStatement,
         params: Option<ParamValues>,
     ) -> Result<QueryResult> {
         let guard = self.write_lock.lock().await;
+        let (change, result) = self.dml_change(s, params, None).await?;
+        let changes: Vec<TableChange> = change.into_iter().collect();
+        self.commit_changes(guard, &changes).await?;
+        Ok(result)
+    }
+
+    /// What an INSERT, UPDATE or DELETE would change, without changing it:
+    /// the table's removed and added rows (`None` when it changes nothing)
+    /// and the statement's result. Inside a transaction (`txn`), rows are
+    /// found in its snapshot.
+    pub(super) async fn dml_change(
+        &self,
+        s: &SqlStatement,
+        params: Option<ParamValues>,
+        txn: Option<&TxnRead>,
+    ) -> Result<(Option<TableChange>, QueryResult)> {
         let mut s = s.clone();
         weir_sql::parser::alias_insert_source(&mut s);
         let plan = self.plan(&s, params).await?;
@@ -22,7 +43,7 @@ impl Engine {
         };
         let name = dml.table_name.table().to_string();
         let relation = self.relation(&name)?;
-        let RelationKind::Table { store, .. } = &relation.kind else {
+        if !matches!(relation.kind, RelationKind::Table { .. }) {
             return Err(user(
                 SqlState::WRONG_OBJECT_TYPE,
                 format!(
@@ -30,20 +51,24 @@ impl Engine {
                     relation.object_kind().as_str()
                 ),
             ));
-        };
+        }
         let schema = Arc::clone(&relation.schema);
         check_assignment_types(&schema, &dml.input)?;
+        if let Some(txn) = txn {
+            txn::check_reads(&dml.input, txn)?;
+        }
+        let snapshot = txn.map(|t| &t.snapshot);
         let (deletes, inserts, tag) = match &dml.op {
             WriteOp::Insert(_) => {
-                let rows = self.rows_for(&schema, &dml.input, 0).await?;
+                let rows = self.rows_for(&schema, &dml.input, snapshot).await?;
                 (None, Some(rows), "INSERT")
             }
             WriteOp::Delete => {
-                let rows = self.rows_for(&schema, &dml.input, 0).await?;
+                let rows = self.rows_for(&schema, &dml.input, snapshot).await?;
                 (Some(rows), None, "DELETE")
             }
             WriteOp::Update => {
-                let (old, new) = self.update_rows(&schema, &dml).await?;
+                let (old, new) = self.update_rows(&schema, &dml, snapshot).await?;
                 (Some(old), Some(new), "UPDATE")
             }
             other => {
@@ -58,28 +83,43 @@ impl Engine {
             (Some(d), None) => d.num_rows(),
             (None, None) => 0,
         };
-        // Valid statements are logged before they are applied; the
-        // statement is acknowledged once its record is durable.
+        let change = (count > 0).then_some(TableChange {
+            table: name,
+            deletes,
+            inserts,
+        });
+        let result = QueryResult::Command {
+            tag: tag.to_string(),
+            rows: Some(count),
+        };
+        Ok((change, result))
+    }
+
+    /// Apply `changes` (one table each) all or nothing: check them, log
+    /// them as one WAL record, make them visible, send them to the tables'
+    /// subscribers and close an epoch; returns once the record is durable
+    /// and every view has committed the epoch. `guard` is the write lock,
+    /// held until the epoch is closed.
+    pub(super) async fn commit_changes(
+        &self,
+        guard: tokio::sync::MutexGuard<'_, ()>,
+        changes: &[TableChange],
+    ) -> Result<()> {
         let mut lsn = None;
-        let chunks = store
-            .lock()
-            .apply_logged(deletes.as_ref(), inserts.as_ref(), || {
-                if count == 0 {
-                    return Ok(());
-                }
-                let record = LogRecord::Dml {
-                    table: name.clone(),
-                    deletes: deletes.clone(),
-                    inserts: inserts.clone(),
-                };
-                lsn = Some(self.log(&record).map_err(Error::from)?);
-                Ok(())
-            })?;
+        let applied = self.apply_changes(changes, |changes| {
+            if changes.is_empty() {
+                return Ok(());
+            }
+            lsn = Some(self.log(&LogRecord::Dml(changes.to_vec()))?);
+            Ok(())
+        })?;
         if lsn.is_some() {
             weir_common::failpoint::hit("wal-after-append");
         }
-        for chunk in chunks {
-            relation.outlet.send(Message::Chunk(chunk)).await;
+        for (relation, chunks) in applied {
+            for chunk in chunks {
+                relation.outlet.send(Message::Chunk(chunk)).await;
+            }
         }
         let epoch = self.inject_barrier().await;
         drop(guard);
@@ -87,22 +127,75 @@ impl Engine {
             self.durable.sync(lsn).await?;
         }
         self.wait_epoch(epoch).await;
-        Ok(QueryResult::Command {
-            tag: tag.to_string(),
-            rows: Some(count),
-        })
+        Ok(())
     }
 
-    /// Run `plan` and return its rows cast to `schema`, reading columns
-    /// starting at `offset`.
+    /// Stage every change (each on a different table), call `log` once all
+    /// are valid, then commit them all; on any error nothing is applied.
+    /// Returns each table with the change chunks for its subscribers.
+    /// Callers hold the write lock (or are replaying the WAL).
+    pub(super) fn apply_changes(
+        &self,
+        changes: &[TableChange],
+        log: impl FnOnce(&[TableChange]) -> Result<()>,
+    ) -> Result<Vec<(Arc<Relation>, Vec<StreamChunk>)>> {
+        let mut relations = Vec::with_capacity(changes.len());
+        for c in changes {
+            if relations.iter().any(|r: &Arc<Relation>| r.name == c.table) {
+                return Err(ServerError::Statement(Error::internal(format!(
+                    "table \"{}\" changed twice in one commit",
+                    c.table
+                ))));
+            }
+            let relation = self.relation(&c.table)?;
+            if !matches!(relation.kind, RelationKind::Table { .. }) {
+                return Err(ServerError::Statement(Error::internal(format!(
+                    "change to \"{}\", which is not a table",
+                    c.table
+                ))));
+            }
+            relations.push(relation);
+        }
+        let mut stores: Vec<_> = relations
+            .iter()
+            .filter_map(|r| match &r.kind {
+                RelationKind::Table { store, .. } => Some(store.lock()),
+                _ => None,
+            })
+            .collect();
+        let mut staged = 0;
+        let mut result = Ok(());
+        for (store, c) in stores.iter_mut().zip(changes) {
+            if let Err(e) = store.stage_changes(c.deletes.as_ref(), c.inserts.as_ref()) {
+                result = Err(ServerError::from(e));
+                break;
+            }
+            staged += 1;
+        }
+        let result = result.and_then(|()| log(changes));
+        if let Err(e) = result {
+            for store in stores.iter_mut().take(staged) {
+                store.discard_staged();
+            }
+            return Err(e);
+        }
+        let mut applied = Vec::with_capacity(changes.len());
+        for ((store, c), relation) in stores.iter_mut().zip(changes).zip(&relations) {
+            let chunks = store.commit_staged(c.deletes.as_ref(), c.inserts.as_ref())?;
+            applied.push((Arc::clone(relation), chunks));
+        }
+        Ok(applied)
+    }
+
+    /// Run `plan` and return its rows cast to `schema`.
     async fn rows_for(
         &self,
         schema: &SchemaRef,
         plan: &LogicalPlan,
-        offset: usize,
+        snapshot: Option<&SnapshotRef>,
     ) -> Result<RecordBatch> {
-        let batches = self.collect(plan.clone()).await?;
-        conform(schema, &batches, offset)
+        let batches = self.collect(plan.clone(), snapshot).await?;
+        conform(schema, &batches, 0)
     }
 
     /// Old and new rows of an UPDATE. DataFusion plans UPDATE as a projection
@@ -112,6 +205,7 @@ impl Engine {
         &self,
         schema: &SchemaRef,
         dml: &DmlStatement,
+        snapshot: Option<&SnapshotRef>,
     ) -> Result<(RecordBatch, RecordBatch)> {
         let LogicalPlan::Projection(projection) = dml.input.as_ref() else {
             return Err(user(
@@ -133,7 +227,7 @@ impl Engine {
             exprs.push(e.clone().unalias().alias(format!("__weir_new_{i}")));
         }
         let plan = LogicalPlanBuilder::from(input).project(exprs)?.build()?;
-        let batches = self.collect(plan).await?;
+        let batches = self.collect(plan, snapshot).await?;
         let old = conform(schema, &batches, 0)?;
         let new = conform(schema, &batches, width)?;
         Ok((old, new))

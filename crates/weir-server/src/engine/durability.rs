@@ -558,20 +558,12 @@ impl Engine {
     async fn replay(&self, record: LogRecord) -> Result<()> {
         match record {
             LogRecord::Ddl(sql) => Box::pin(self.execute_ddl(&sql, DdlMode::Replay)).await,
-            LogRecord::Dml {
-                table,
-                deletes,
-                inserts,
-            } => {
-                let relation = self.relation(&table)?;
-                let RelationKind::Table { store, .. } = &relation.kind else {
-                    return Err(ServerError::Statement(Error::internal(format!(
-                        "logged change to \"{table}\", which is not a table"
-                    ))));
-                };
-                let chunks = store.lock().apply(deletes.as_ref(), inserts.as_ref())?;
-                for chunk in chunks {
-                    relation.outlet.send(Message::Chunk(chunk)).await;
+            LogRecord::Dml(changes) => {
+                let applied = self.apply_changes(&changes, |_| Ok(()))?;
+                for (relation, chunks) in applied {
+                    for chunk in chunks {
+                        relation.outlet.send(Message::Chunk(chunk)).await;
+                    }
                 }
                 Ok(())
             }

@@ -23,7 +23,7 @@ use weir_common::datafusion::execution::context::{SessionContext, SessionState};
 use weir_common::datafusion::logical_expr::{
     DdlStatement, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp,
 };
-use weir_common::datafusion::prelude::SessionConfig;
+use weir_common::datafusion::prelude::{DataFrame, SessionConfig};
 use weir_common::datafusion::sql::parser::Statement as DfStatement;
 use weir_common::datafusion::sql::sqlparser::ast::{
     ObjectName, ObjectType, Query, Statement as SqlStatement,
@@ -35,10 +35,11 @@ use weir_dataflow::{DataflowStatus, Outlet};
 use weir_sql::naming::output_names;
 use weir_sql::parser::Statement;
 use weir_sql::view_plan::plan_view;
-use weir_state::{RocksStateStore, StateContext, StateStoreRef, StateTable};
+use weir_state::{RocksStateStore, SnapshotRef, StateContext, StateStoreRef, StateTable};
 
 use crate::catalog::{Catalog, ObjectKind, Relation, RelationKind};
-use crate::provider::WeirSchema;
+use crate::provider::{ReadSnapshot, WeirSchema};
+use crate::session::Session;
 use crate::{ServerConfig, ServerError};
 
 mod ddl;
@@ -48,6 +49,7 @@ mod durability;
 pub(crate) mod source;
 mod supervisor;
 pub mod system;
+mod txn;
 
 /// The catalog name DataFusion resolves relations in.
 pub const CATALOG: &str = "weir";
@@ -218,13 +220,21 @@ impl Engine {
         }
     }
 
-    /// Execute one parsed statement. `params` are the values of `$1`, `$2`,
-    /// ... in extended-protocol execution.
-    pub async fn execute(
+    /// Execute a statement other than transaction control for `session`.
+    async fn execute_in(
         &self,
         statement: &Statement,
         params: Option<ParamValues>,
+        session: &Session,
     ) -> Result<QueryResult> {
+        if session.in_transaction() {
+            if let Some(what) = ddl_name(statement) {
+                return Err(user(
+                    SqlState::ACTIVE_SQL_TRANSACTION,
+                    format!("{what} cannot run inside a transaction block"),
+                ));
+            }
+        }
         match statement {
             Statement::Flush => {
                 let guard = self.write_lock.lock().await;
@@ -248,7 +258,7 @@ impl Engine {
             | Statement::CreateSink(_)
             | Statement::DropSourceOrSink { .. } => self.live_ddl(statement).await,
             Statement::ExplainMaterializedView { query, .. } => self.explain_view(query).await,
-            Statement::Sql(s) => self.execute_sql(s, params).await,
+            Statement::Sql(s) => self.execute_sql(s, params, session).await,
         }
     }
 
@@ -337,18 +347,22 @@ impl Engine {
         &self,
         s: &SqlStatement,
         params: Option<ParamValues>,
+        session: &Session,
     ) -> Result<QueryResult> {
         match s {
-            SqlStatement::Query(_) | SqlStatement::Explain { .. } => self.query(s, params).await,
+            SqlStatement::Query(_) | SqlStatement::Explain { .. } => {
+                let txn = self.txn_read(session).await;
+                self.query(s, params, txn.as_ref()).await
+            }
             SqlStatement::Insert(_) | SqlStatement::Update(_) | SqlStatement::Delete(_) => {
-                self.dml(s, params).await
+                match self.txn_read(session).await {
+                    Some(txn) => self.dml_in_transaction(s, params, session, &txn).await,
+                    None => self.dml(s, params).await,
+                }
             }
             SqlStatement::CreateTable(_) | SqlStatement::Drop { .. } => {
                 self.live_ddl(&Statement::Sql(Box::new(s.clone()))).await
             }
-            SqlStatement::StartTransaction { .. } => Ok(QueryResult::command("BEGIN")),
-            SqlStatement::Commit { .. } => Ok(QueryResult::command("COMMIT")),
-            SqlStatement::Rollback { .. } => Ok(QueryResult::command("ROLLBACK")),
             SqlStatement::Set(set) => self.set(set),
             SqlStatement::ShowVariable { variable } => {
                 let name = variable
@@ -405,7 +419,8 @@ impl Engine {
                 | SqlStatement::Update(_)
                 | SqlStatement::Delete(_) => {
                     let plan = self.plan(s, None).await?;
-                    let types = plan.get_parameter_types()?;
+                    let mut types = plan.get_parameter_types()?;
+                    infer_cast_parameters(&plan, &mut types)?;
                     let mut ordered: Vec<(usize, Option<DataType>)> = types
                         .into_iter()
                         .filter_map(|(k, v)| {
@@ -445,10 +460,24 @@ impl Engine {
         }
     }
 
-    async fn query(&self, s: &SqlStatement, params: Option<ParamValues>) -> Result<QueryResult> {
+    /// A SELECT or EXPLAIN. All its scans read one snapshot: the
+    /// transaction's inside one, else one taken now.
+    async fn query(
+        &self,
+        s: &SqlStatement,
+        params: Option<ParamValues>,
+        txn: Option<&txn::TxnRead>,
+    ) -> Result<QueryResult> {
         let plan = self.plan(s, params).await?;
+        if let Some(txn) = txn {
+            txn::check_reads(&plan, txn)?;
+        }
         let schema = pg_schema(&plan);
-        let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+        let snapshot = match txn {
+            Some(t) => Arc::clone(&t.snapshot),
+            None => Arc::clone(&self.store).snapshot(),
+        };
+        let batches = self.collect(plan, Some(&snapshot)).await?;
         let batches = batches
             .into_iter()
             .map(|b| RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()))
@@ -457,8 +486,19 @@ impl Engine {
         Ok(QueryResult::Rows { schema, batches })
     }
 
-    async fn collect(&self, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
-        Ok(self.ctx.execute_logical_plan(plan).await?.collect().await?)
+    /// Run `plan`, its scans reading `snapshot` if given.
+    async fn collect(
+        &self,
+        plan: LogicalPlan,
+        snapshot: Option<&SnapshotRef>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut state = self.state();
+        if let Some(s) = snapshot {
+            state
+                .config_mut()
+                .set_extension(Arc::new(ReadSnapshot(Arc::clone(s))));
+        }
+        Ok(DataFrame::new(state, plan).collect().await?)
     }
 
     /// Close an epoch: a barrier to every table, then wait until every
@@ -514,6 +554,33 @@ impl Engine {
     }
 }
 
+/// Parameters the planner left untyped but that are cast (`$1::BIGINT`)
+/// take the cast's type, as in Postgres.
+fn infer_cast_parameters(
+    plan: &LogicalPlan,
+    types: &mut std::collections::HashMap<String, Option<DataType>>,
+) -> Result<()> {
+    use weir_common::datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                let (inner, to) = match e {
+                    Expr::Cast(c) => (c.expr.as_ref(), c.field.data_type()),
+                    Expr::TryCast(c) => (c.expr.as_ref(), c.field.data_type()),
+                    _ => return Ok(TreeNodeRecursion::Continue),
+                };
+                if let Expr::Placeholder(p) = inner {
+                    if let Some(slot @ None) = types.get_mut(&p.id) {
+                        *slot = Some(to.clone());
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(())
+}
+
 /// The plan's output schema with Postgres-style column names.
 fn pg_schema(plan: &LogicalPlan) -> SchemaRef {
     let names = output_names(plan);
@@ -567,6 +634,23 @@ fn show_variable(name: &str) -> Result<QueryResult> {
             format!("unrecognized configuration parameter \"{name}\""),
         )),
     }
+}
+
+/// What a DDL statement is called in "... cannot run inside a transaction
+/// block"; `None` for statements that are not DDL.
+fn ddl_name(statement: &Statement) -> Option<&'static str> {
+    Some(match statement {
+        Statement::CreateMaterializedView { .. } => "CREATE MATERIALIZED VIEW",
+        Statement::CreateSource(_) => "CREATE SOURCE",
+        Statement::CreateSink(_) => "CREATE SINK",
+        Statement::DropSourceOrSink { .. } => "DROP",
+        Statement::Sql(s) => match s.as_ref() {
+            SqlStatement::CreateTable(_) => "CREATE TABLE",
+            SqlStatement::Drop { .. } => "DROP",
+            _ => return None,
+        },
+        _ => return None,
+    })
 }
 
 fn first_words(sql: &str) -> String {
