@@ -1,5 +1,5 @@
-//! One client connection's state: its open transaction, if any, and the
-//! transaction characteristics it chose for the session.
+//! One client connection's state: its settings (`SET`, startup
+//! parameters) and its open transaction, if any.
 //!
 //! Transactions (what a user gets):
 //! - Reads see one snapshot of every table and view, taken at the
@@ -22,6 +22,8 @@
 use std::collections::HashMap;
 
 use parking_lot::Mutex;
+use weir_common::pg::{self, Context};
+use weir_common::{Error, SqlState};
 use weir_state::SnapshotRef;
 
 use crate::log_record::TableChange;
@@ -35,8 +37,10 @@ pub struct Session {
 #[derive(Default)]
 struct Inner {
     txn: Option<Transaction>,
-    /// `SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY`.
-    default_read_only: bool,
+    /// Parameters this session set: lowercase name → value.
+    settings: HashMap<String, String>,
+    /// Reported parameters changed since [`Session::take_changed`].
+    changed: Vec<&'static str>,
 }
 
 /// An open transaction block.
@@ -87,8 +91,12 @@ impl Session {
         if inner.txn.is_some() {
             return false;
         }
+        let default_read_only = inner
+            .settings
+            .get("default_transaction_read_only")
+            .is_some_and(|v| v == "on");
         inner.txn = Some(Transaction {
-            read_only: read_only.unwrap_or(inner.default_read_only),
+            read_only: read_only.unwrap_or(default_read_only),
             ..Transaction::default()
         });
         true
@@ -99,15 +107,211 @@ impl Session {
         self.inner.lock().txn.take()
     }
 
-    /// Set the default access mode of later transactions.
-    pub(crate) fn set_default_read_only(&self, read_only: bool) {
-        self.inner.lock().default_read_only = read_only;
+    /// `DISCARD ALL`: forget session state (settings back to defaults).
+    pub(crate) fn reset(&self) {
+        let mut inner = self.inner.lock();
+        let changed: Vec<&'static str> = inner
+            .settings
+            .keys()
+            .filter_map(|k| pg::setting(k).filter(|s| s.reported).map(|s| s.name))
+            .collect();
+        *inner = Inner {
+            changed,
+            ..Inner::default()
+        };
     }
 
-    /// `DISCARD ALL`: forget session state.
-    pub(crate) fn reset(&self) {
-        *self.inner.lock() = Inner::default();
+    /// The value of parameter `name` in this session, `None` if Weir does
+    /// not know it (and the session did not set it as a custom one).
+    pub fn get(&self, name: &str) -> Option<String> {
+        let lower = name.to_ascii_lowercase();
+        if let Some(v) = self.inner.lock().settings.get(&lower) {
+            return Some(v.clone());
+        }
+        pg::default_setting(name).map(str::to_string)
     }
+
+    /// Set parameter `name` to `value` (checked and normalized), or back
+    /// to its default when `value` is `None`. Errors as Postgres: 42704
+    /// for an unknown name, 55P02 for a read-only one, 22023 for a bad
+    /// value.
+    pub fn set(&self, name: &str, value: Option<&str>) -> Result<(), Error> {
+        let lower = name.to_ascii_lowercase();
+        let known = pg::setting(&lower);
+        match known {
+            Some(s) if s.context == Context::Internal => {
+                return Err(Error::new(
+                    SqlState::CANT_CHANGE_RUNTIME_PARAM,
+                    format!("parameter \"{}\" cannot be changed", s.name),
+                ))
+            }
+            None if !lower.contains('.') => {
+                return Err(Error::new(
+                    SqlState::UNDEFINED_OBJECT,
+                    format!("unrecognized configuration parameter \"{name}\""),
+                ))
+            }
+            _ => {}
+        }
+        let mut inner = self.inner.lock();
+        match value {
+            Some(v) => {
+                let v = normalize(&lower, v)?;
+                inner.settings.insert(lower, v);
+            }
+            None => {
+                inner.settings.remove(&lower);
+            }
+        }
+        if let Some(s) = known.filter(|s| s.reported) {
+            inner.changed.push(s.name);
+        }
+        Ok(())
+    }
+
+    /// `RESET ALL`.
+    pub fn reset_all(&self) {
+        let names: Vec<String> = self.inner.lock().settings.keys().cloned().collect();
+        for n in names {
+            let _ = self.set(&n, None);
+        }
+    }
+
+    /// Reported parameters changed since the last call, with their values
+    /// now (the wire layer sends them as `ParameterStatus`).
+    pub fn take_changed(&self) -> Vec<(&'static str, String)> {
+        let mut changed = std::mem::take(&mut self.inner.lock().changed);
+        changed.dedup();
+        changed
+            .into_iter()
+            .map(|n| (n, self.get(n).unwrap_or_default()))
+            .collect()
+    }
+
+    /// Every reported parameter with its value in this session.
+    pub fn reported(&self) -> Vec<(&'static str, String)> {
+        pg::reported_settings()
+            .map(|s| (s.name, self.get(s.name).unwrap_or_default()))
+            .collect()
+    }
+
+    /// Every known parameter with its value in this session, and whether
+    /// the session set it.
+    pub fn all(&self) -> Vec<(&'static pg::Setting, String, bool)> {
+        let inner = self.inner.lock();
+        pg::SETTINGS
+            .iter()
+            .map(|s| {
+                let set = inner.settings.get(&s.name.to_ascii_lowercase());
+                (
+                    s,
+                    set.cloned().unwrap_or_else(|| s.default.to_string()),
+                    set.is_some(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn bad_value(name: &str, value: &str, hint: &str) -> Error {
+    Error::new(
+        SqlState::INVALID_PARAMETER_VALUE,
+        format!("invalid value for parameter \"{name}\": \"{value}\"{hint}"),
+    )
+}
+
+fn boolean(name: &str, value: &str) -> Result<bool, Error> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" | "t" | "y" => Ok(true),
+        "off" | "false" | "no" | "0" | "f" | "n" => Ok(false),
+        _ => Err(bad_value(name, value, "")),
+    }
+}
+
+/// Check `value` for parameter `name` (lowercase) and put it in the form
+/// `SHOW` gives. Only what Weir can honour is accepted.
+fn normalize(name: &str, value: &str) -> Result<String, Error> {
+    let v = value.trim();
+    Ok(match name {
+        "client_encoding" => match v.to_ascii_uppercase().replace(['-', '_'], "").as_str() {
+            "UTF8" | "UNICODE" => "UTF8".to_string(),
+            _ => return Err(bad_value(name, value, " (Weir supports only UTF8)")),
+        },
+        "datestyle" => {
+            let mut order = "MDY";
+            for part in v.split(',').map(|p| p.trim().to_ascii_uppercase()) {
+                match part.as_str() {
+                    "ISO" | "" => {}
+                    "MDY" | "DMY" | "YMD" => {
+                        order = if part == "DMY" {
+                            "DMY"
+                        } else if part == "YMD" {
+                            "YMD"
+                        } else {
+                            "MDY"
+                        }
+                    }
+                    "US" | "NONEURO" | "NONEUROPEAN" => order = "MDY",
+                    "EURO" | "EUROPEAN" => order = "DMY",
+                    _ => {
+                        return Err(bad_value(
+                            "DateStyle",
+                            value,
+                            " (Weir prints dates in ISO style only)",
+                        ))
+                    }
+                }
+            }
+            format!("ISO, {order}")
+        }
+        "intervalstyle" => match v.to_ascii_lowercase().as_str() {
+            "postgres" => "postgres".to_string(),
+            _ => {
+                return Err(bad_value(
+                    "IntervalStyle",
+                    value,
+                    " (Weir supports only postgres)",
+                ))
+            }
+        },
+        "standard_conforming_strings" => match boolean(name, v)? {
+            true => "on".to_string(),
+            false => return Err(bad_value(name, value, " (Weir supports only on)")),
+        },
+        "default_transaction_read_only" | "transaction_read_only" | "row_security" => {
+            if boolean(name, v)? { "on" } else { "off" }.to_string()
+        }
+        "extra_float_digits" => match v.parse::<i32>() {
+            Ok(n) if (-15..=3).contains(&n) => n.to_string(),
+            _ => return Err(bad_value(name, value, " (an integer from -15 to 3)")),
+        },
+        "transaction_isolation" | "default_transaction_isolation" => {
+            match v.to_ascii_lowercase().as_str() {
+                l
+                @ ("serializable" | "repeatable read" | "read committed" | "read uncommitted") => {
+                    l.to_string()
+                }
+                _ => return Err(bad_value(name, value, "")),
+            }
+        }
+        "streaming_parallelism" => match v.to_ascii_lowercase().as_str() {
+            "default" | "adaptive" | "0" => "default".to_string(),
+            t => match t.parse::<usize>() {
+                Ok(n) if (1..=weir_common::vnode::MAX_PARALLELISM).contains(&n) => n.to_string(),
+                _ => {
+                    return Err(bad_value(
+                        name,
+                        value,
+                        &format!(
+                            " (an integer from 1 to {}, or DEFAULT)",
+                            weir_common::vnode::MAX_PARALLELISM
+                        ),
+                    ))
+                }
+            },
+        },
+        _ => v.to_string(),
+    })
 }
 
 impl Transaction {

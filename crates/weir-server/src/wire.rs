@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::{stream, Sink};
+use futures::{stream, Sink, SinkExt};
 use std::collections::HashMap;
 
 use pgwire::api::auth::{
@@ -21,10 +21,9 @@ use pgwire::api::results::{
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
-use pgwire::api::{
-    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, METADATA_APPLICATION_NAME, METADATA_USER,
-};
+use pgwire::api::{PidSecretKeyGenerator, RandomPidSecretKeyGenerator, METADATA_USER};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::PgWireFrontendMessage;
 use weir_common::arrow::datatypes::{DataType, SchemaRef};
@@ -72,33 +71,87 @@ pub struct WeirHandler {
     parser: Arc<WeirQueryParser>,
 }
 
-/// What Weir reports at startup: [`weir_common::pg::STARTUP_PARAMETERS`],
-/// plus the client's own `application_name`, user and encoding.
-struct WeirParameters;
+/// What Weir reports at startup: every reported parameter
+/// ([`weir_common::pg::reported_settings`]) as the session has it, after
+/// the client's startup parameters and `options` were applied.
+struct WeirParameters(Vec<(&'static str, String)>);
 
 impl ServerParameterProvider for WeirParameters {
-    fn server_parameters<C>(&self, client: &C) -> Option<HashMap<String, String>>
+    fn server_parameters<C>(&self, _client: &C) -> Option<HashMap<String, String>>
     where
         C: ClientInfo,
     {
-        let mut params: HashMap<String, String> = weir_common::pg::STARTUP_PARAMETERS
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let metadata = client.metadata();
-        params.insert("client_encoding".into(), "UTF8".into());
-        params.insert(
-            "application_name".into(),
-            metadata
-                .get(METADATA_APPLICATION_NAME)
-                .cloned()
-                .unwrap_or_default(),
-        );
-        if let Some(user) = metadata.get(METADATA_USER) {
-            params.insert("session_authorization".into(), user.clone());
-        }
-        Some(params)
+        Some(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
+}
+
+/// Apply the startup packet's parameters to `session`: known settings
+/// (`DateStyle`, `TimeZone`, `extra_float_digits`, `application_name`,
+/// ...), the user as `session_authorization`, and `options` (`-c
+/// name=value`, `--name=value`). Parameters Weir does not know or cannot
+/// honour are ignored, as the connection must still start.
+fn apply_startup(session: &Session, metadata: &HashMap<String, String>) {
+    for (k, v) in metadata {
+        if weir_common::pg::setting(k).is_some() {
+            let _ = session.set(k, Some(v));
+        }
+    }
+    if let Some(user) = metadata.get(METADATA_USER) {
+        let _ = session.set("session_authorization", Some(user));
+    }
+    if let Some(options) = metadata.get("options") {
+        for (k, v) in parse_options(options) {
+            let _ = session.set(&k, Some(&v));
+        }
+    }
+    session.take_changed();
+}
+
+/// The `name=value` pairs of a startup `options` string: `-c name=value`,
+/// `-cname=value` or `--name=value`, separated by spaces (`\ ` escapes a
+/// space), as libpq sends them (`PGOPTIONS`).
+pub fn parse_options(options: &str) -> Vec<(String, String)> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    word.push(n);
+                }
+            }
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut pairs = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let assignment = if w == "-c" {
+            it.next()
+        } else if let Some(rest) = w.strip_prefix("-c") {
+            Some(rest.to_string())
+        } else {
+            w.strip_prefix("--").map(str::to_string)
+        };
+        if let Some((k, v)) = assignment.as_deref().and_then(|a| a.split_once('=')) {
+            pairs.push((k.replace('-', "_"), v.to_string()));
+        }
+    }
+    pairs
 }
 
 #[async_trait]
@@ -118,7 +171,9 @@ impl StartupHandler for WeirHandler {
             save_startup_parameters_to_metadata(client, startup);
             let (pid, secret) = RandomPidSecretKeyGenerator::default().generate(client);
             client.set_pid_and_secret_key(pid, secret);
-            finish_authentication(client, &WeirParameters).await?;
+            let session = session(client);
+            apply_startup(&session, client.metadata());
+            finish_authentication(client, &WeirParameters(session.reported())).await?;
         }
         Ok(())
     }
@@ -129,6 +184,24 @@ fn session<C: ClientInfo>(client: &C) -> Arc<Session> {
     client
         .session_extensions()
         .get_or_insert_with(Session::default)
+}
+
+/// Send a `ParameterStatus` for each reported parameter the session
+/// changed, as Postgres does after SET.
+async fn report_changes<C>(client: &mut C, session: &Session) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for (name, value) in session.take_changed() {
+        client
+            .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                name.to_string(),
+                value,
+            )))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Convert a Weir error into a Postgres ErrorResponse.
@@ -222,7 +295,9 @@ impl SimpleQueryHandler for WeirHandler {
         let session = session(client);
         let mut responses = Vec::with_capacity(statements.len());
         for s in &statements {
-            match self.engine.execute(s, None, &session).await {
+            let result = self.engine.execute(s, None, &session).await;
+            report_changes(client, &session).await?;
+            match result {
                 Ok(r) => responses.push(response(s, r, &Format::UnifiedText)?),
                 Err(e) => {
                     // Postgres stops at the first failing statement.
@@ -300,7 +375,7 @@ impl ExtendedQueryHandler for WeirHandler {
 
     async fn do_describe_statement<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         target: &StoredStatement<Prepared>,
     ) -> PgWireResult<DescribeStatementResponse>
     where
@@ -311,7 +386,7 @@ impl ExtendedQueryHandler for WeirHandler {
     {
         let (inferred, schema) = self
             .engine
-            .describe(&target.statement.statement)
+            .describe(&target.statement.statement, &session(client))
             .await
             .map_err(|e| pg_error(e.into()))?;
         let count = inferred.len().max(target.parameter_types.len());
@@ -330,7 +405,7 @@ impl ExtendedQueryHandler for WeirHandler {
 
     async fn do_describe_portal<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         target: &Portal<Prepared>,
     ) -> PgWireResult<DescribePortalResponse>
     where
@@ -341,7 +416,7 @@ impl ExtendedQueryHandler for WeirHandler {
     {
         let (_, schema) = self
             .engine
-            .describe(&target.statement.statement.statement)
+            .describe(&target.statement.statement.statement, &session(client))
             .await
             .map_err(|e| pg_error(e.into()))?;
         let fields = match schema {
@@ -367,7 +442,7 @@ impl ExtendedQueryHandler for WeirHandler {
         let params = if portal.parameter_len() > 0 {
             let (inferred, _) = self
                 .engine
-                .describe(statement)
+                .describe(statement, &session(client))
                 .await
                 .map_err(|e| pg_error(e.into()))?;
             Some(params::decode(portal, &inferred).map_err(pg_error)?)
@@ -375,11 +450,30 @@ impl ExtendedQueryHandler for WeirHandler {
             None
         };
         let session = session(client);
-        let result = self
-            .engine
-            .execute(statement, params, &session)
-            .await
-            .map_err(|e| pg_error(e.into()))?;
+        let result = self.engine.execute(statement, params, &session).await;
+        report_changes(client, &session).await?;
+        let result = result.map_err(|e| pg_error(e.into()))?;
         response(statement, result, &portal.result_column_format)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_options;
+
+    #[test]
+    fn startup_options() {
+        let pairs = |s: &str| -> Vec<(String, String)> { parse_options(s) };
+        assert_eq!(
+            pairs("-c extra_float_digits=3 -cDateStyle=ISO,\\ DMY --search-path=public x"),
+            vec![
+                ("extra_float_digits".into(), "3".into()),
+                ("DateStyle".into(), "ISO, DMY".into()),
+                ("search_path".into(), "public".into()),
+            ]
+        );
+        assert!(pairs("").is_empty());
+        assert!(pairs("-c").is_empty());
+        assert!(pairs("-c novalue").is_empty());
     }
 }

@@ -8,6 +8,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use weir_dataflow::restart::RestartStrategy;
 
+/// jemalloc rather than glibc malloc: with a thread per operator instance
+/// and RocksDB's background threads, glibc's arenas kept freed memory and
+/// fragmented (see bench/RESULTS.md, "Memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Weir: a SQL-first streaming database that speaks the Postgres protocol.
 #[derive(Parser)]
 #[command(name = "weir", version, about)]

@@ -77,14 +77,23 @@ impl Server {
 
     /// Run `script` with psql (on stdin, stopping at the first error).
     fn psql(&self, script: &str) -> Output {
-        let mut child = Command::new("psql")
+        self.psql_with_options(script, None)
+    }
+
+    /// [`Server::psql`] with `PGOPTIONS` set to `options`.
+    fn psql_with_options(&self, script: &str, options: Option<&str>) -> Output {
+        let mut command = Command::new("psql");
+        match options {
+            Some(o) => command.env("PGOPTIONS", o),
+            None => command.env_remove("PGOPTIONS"),
+        };
+        let mut child = command
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-U", "weir", "-d", "weir"])
             .args(["-v", "ON_ERROR_STOP=1", "-X", "-A", "-t", "-q", "-f", "-"])
             .env("PGCONNECT_TIMEOUT", "10")
             .env_remove("PGPASSWORD")
             .env_remove("PGSERVICE")
-            .env_remove("PGOPTIONS")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -259,6 +268,17 @@ fn psql_session_against_the_weir_binary() {
     assert!(server
         .psql_ok("SELECT version();")
         .starts_with("PostgreSQL 14.13 (Weir "));
+    // Startup options (`-c name=value`) set the session's parameters.
+    let out = server.psql_with_options(
+        "SHOW extra_float_digits; SHOW statement_timeout; SHOW DateStyle;",
+        Some("-c extra_float_digits=2 --statement-timeout=5 -c DateStyle=ISO,\\ DMY"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2\n5\nISO, DMY\n");
     let out = server.psql("SHOW no_such_setting;");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

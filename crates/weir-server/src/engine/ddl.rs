@@ -14,6 +14,16 @@ use weir_state::{StateContext, StateTableId};
 use super::*;
 use crate::catalog::{ObjectKind, ViewHealth, ViewState};
 
+/// What CREATE MATERIALIZED VIEW or CREATE SINK asks for.
+pub(super) struct NewDataflow<'a> {
+    pub name: &'a str,
+    pub query: &'a Query,
+    pub if_not_exists: bool,
+    pub options: &'a BTreeMap<String, String>,
+    /// A sink rather than a view.
+    pub sink: bool,
+}
+
 impl Engine {
     /// The write lock, unless recovery (which holds it) runs the statement.
     pub(super) async fn ddl_guard(&self, mode: DdlMode) -> Option<tokio::sync::MutexGuard<'_, ()>> {
@@ -105,13 +115,17 @@ impl Engine {
     /// CREATE MATERIALIZED VIEW, or with `sink`, CREATE SINK.
     pub(super) async fn create_dataflow(
         &self,
-        name: &str,
-        query: &Query,
-        if_not_exists: bool,
-        options: &BTreeMap<String, String>,
+        new: NewDataflow<'_>,
         mode: DdlMode,
-        sink: bool,
+        session_parallelism: usize,
     ) -> Result<QueryResult> {
+        let NewDataflow {
+            name,
+            query,
+            if_not_exists,
+            options,
+            sink,
+        } = new;
         let tag = if sink {
             "CREATE SINK"
         } else {
@@ -150,7 +164,7 @@ impl Engine {
         // it survives restarts; without one the view follows the server's
         // `--parallelism` at every start.
         let mut options = options.clone();
-        let fixed = self.streaming_parallelism.load(Ordering::SeqCst);
+        let fixed = session_parallelism;
         if fixed > 0 && !options.contains_key("parallelism") {
             options.insert("parallelism".into(), fixed.to_string());
         }
@@ -276,7 +290,11 @@ impl Engine {
         Ok((dataflow, outlet))
     }
 
-    pub(super) async fn explain_view(&self, query: &Query) -> Result<QueryResult> {
+    pub(super) async fn explain_view(
+        &self,
+        query: &Query,
+        session_parallelism: usize,
+    ) -> Result<QueryResult> {
         let mut plan = plan_view(&self.state(), query).await?;
         let source = plan.source.table().to_string();
         plan.append_only_input = self
@@ -285,9 +303,9 @@ impl Engine {
             .get(&source)
             .is_some_and(|r| r.is_append_only());
         plan.split_input = plan.append_only_input;
-        let parallelism = match self.streaming_parallelism.load(Ordering::SeqCst) {
+        let parallelism = match session_parallelism {
             0 => self.default_parallelism,
-            n => n as usize,
+            n => n,
         };
         let ctx = StateContext::in_memory(Arc::clone(&self.store));
         let mut scratch = self.scratch_ids.lock();

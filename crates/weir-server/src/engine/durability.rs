@@ -544,7 +544,7 @@ impl Engine {
     async fn execute_ddl(&self, sql: &str, mode: DdlMode) -> Result<()> {
         let statements = weir_sql::parser::parse(sql)?;
         for statement in &statements {
-            if self.run_ddl(statement, mode).await?.is_none() {
+            if self.run_ddl(statement, mode, 0).await?.is_none() {
                 return Err(ServerError::Statement(Error::internal(
                     "a logged statement is not CREATE or DROP",
                 )));
@@ -568,70 +568,6 @@ impl Engine {
                 Ok(())
             }
         }
-    }
-
-    /// `SET name = value`: `checkpoint_interval` changes the coordinator's
-    /// period; other settings are accepted and ignored (session settings
-    /// come with Postgres compatibility work).
-    pub(super) fn set(
-        &self,
-        set: &weir_common::datafusion::sql::sqlparser::ast::Set,
-    ) -> Result<QueryResult> {
-        use weir_common::datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Set, Value};
-        if let Set::SingleAssignment {
-            variable, values, ..
-        } = set
-        {
-            let name = variable.to_string().to_ascii_lowercase();
-            if name == "streaming_parallelism" {
-                let text = match values.first() {
-                    Some(SqlExpr::Value(v)) => match &v.value {
-                        Value::SingleQuotedString(s) => s.clone(),
-                        other => other.to_string(),
-                    },
-                    Some(other) => other.to_string(),
-                    None => String::new(),
-                };
-                let value = match text.trim().to_ascii_lowercase().as_str() {
-                    "default" | "adaptive" | "0" => 0,
-                    t => super::ddl::parse_parallelism(t).ok_or_else(|| {
-                        user(
-                            SqlState::INVALID_PARAMETER_VALUE,
-                            format!(
-                                "invalid value for parameter \"streaming_parallelism\": \"{text}\" (an integer from 1 to {}, or DEFAULT)",
-                                weir_common::vnode::MAX_PARALLELISM
-                            ),
-                        )
-                    })?,
-                };
-                self.streaming_parallelism
-                    .store(value as u64, std::sync::atomic::Ordering::SeqCst);
-            }
-            if name == "checkpoint_interval" {
-                let text = match values.first() {
-                    Some(SqlExpr::Value(v)) => match &v.value {
-                        Value::SingleQuotedString(s) => s.clone(),
-                        Value::Number(n, _) => format!("{n}ms"),
-                        other => other.to_string(),
-                    },
-                    Some(other) => other.to_string(),
-                    None => String::new(),
-                };
-                let d = humantime::parse_duration(text.trim())
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        user(
-                            SqlState::INVALID_PARAMETER_VALUE,
-                            format!(
-                                "invalid value for parameter \"checkpoint_interval\": \"{text}\""
-                            ),
-                        )
-                    })?;
-                self.durable.interval.send_replace(d);
-            }
-        }
-        Ok(QueryResult::command("SET"))
     }
 
     /// The current checkpoint interval.

@@ -46,6 +46,7 @@ mod ddl;
 use ddl::relation_name;
 mod dml;
 mod durability;
+mod settings;
 pub(crate) mod source;
 mod supervisor;
 pub mod system;
@@ -98,9 +99,6 @@ pub struct Engine {
     readers: source::Readers,
     /// Parallelism of views that do not fix their own (`--parallelism`).
     default_parallelism: usize,
-    /// `streaming_parallelism`: 0 = the default, else views created now
-    /// run (and keep running) with this many instances per operator.
-    streaming_parallelism: AtomicU64,
     /// This engine, for the tasks it spawns (coordinator, supervisors).
     me: Weak<Engine>,
 }
@@ -185,7 +183,6 @@ impl Engine {
             default_parallelism: config
                 .parallelism
                 .clamp(1, weir_common::vnode::MAX_PARALLELISM),
-            streaming_parallelism: AtomicU64::new(0),
             me: me.clone(),
         });
         system.attach(Arc::downgrade(&engine));
@@ -256,18 +253,23 @@ impl Engine {
             Statement::CreateMaterializedView { .. }
             | Statement::CreateSource(_)
             | Statement::CreateSink(_)
-            | Statement::DropSourceOrSink { .. } => self.live_ddl(statement).await,
-            Statement::ExplainMaterializedView { query, .. } => self.explain_view(query).await,
+            | Statement::DropSourceOrSink { .. } => self.live_ddl(statement, session).await,
+            Statement::ExplainMaterializedView { query, .. } => {
+                self.explain_view(query, self.session_parallelism(session))
+                    .await
+            }
             Statement::Sql(s) => self.execute_sql(s, params, session).await,
         }
     }
 
     /// Run a CREATE TABLE, CREATE MATERIALIZED VIEW or DROP in `mode`;
     /// `None` for any other statement. Clients and recovery both come here.
+    /// `parallelism` is the session's `streaming_parallelism` (0: none).
     pub(super) async fn run_ddl(
         &self,
         statement: &Statement,
         mode: DdlMode,
+        parallelism: usize,
     ) -> Result<Option<QueryResult>> {
         let result = match statement {
             Statement::CreateMaterializedView {
@@ -277,19 +279,24 @@ impl Engine {
                 options,
             } => {
                 let name = relation_name(name)?;
-                self.create_dataflow(&name, query, *if_not_exists, options, mode, false)
-                    .await?
+                let new = ddl::NewDataflow {
+                    name: &name,
+                    query,
+                    if_not_exists: *if_not_exists,
+                    options,
+                    sink: false,
+                };
+                self.create_dataflow(new, mode, parallelism).await?
             }
             Statement::CreateSink(sink) => {
-                self.create_dataflow(
-                    &sink.name,
-                    &sink.query,
-                    sink.if_not_exists,
-                    &sink.options,
-                    mode,
-                    true,
-                )
-                .await?
+                let new = ddl::NewDataflow {
+                    name: &sink.name,
+                    query: &sink.query,
+                    if_not_exists: sink.if_not_exists,
+                    options: &sink.options,
+                    sink: true,
+                };
+                self.create_dataflow(new, mode, parallelism).await?
             }
             Statement::CreateSource(create) => self.create_source(create, mode).await?,
             Statement::DropSourceOrSink {
@@ -337,8 +344,8 @@ impl Engine {
     }
 
     /// A DDL statement from a client.
-    async fn live_ddl(&self, statement: &Statement) -> Result<QueryResult> {
-        self.run_ddl(statement, DdlMode::Live)
+    async fn live_ddl(&self, statement: &Statement, session: &Session) -> Result<QueryResult> {
+        self.run_ddl(statement, DdlMode::Live, self.session_parallelism(session))
             .await?
             .ok_or_else(|| ServerError::Statement(Error::internal("not a DDL statement")))
     }
@@ -351,8 +358,10 @@ impl Engine {
     ) -> Result<QueryResult> {
         match s {
             SqlStatement::Query(_) | SqlStatement::Explain { .. } => {
+                let mut s = s.clone();
+                self.inline_setting_functions(&mut s, session, true)?;
                 let txn = self.txn_read(session).await;
-                self.query(s, params, txn.as_ref()).await
+                self.query(&s, params, txn.as_ref()).await
             }
             SqlStatement::Insert(_) | SqlStatement::Update(_) | SqlStatement::Delete(_) => {
                 match self.txn_read(session).await {
@@ -361,27 +370,18 @@ impl Engine {
                 }
             }
             SqlStatement::CreateTable(_) | SqlStatement::Drop { .. } => {
-                self.live_ddl(&Statement::Sql(Box::new(s.clone()))).await
+                self.live_ddl(&Statement::Sql(Box::new(s.clone())), session)
+                    .await
             }
-            SqlStatement::Set(set) => self.set(set),
+            SqlStatement::Set(set) => self.set(set, session),
+            SqlStatement::Reset(r) => self.reset(&r.reset, session),
             SqlStatement::ShowVariable { variable } => {
                 let name = variable
                     .iter()
                     .map(|i| i.value.clone())
                     .collect::<Vec<_>>()
                     .join(".");
-                if name.eq_ignore_ascii_case("streaming_parallelism") {
-                    let value = match self.streaming_parallelism.load(Ordering::SeqCst) {
-                        0 => format!("default ({})", self.default_parallelism),
-                        n => n.to_string(),
-                    };
-                    return Ok(text_rows(&name, vec![value]));
-                }
-                if name.eq_ignore_ascii_case("checkpoint_interval") {
-                    let value = humantime::format_duration(self.checkpoint_interval()).to_string();
-                    return Ok(text_rows(&name, vec![value]));
-                }
-                show_variable(&name)
+                self.show(&name, session)
             }
             other => Err(user(
                 SqlState::FEATURE_NOT_SUPPORTED,
@@ -410,6 +410,7 @@ impl Engine {
     pub async fn describe(
         &self,
         statement: &Statement,
+        session: &Session,
     ) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
         match statement {
             Statement::Sql(s) => match s.as_ref() {
@@ -418,6 +419,9 @@ impl Engine {
                 | SqlStatement::Insert(_)
                 | SqlStatement::Update(_)
                 | SqlStatement::Delete(_) => {
+                    let mut s = s.clone();
+                    self.inline_setting_functions(&mut s, session, false)?;
+                    let s = &s;
                     let plan = self.plan(s, None).await?;
                     let mut types = plan.get_parameter_types()?;
                     infer_cast_parameters(&plan, &mut types)?;
@@ -446,7 +450,19 @@ impl Engine {
                     };
                     Ok((params, schema))
                 }
-                SqlStatement::ShowVariable { .. } => Ok((vec![], Some(text_schema(&["setting"])))),
+                SqlStatement::ShowVariable { variable } => {
+                    let name = variable
+                        .iter()
+                        .map(|i| i.value.clone())
+                        .collect::<Vec<_>>()
+                        .join(".");
+                    let schema = if name.eq_ignore_ascii_case("all") {
+                        text_schema(&["name", "setting", "description"])
+                    } else {
+                        text_schema(&[name.as_str()])
+                    };
+                    Ok((vec![], Some(schema)))
+                }
                 _ => Ok((vec![], None)),
             },
             Statement::ShowTables
@@ -618,21 +634,6 @@ fn text_rows(column: &str, values: Vec<String>) -> QueryResult {
             schema,
             batches: vec![],
         },
-    }
-}
-
-fn show_variable(name: &str) -> Result<QueryResult> {
-    // `SHOW TRANSACTION ISOLATION LEVEL` arrives as three words.
-    let name = match name.to_ascii_lowercase().replace('.', " ").as_str() {
-        "transaction isolation level" => "transaction_isolation",
-        _ => name,
-    };
-    match weir_common::pg::default_setting(name) {
-        Some(value) => Ok(text_rows(name, vec![value.to_string()])),
-        None => Err(user(
-            SqlState::UNDEFINED_OBJECT,
-            format!("unrecognized configuration parameter \"{name}\""),
-        )),
     }
 }
 

@@ -137,7 +137,10 @@ impl Engine {
                 let read_only = read_only_mode(modes);
                 if *all {
                     if let Some(r) = read_only {
-                        session.set_default_read_only(r);
+                        let value = if r { "on" } else { "off" };
+                        if let Err(e) = session.set("default_transaction_read_only", Some(value)) {
+                            return Some(Err(e.into()));
+                        }
                     }
                 } else if let Some(r) = read_only {
                     let set = session.with_txn(|t| {
