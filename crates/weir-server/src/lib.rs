@@ -13,6 +13,7 @@ pub mod engine;
 mod error;
 mod log_record;
 mod params;
+pub mod pg_catalog;
 pub mod provider;
 pub mod session;
 mod text_format;

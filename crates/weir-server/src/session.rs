@@ -32,6 +32,8 @@ use crate::log_record::TableChange;
 #[derive(Default)]
 pub struct Session {
     inner: Mutex<Inner>,
+    /// The process id told to the client (BackendKeyData).
+    pid: std::sync::atomic::AtomicI32,
 }
 
 #[derive(Default)]
@@ -65,6 +67,16 @@ pub(crate) struct TxnSnapshot {
 }
 
 impl Session {
+    /// Remember the process id the client was told.
+    pub fn set_pid(&self, pid: i32) {
+        self.pid.store(pid, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The process id the client was told (`pg_backend_pid()`).
+    pub fn pid(&self) -> i32 {
+        self.pid.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Run `f` on the open transaction, if there is one.
     pub(crate) fn with_txn<T>(&self, f: impl FnOnce(&mut Transaction) -> T) -> Option<T> {
         self.inner.lock().txn.as_mut().map(f)

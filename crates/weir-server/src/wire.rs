@@ -172,6 +172,7 @@ impl StartupHandler for WeirHandler {
             let (pid, secret) = RandomPidSecretKeyGenerator::default().generate(client);
             client.set_pid_and_secret_key(pid, secret);
             let session = session(client);
+            session.set_pid(pid);
             apply_startup(&session, client.metadata());
             finish_authentication(client, &WeirParameters(session.reported())).await?;
         }

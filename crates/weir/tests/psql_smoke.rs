@@ -287,3 +287,70 @@ fn psql_session_against_the_weir_binary() {
         "unexpected output for an unknown setting: {stderr}"
     );
 }
+
+/// psql's meta-commands read `pg_catalog` (`\d` issues a dozen catalog
+/// queries): each lists what Weir has, as psql prints it for Postgres.
+#[test]
+fn psql_meta_commands() {
+    require_psql();
+    let server = Server::start();
+    server.psql_ok(
+        "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer TEXT NOT NULL, amount NUMERIC(10,2), at TIMESTAMPTZ);
+         CREATE TABLE notes (body TEXT);
+         CREATE MATERIALIZED VIEW per_customer AS
+             SELECT customer, count(*) AS n, sum(amount) AS total FROM orders GROUP BY customer;",
+    );
+    // Unaligned, tuples only: one line per row, columns split by '|'.
+    assert_eq!(
+        server.psql_ok("\\dt"),
+        "public|notes|table|weir\npublic|orders|table|weir\n"
+    );
+    assert_eq!(
+        server.psql_ok("\\dm"),
+        "public|per_customer|materialized view|weir\n"
+    );
+    assert_eq!(server.psql_ok("\\dv"), "");
+    assert_eq!(
+        server.psql_ok("\\d"),
+        "public|notes|table|weir\npublic|orders|table|weir\npublic|per_customer|materialized view|weir\n"
+    );
+    let schemas = server.psql_ok("\\dn");
+    assert!(schemas.contains("public|weir\n"), "\\dn: {schemas}");
+    let databases = server.psql_ok("\\l");
+    assert!(databases.starts_with("weir|weir|UTF8|"), "\\l: {databases}");
+    // \d NAME: columns with Postgres's type names and nullability (the
+    // footer listing the primary key's index is not printed with -t).
+    assert_eq!(
+        server.psql_ok("\\d orders"),
+        "id|bigint||not null|\n\
+         customer|text||not null|\n\
+         amount|numeric(10,2)|||\n\
+         at|timestamp with time zone|||\n"
+    );
+    assert_eq!(
+        server.psql_ok("\\d per_customer"),
+        "customer|text|||\nn|bigint|||\ntotal|numeric(20,2)|||\n"
+    );
+    // \x switches to expanded output.
+    assert_eq!(
+        server.psql_ok("\\x\nSELECT 1 AS a, 'x' AS b;"),
+        "a|1\nb|x\n"
+    );
+    // Drivers' catalog questions.
+    assert_eq!(
+        server.psql_ok(
+            "SELECT c.relname, c.relkind FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' ORDER BY 1;"
+        ),
+        "notes|r\norders|r\norders_pkey|i\nper_customer|m\n"
+    );
+    assert_eq!(
+        server.psql_ok(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a \
+             ON a.attrelid = i.indrelid AND a.attnum = i.indkey[1] \
+             WHERE i.indrelid = 'orders'::regclass AND i.indisprimary;"
+        ),
+        "id\n"
+    );
+}

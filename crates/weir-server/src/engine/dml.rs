@@ -194,7 +194,7 @@ impl Engine {
         plan: &LogicalPlan,
         snapshot: Option<&SnapshotRef>,
     ) -> Result<RecordBatch> {
-        let batches = self.collect(plan.clone(), snapshot).await?;
+        let batches = self.collect(plan.clone(), snapshot, None).await?;
         conform(schema, &batches, 0)
     }
 
@@ -227,7 +227,7 @@ impl Engine {
             exprs.push(e.clone().unalias().alias(format!("__weir_new_{i}")));
         }
         let plan = LogicalPlanBuilder::from(input).project(exprs)?.build()?;
-        let batches = self.collect(plan, snapshot).await?;
+        let batches = self.collect(plan, snapshot, None).await?;
         let old = conform(schema, &batches, 0)?;
         let new = conform(schema, &batches, width)?;
         Ok((old, new))

@@ -143,7 +143,17 @@ fn session_context(
         Arc::new(WeirSchema::new(Arc::clone(catalog), Arc::clone(store))),
     )?;
     weir_catalog.register_schema(system::SYSTEM_SCHEMA, system)?;
+    let pg = Arc::new(crate::pg_catalog::PgCatalog::new(Arc::clone(catalog)));
+    weir_catalog.register_schema("pg_catalog", Arc::clone(&pg) as _)?;
+    weir_catalog.register_schema(
+        "information_schema",
+        Arc::new(crate::pg_catalog::InformationSchema::new(Arc::clone(
+            catalog,
+        ))),
+    )?;
     ctx.register_catalog(CATALOG, Arc::new(weir_catalog));
+    crate::pg_catalog::register(&ctx, Arc::clone(catalog));
+    pg.set_functions(&ctx);
     Ok(ctx)
 }
 
@@ -359,11 +369,14 @@ impl Engine {
         match s {
             SqlStatement::Query(_) | SqlStatement::Explain { .. } => {
                 let mut s = s.clone();
-                self.inline_setting_functions(&mut s, session, true)?;
+                self.prepare_sql(&mut s, session, true)?;
                 let txn = self.txn_read(session).await;
-                self.query(&s, params, txn.as_ref()).await
+                self.query(&s, params, txn.as_ref(), session).await
             }
             SqlStatement::Insert(_) | SqlStatement::Update(_) | SqlStatement::Delete(_) => {
+                let mut s = s.clone();
+                self.prepare_sql(&mut s, session, true)?;
+                let s = &s;
                 match self.txn_read(session).await {
                     Some(txn) => self.dml_in_transaction(s, params, session, &txn).await,
                     None => self.dml(s, params).await,
@@ -420,7 +433,7 @@ impl Engine {
                 | SqlStatement::Update(_)
                 | SqlStatement::Delete(_) => {
                     let mut s = s.clone();
-                    self.inline_setting_functions(&mut s, session, false)?;
+                    self.prepare_sql(&mut s, session, false)?;
                     let s = &s;
                     let plan = self.plan(s, None).await?;
                     let mut types = plan.get_parameter_types()?;
@@ -483,6 +496,7 @@ impl Engine {
         s: &SqlStatement,
         params: Option<ParamValues>,
         txn: Option<&txn::TxnRead>,
+        session: &Session,
     ) -> Result<QueryResult> {
         let plan = self.plan(s, params).await?;
         if let Some(txn) = txn {
@@ -493,26 +507,49 @@ impl Engine {
             Some(t) => Arc::clone(&t.snapshot),
             None => Arc::clone(&self.store).snapshot(),
         };
-        let batches = self.collect(plan, Some(&snapshot)).await?;
+        let batches = self.collect(plan, Some(&snapshot), Some(session)).await?;
+        // The plan's types, even where execution produced another encoding
+        // of them (DataFusion may yield Utf8View for a Utf8 column).
         let batches = batches
             .into_iter()
-            .map(|b| RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()))
+            .map(|b| {
+                let columns = b
+                    .columns()
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(c, f)| {
+                        if c.data_type() == f.data_type() {
+                            Ok(Arc::clone(c))
+                        } else {
+                            cast(c, f.data_type())
+                        }
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                RecordBatch::try_new(Arc::clone(&schema), columns)
+            })
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| ServerError::Statement(e.into()))?;
         Ok(QueryResult::Rows { schema, batches })
     }
 
-    /// Run `plan`, its scans reading `snapshot` if given.
+    /// Run `plan`, its scans reading `snapshot` if given; `pg_settings`
+    /// shows `session`'s values.
     async fn collect(
         &self,
         plan: LogicalPlan,
         snapshot: Option<&SnapshotRef>,
+        session: Option<&Session>,
     ) -> Result<Vec<RecordBatch>> {
         let mut state = self.state();
         if let Some(s) = snapshot {
             state
                 .config_mut()
                 .set_extension(Arc::new(ReadSnapshot(Arc::clone(s))));
+        }
+        if let Some(session) = session {
+            state
+                .config_mut()
+                .set_extension(Arc::new(crate::pg_catalog::SessionSettings(session.all())));
         }
         Ok(DataFrame::new(state, plan).collect().await?)
     }

@@ -151,6 +151,26 @@ impl Engine {
             .unwrap_or(0)
     }
 
+    /// Everything done to a client's statement before planning: setting
+    /// functions inlined ([`Engine::inline_setting_functions`]) and the
+    /// Postgres catalog rewrites ([`crate::pg_catalog::rewrite`]).
+    pub(super) fn prepare_sql(
+        &self,
+        statement: &mut SqlStatement,
+        session: &Session,
+        apply: bool,
+    ) -> Result<()> {
+        self.inline_setting_functions(statement, session, apply)?;
+        let facts = crate::pg_catalog::rewrite::SessionFacts {
+            user: session
+                .get("session_authorization")
+                .unwrap_or_else(|| crate::pg_catalog::OWNER.to_string()),
+            pid: session.pid(),
+        };
+        crate::pg_catalog::rewrite::rewrite(statement, &self.catalog.read(), &facts)?;
+        Ok(())
+    }
+
     /// Replace `current_setting('name' [, missing_ok])` and
     /// `set_config('name', 'value', is_local)` calls with literal
     /// arguments by their values, as Postgres evaluates them; `set_config`

@@ -1,0 +1,350 @@
+//! Postgres's catalog functions, as clients call them: `format_type`,
+//! `pg_get_userbyid`, `pg_table_is_visible`, `current_schema(s)`,
+//! `current_database`, the `has_*_privilege` family (every argument form:
+//! Weir has one superuser, so always true), `pg_get_expr`,
+//! `obj_description` / `col_description`, `pg_get_indexdef`,
+//! `pg_get_constraintdef`, `pg_get_viewdef`, and a few more psql uses.
+//! They take any arguments and are evaluated row by row: catalog queries
+//! are small.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use weir_common::arrow::array::ArrayRef;
+use weir_common::arrow::datatypes::DataType;
+use weir_common::datafusion::common::{Result, ScalarValue};
+use weir_common::datafusion::execution::context::SessionContext;
+use weir_common::datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+
+use super::{pg_type, rel_oids, visible, DATABASE_NAME, OWNER};
+use crate::catalog::{Catalog, RelationKind};
+
+/// What a function computes for one row of arguments.
+type RowFn = dyn Fn(&[ScalarValue]) -> ScalarValue + Send + Sync;
+
+/// A Postgres function taking any arguments, computed row by row.
+struct PgFunction {
+    name: &'static str,
+    signature: Signature,
+    returns: DataType,
+    f: Arc<RowFn>,
+}
+
+impl std::fmt::Debug for PgFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgFunction({})", self.name)
+    }
+}
+
+impl PartialEq for PgFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for PgFunction {}
+
+impl std::hash::Hash for PgFunction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PgFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(self.returns.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let n = if scalar { 1 } else { rows };
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let row = arrays
+                .iter()
+                .map(|a| ScalarValue::try_from_array(a, i))
+                .collect::<Result<Vec<_>>>()?;
+            out.push((self.f)(&row));
+        }
+        if scalar {
+            let v = out
+                .pop()
+                .map_or_else(|| ScalarValue::try_from(&self.returns), Ok)?;
+            return Ok(ColumnarValue::Scalar(v));
+        }
+        let array: ArrayRef = if out.is_empty() {
+            weir_common::arrow::array::new_empty_array(&self.returns)
+        } else {
+            ScalarValue::iter_to_array(out)?
+        };
+        Ok(ColumnarValue::Array(array))
+    }
+}
+
+fn function(
+    name: &'static str,
+    returns: DataType,
+    f: impl Fn(&[ScalarValue]) -> ScalarValue + Send + Sync + 'static,
+) -> ScalarUDF {
+    ScalarUDF::from(PgFunction {
+        name,
+        signature: Signature::one_of(
+            vec![TypeSignature::Nullary, TypeSignature::VariadicAny],
+            Volatility::Stable,
+        ),
+        returns,
+        f: Arc::new(f),
+    })
+}
+
+/// An argument as an integer (OIDs, typmods), if it is one.
+fn int(v: Option<&ScalarValue>) -> Option<i64> {
+    match v? {
+        ScalarValue::Int8(x) => x.map(i64::from),
+        ScalarValue::Int16(x) => x.map(i64::from),
+        ScalarValue::Int32(x) => x.map(i64::from),
+        ScalarValue::Int64(x) => *x,
+        ScalarValue::UInt32(x) => x.map(i64::from),
+        ScalarValue::UInt64(x) => x.and_then(|x| i64::try_from(x).ok()),
+        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(s: Option<String>) -> ScalarValue {
+    ScalarValue::Utf8(s)
+}
+
+/// `format_type(type_oid, typmod)` as Postgres prints it.
+pub fn format_type(oid: i64, typmod: Option<i64>) -> Option<String> {
+    let t = pg_type(oid)?;
+    let typmod = typmod.unwrap_or(-1);
+    Some(match (t.oid, typmod) {
+        (1700, m) if m >= 4 => {
+            let m = m - 4;
+            format!("numeric({},{})", (m >> 16) & 0xffff, m & 0xffff)
+        }
+        (1043, m) if m >= 4 => format!("character varying({})", m - 4),
+        (1042, m) if m >= 4 => format!("character({})", m - 4),
+        _ => t.sql.to_string(),
+    })
+}
+
+/// Register the functions with `ctx`; those reading the catalog see
+/// `catalog`.
+pub fn register(ctx: &SessionContext, catalog: Arc<RwLock<Catalog>>) {
+    let udfs = vec![
+        function("format_type", DataType::Utf8, |a| {
+            text(int(a.first()).and_then(|oid| format_type(oid, int(a.get(1)))))
+        }),
+        function("pg_get_userbyid", DataType::Utf8, |a| {
+            text(int(a.first()).map(|oid| {
+                if oid == super::oid::SUPERUSER {
+                    OWNER.to_string()
+                } else {
+                    format!("unknown (OID={oid})")
+                }
+            }))
+        }),
+        function("current_schema", DataType::Utf8, |_| {
+            text(Some("public".into()))
+        }),
+        function(
+            "current_schemas",
+            DataType::new_list(DataType::Utf8, true),
+            |a| {
+                let implicit = matches!(a.first(), Some(ScalarValue::Boolean(Some(true))));
+                let mut names = Vec::new();
+                if implicit {
+                    names.push(ScalarValue::Utf8(Some("pg_catalog".into())));
+                }
+                names.push(ScalarValue::Utf8(Some("public".into())));
+                ScalarValue::List(ScalarValue::new_list(&names, &DataType::Utf8, true))
+            },
+        ),
+        function("current_database", DataType::Utf8, |_| {
+            text(Some(DATABASE_NAME.into()))
+        }),
+        function("current_catalog", DataType::Utf8, |_| {
+            text(Some(DATABASE_NAME.into()))
+        }),
+        function("pg_encoding_to_char", DataType::Utf8, |_| {
+            text(Some("UTF8".into()))
+        }),
+        function("pg_get_expr", DataType::Utf8, |_| text(None)),
+        function("obj_description", DataType::Utf8, |_| text(None)),
+        function("col_description", DataType::Utf8, |_| text(None)),
+        function("shobj_description", DataType::Utf8, |_| text(None)),
+        function("pg_get_partkeydef", DataType::Utf8, |_| text(None)),
+        // Definitions of objects Weir never has (statistics objects,
+        // triggers, rules, sequences): no row ever asks, but psql's queries
+        // name them.
+        function("pg_get_statisticsobjdef_columns", DataType::Utf8, |_| {
+            text(None)
+        }),
+        function("pg_get_triggerdef", DataType::Utf8, |_| text(None)),
+        function("pg_get_ruledef", DataType::Utf8, |_| text(None)),
+        function("pg_get_serial_sequence", DataType::Utf8, |_| text(None)),
+        function("pg_get_function_result", DataType::Utf8, |_| text(None)),
+        function("pg_get_function_arguments", DataType::Utf8, |_| text(None)),
+        function("pg_get_function_identity_arguments", DataType::Utf8, |_| {
+            text(None)
+        }),
+        function("pg_relation_is_publishable", DataType::Boolean, |_| {
+            ScalarValue::Boolean(Some(false))
+        }),
+        function("pg_is_in_recovery", DataType::Boolean, |_| {
+            ScalarValue::Boolean(Some(false))
+        }),
+        function("pg_relation_size", DataType::Int64, |_| {
+            ScalarValue::Int64(Some(0))
+        }),
+        function("pg_total_relation_size", DataType::Int64, |_| {
+            ScalarValue::Int64(Some(0))
+        }),
+        function("pg_table_size", DataType::Int64, |_| {
+            ScalarValue::Int64(Some(0))
+        }),
+        function("pg_size_pretty", DataType::Utf8, |a| {
+            text(int(a.first()).map(|n| format!("{n} bytes")))
+        }),
+        function("quote_ident", DataType::Utf8, |a| {
+            text(match a.first() {
+                Some(ScalarValue::Utf8(Some(s))) | Some(ScalarValue::Utf8View(Some(s))) => {
+                    Some(quote_ident(s))
+                }
+                _ => None,
+            })
+        }),
+    ];
+    for udf in udfs {
+        ctx.register_udf(udf);
+    }
+    for name in [
+        "pg_table_is_visible",
+        "pg_type_is_visible",
+        "pg_function_is_visible",
+        "has_table_privilege",
+        "has_schema_privilege",
+        "has_database_privilege",
+        "has_column_privilege",
+        "has_any_column_privilege",
+        "has_function_privilege",
+        "has_sequence_privilege",
+        "has_type_privilege",
+        "has_language_privilege",
+        "has_tablespace_privilege",
+        "has_foreign_data_wrapper_privilege",
+        "has_server_privilege",
+        "pg_has_role",
+    ] {
+        ctx.register_udf(function(name, DataType::Boolean, |_| {
+            ScalarValue::Boolean(Some(true))
+        }));
+    }
+    let c = Arc::clone(&catalog);
+    ctx.register_udf(function("pg_get_indexdef", DataType::Utf8, move |a| {
+        let oid = int(a.first());
+        text(oid.and_then(|oid| {
+            visible(&c.read()).iter().find_map(|r| {
+                (rel_oids(r).index == oid).then(|| {
+                    format!(
+                        "CREATE UNIQUE INDEX {}_pkey ON public.{} USING btree ({})",
+                        r.name,
+                        quote_ident(&r.name),
+                        key_columns(r)
+                    )
+                })
+            })
+        }))
+    }));
+    let c = Arc::clone(&catalog);
+    ctx.register_udf(function("pg_get_constraintdef", DataType::Utf8, move |a| {
+        let oid = int(a.first());
+        text(oid.and_then(|oid| {
+            visible(&c.read()).iter().find_map(|r| {
+                (rel_oids(r).constraint == oid).then(|| format!("PRIMARY KEY ({})", key_columns(r)))
+            })
+        }))
+    }));
+    let c = catalog;
+    ctx.register_udf(function("pg_get_viewdef", DataType::Utf8, move |a| {
+        let by_oid = int(a.first());
+        let by_name = match a.first() {
+            Some(ScalarValue::Utf8(Some(s))) => Some(s.clone()),
+            _ => None,
+        };
+        text(visible(&c.read()).iter().find_map(|r| {
+            let RelationKind::View { definition, .. } = &r.kind else {
+                return None;
+            };
+            let hit = by_oid == Some(rel_oids(r).rel) || by_name.as_deref() == Some(&r.name);
+            hit.then(|| format!(" {definition};"))
+        }))
+    }));
+}
+
+/// `quote_ident`: quoted when not a plain lower-case identifier.
+pub fn quote_ident(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    }
+}
+
+fn key_columns(r: &crate::catalog::Relation) -> String {
+    let RelationKind::Table { pk, .. } = &r.kind else {
+        return String::new();
+    };
+    pk.iter()
+        .filter_map(|i| r.schema.fields().get(*i))
+        .map(|f| quote_ident(f.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_types_like_postgres() {
+        assert_eq!(format_type(23, None).as_deref(), Some("integer"));
+        assert_eq!(
+            format_type(1184, Some(-1)).as_deref(),
+            Some("timestamp with time zone")
+        );
+        assert_eq!(
+            format_type(1700, Some(((10 << 16) | 2) + 4)).as_deref(),
+            Some("numeric(10,2)")
+        );
+        assert_eq!(format_type(1007, None).as_deref(), Some("integer[]"));
+        assert_eq!(format_type(999_999, None), None);
+        assert_eq!(quote_ident("abc_1"), "abc_1");
+        assert_eq!(quote_ident("Abc"), "\"Abc\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

@@ -1,0 +1,432 @@
+//! Rewrites of a parsed statement so the SQL Postgres clients send about
+//! the catalog plans in DataFusion:
+//! - unqualified `pg_class` (etc.) reads `pg_catalog.pg_class`, as
+//!   Postgres searches `pg_catalog` first (unless a Weir relation has the
+//!   name);
+//! - `pg_catalog.f(...)` and `information_schema.f(...)` call `f`;
+//! - `'name'::regclass` and `'type'::regtype` become the OID (42P01 /
+//!   42704 if there is none), other `::regclass`, `::regtype`, `::oid`
+//!   casts become BIGINT, `::name` and `::regproc` TEXT;
+//! - `x COLLATE pg_catalog.default` is `x`;
+//! - `OPERATOR(pg_catalog.~)` and friends are the plain operators;
+//! - `current_user`, `session_user`, `user` and `pg_backend_pid()` are
+//!   the session's values;
+//! - in a statement that reads the catalog, a scalar subquery selecting
+//!   one plain expression takes `max` of it: Postgres runs such correlated
+//!   subqueries (psql's `\d` does), DataFusion only aggregated ones. The
+//!   catalog's subqueries return at most one row, so the value is the same.
+
+use std::ops::ControlFlow;
+
+use weir_common::datafusion::sql::sqlparser::ast::{
+    visit_expressions_mut, visit_relations_mut, BinaryOperator, DataType as SqlType, Expr,
+    FunctionArguments, GroupByExpr, Ident, JoinOperator, ObjectName, ObjectNamePart, Query,
+    SelectItem, SetExpr, Statement, TableFactor, Value,
+};
+use weir_common::datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use weir_common::datafusion::sql::sqlparser::parser::Parser;
+use weir_common::{Error, SqlState};
+
+use super::{pg_type_named, rel_oids, EMPTY_TABLES, TABLES};
+use crate::catalog::Catalog;
+
+/// What the rewrite needs from the session.
+pub struct SessionFacts {
+    pub user: String,
+    pub pid: i32,
+}
+
+fn last_part(name: &ObjectName) -> Option<String> {
+    name.0
+        .last()
+        .and_then(ObjectNamePart::as_ident)
+        .map(|i| i.value.clone())
+}
+
+fn first_part(name: &ObjectName) -> Option<String> {
+    name.0
+        .first()
+        .and_then(ObjectNamePart::as_ident)
+        .map(|i| i.value.to_ascii_lowercase())
+}
+
+fn string_literal(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn number(n: i64) -> Expr {
+    Expr::Value(Value::Number(n.to_string(), false).into())
+}
+
+fn custom_type(t: &SqlType) -> Option<String> {
+    match t {
+        SqlType::Regclass => Some("regclass".into()),
+        SqlType::Custom(name, _) => last_part(name).map(|n| n.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+fn is_empty_table(t: &TableFactor) -> bool {
+    match t {
+        TableFactor::Table { name, .. } => {
+            last_part(name).is_some_and(|n| EMPTY_TABLES.contains(&n.to_ascii_lowercase().as_str()))
+        }
+        _ => false,
+    }
+}
+
+/// Whether `query` certainly returns no rows because it joins an
+/// always-empty catalog table where an empty input empties the join: a
+/// FROM item (unless right- or full-joined to something) or an inner or
+/// cross join's table.
+fn returns_nothing(query: &Query) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    select.from.iter().any(|item| {
+        let keeps_left_only = item.joins.iter().all(|j| {
+            !matches!(
+                j.join_operator,
+                JoinOperator::Right(_) | JoinOperator::RightOuter(_) | JoinOperator::FullOuter(_)
+            )
+        });
+        (is_empty_table(&item.relation) && keeps_left_only)
+            || item.joins.iter().any(|j| {
+                is_empty_table(&j.relation)
+                    && matches!(
+                        j.join_operator,
+                        JoinOperator::Join(_) | JoinOperator::Inner(_) | JoinOperator::CrossJoin(_)
+                    )
+            })
+    })
+}
+
+/// A subquery that joins an always-empty catalog table returns no rows:
+/// a scalar one is NULL, `EXISTS` false, `IN` false. (psql's `\d` asks
+/// such correlated questions, e.g. a column's default in `pg_attrdef`,
+/// which DataFusion cannot decorrelate.)
+fn fold_empty_subqueries(statement: &mut Statement) {
+    let _ = visit_expressions_mut(statement, |e| {
+        let folded = match e {
+            Expr::Subquery(q) if returns_nothing(q) => Some(Value::Null),
+            Expr::Exists { subquery, negated } if returns_nothing(subquery) => {
+                Some(Value::Boolean(*negated))
+            }
+            Expr::InSubquery {
+                subquery, negated, ..
+            } if returns_nothing(subquery) => Some(Value::Boolean(*negated)),
+            _ => None,
+        };
+        if let Some(v) = folded {
+            *e = Expr::Value(v.into());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// In a query that returns no rows, its subqueries are never evaluated:
+/// make them NULL, so that forms DataFusion cannot plan (`ARRAY(SELECT
+/// ...)`, correlated `= ANY`) do not fail a query that is empty anyway.
+fn null_subqueries(query: &mut Query) {
+    let _ = visit_expressions_mut(query, |e| {
+        let is_subquery = match e {
+            Expr::Subquery(_) => true,
+            Expr::Function(f) => matches!(f.args, FunctionArguments::Subquery(_)),
+            _ => false,
+        };
+        if is_subquery {
+            *e = Expr::Value(Value::Null.into());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `ARRAY(SELECT x FROM ...)` as `(SELECT array_agg(x) FROM ...)`, which
+/// DataFusion plans (the subquery has one column, as Postgres requires).
+fn array_subqueries(statement: &mut Statement) {
+    let _ = visit_expressions_mut(statement, |e| {
+        let Expr::Function(f) = e else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let is_array = last_part(&f.name).is_some_and(|n| n.eq_ignore_ascii_case("array"));
+        let FunctionArguments::Subquery(q) = &f.args else {
+            return ControlFlow::Continue(());
+        };
+        if !is_array {
+            return ControlFlow::Continue(());
+        }
+        let mut q = q.as_ref().clone();
+        let order = q.order_by.take();
+        let SetExpr::Select(select) = q.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let [SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. }] =
+            select.projection.as_slice()
+        else {
+            return ControlFlow::Continue(());
+        };
+        let order = order.map(|o| format!(" {o}")).unwrap_or_default();
+        let agg = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&format!("array_agg({x}{order})"))
+            .and_then(|mut p| p.parse_expr());
+        if let Ok(agg) = agg {
+            select.projection = vec![SelectItem::UnnamedExpr(agg)];
+            *e = Expr::Subquery(Box::new(q));
+        }
+        ControlFlow::Continue(())
+    });
+}
+
+/// Give repeated unnamed select items (`SELECT pubname, NULL, NULL`)
+/// distinct names, which DataFusion requires and Postgres does not.
+fn name_duplicate_columns(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(select) => {
+            let mut seen = std::collections::HashSet::new();
+            for (i, item) in select.projection.iter_mut().enumerate() {
+                if let SelectItem::UnnamedExpr(e) = item {
+                    let text = e.to_string();
+                    if !seen.insert(text) {
+                        let expr = std::mem::replace(e, Expr::Value(Value::Null.into()));
+                        *item = SelectItem::ExprWithAlias {
+                            expr,
+                            alias: Ident::new(format!("?column?{i}")),
+                        };
+                    }
+                }
+            }
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            name_duplicate_columns(left);
+            name_duplicate_columns(right);
+        }
+        SetExpr::Query(q) => name_duplicate_columns(q.body.as_mut()),
+        _ => {}
+    }
+}
+
+/// Wrap the one plain expression of each scalar subquery in `max(...)`.
+fn aggregate_scalar_subqueries(statement: &mut Statement) {
+    const AGGREGATES: &[&str] = &[
+        "count(",
+        "sum(",
+        "max(",
+        "min(",
+        "avg(",
+        "bool_and(",
+        "bool_or(",
+        "array_agg(",
+        "string_agg(",
+        "every(",
+    ];
+    let _ = visit_expressions_mut(statement, |e| {
+        let Expr::Subquery(q) = e else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let SetExpr::Select(select) = q.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let grouped = match &select.group_by {
+            GroupByExpr::All(_) => true,
+            GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
+        };
+        if grouped || select.having.is_some() || select.projection.len() != 1 {
+            return ControlFlow::Continue(());
+        }
+        let (inner, alias) = match &select.projection[0] {
+            SelectItem::UnnamedExpr(x) => (x, None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.clone())),
+            _ => return ControlFlow::Continue(()),
+        };
+        let text = inner.to_string();
+        let lower = text.to_ascii_lowercase();
+        if AGGREGATES.iter().any(|a| lower.starts_with(a)) {
+            return ControlFlow::Continue(());
+        }
+        let wrapped = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&format!("max({text})"))
+            .and_then(|mut p| p.parse_expr());
+        if let Ok(w) = wrapped {
+            select.projection[0] = match alias {
+                Some(alias) => SelectItem::ExprWithAlias { expr: w, alias },
+                None => SelectItem::UnnamedExpr(w),
+            };
+        }
+        ControlFlow::Continue(())
+    });
+}
+
+/// Apply every rewrite to `statement`.
+pub fn rewrite(
+    statement: &mut Statement,
+    catalog: &Catalog,
+    facts: &SessionFacts,
+) -> Result<(), Error> {
+    let mut reads_catalog = false;
+    let _ = visit_relations_mut(statement, |name| {
+        if name.0.len() == 1 {
+            if let Some(n) = last_part(name) {
+                let lower = n.to_ascii_lowercase();
+                if TABLES.contains(&lower.as_str()) && catalog.get(&lower).is_none() {
+                    name.0
+                        .insert(0, ObjectNamePart::Identifier(Ident::new("pg_catalog")));
+                }
+            }
+        }
+        if name.0.len() == 2
+            && matches!(
+                first_part(name).as_deref(),
+                Some("pg_catalog" | "information_schema")
+            )
+        {
+            reads_catalog = true;
+            // `pg_catalog.unnest(...)`: a table function, not a table.
+            let table = last_part(name).map(|n| n.to_ascii_lowercase());
+            if first_part(name).as_deref() == Some("pg_catalog")
+                && !table.as_deref().is_some_and(|t| TABLES.contains(&t))
+            {
+                name.0.remove(0);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if reads_catalog {
+        array_subqueries(statement);
+        if let Statement::Query(q) = statement {
+            if returns_nothing(q) {
+                null_subqueries(q);
+            }
+            name_duplicate_columns(q.body.as_mut());
+        }
+        fold_empty_subqueries(statement);
+        aggregate_scalar_subqueries(statement);
+    }
+    let flow = visit_expressions_mut(statement, |e| {
+        match e {
+            Expr::Function(f) => {
+                if f.name.0.len() == 2
+                    && matches!(
+                        first_part(&f.name).as_deref(),
+                        Some("pg_catalog" | "information_schema")
+                    )
+                {
+                    f.name.0.remove(0);
+                }
+                let name = last_part(&f.name).map(|n| n.to_ascii_lowercase());
+                let no_args = match &f.args {
+                    FunctionArguments::None => true,
+                    FunctionArguments::List(l) => l.args.is_empty(),
+                    FunctionArguments::Subquery(_) => false,
+                };
+                match name.as_deref() {
+                    Some("current_user" | "session_user" | "user" | "current_role")
+                        if matches!(f.args, FunctionArguments::None) =>
+                    {
+                        *e = Expr::Value(Value::SingleQuotedString(facts.user.clone()).into());
+                    }
+                    Some("pg_backend_pid") if no_args => *e = number(i64::from(facts.pid)),
+                    _ => {}
+                }
+            }
+            Expr::Collate { expr, collation } => {
+                let is_default = last_part(collation)
+                    .is_some_and(|c| c.eq_ignore_ascii_case("default") || c == "C");
+                if is_default {
+                    let inner = std::mem::replace(expr.as_mut(), Expr::Value(Value::Null.into()));
+                    *e = inner;
+                }
+            }
+            Expr::BinaryOp { op, .. } => {
+                if let BinaryOperator::PGCustomBinaryOperator(parts) = op {
+                    let plain = match parts.last().map(String::as_str) {
+                        Some("~") => Some(BinaryOperator::PGRegexMatch),
+                        Some("~*") => Some(BinaryOperator::PGRegexIMatch),
+                        Some("!~") => Some(BinaryOperator::PGRegexNotMatch),
+                        Some("!~*") => Some(BinaryOperator::PGRegexNotIMatch),
+                        Some("=") => Some(BinaryOperator::Eq),
+                        Some("<>") => Some(BinaryOperator::NotEq),
+                        Some("<") => Some(BinaryOperator::Lt),
+                        Some(">") => Some(BinaryOperator::Gt),
+                        Some("<=") => Some(BinaryOperator::LtEq),
+                        Some(">=") => Some(BinaryOperator::GtEq),
+                        Some("~~") => None,
+                        _ => None,
+                    };
+                    if let Some(p) = plain {
+                        *op = p;
+                    }
+                }
+            }
+            Expr::Cast {
+                expr, data_type, ..
+            } => {
+                let Some(target) = custom_type(data_type) else {
+                    return ControlFlow::Continue(());
+                };
+                match target.as_str() {
+                    "regclass" => {
+                        if let Some(name) = string_literal(expr) {
+                            let bare = name.rsplit('.').next().unwrap_or(name);
+                            let bare = bare.trim_matches('"');
+                            let oid = catalog
+                                .get(bare)
+                                .or_else(|| catalog.get(&bare.to_ascii_lowercase()))
+                                .map(|r| rel_oids(&r).rel);
+                            match oid {
+                                Some(o) => *e = number(o),
+                                None => {
+                                    return ControlFlow::Break(Error::new(
+                                        SqlState::UNDEFINED_TABLE,
+                                        format!("relation \"{name}\" does not exist"),
+                                    ))
+                                }
+                            }
+                        } else {
+                            *data_type = SqlType::BigInt(None);
+                        }
+                    }
+                    "regtype" => {
+                        if let Some(name) = string_literal(expr) {
+                            match pg_type_named(name) {
+                                Some(t) => *e = number(t.oid),
+                                None => {
+                                    return ControlFlow::Break(Error::new(
+                                        SqlState::UNDEFINED_OBJECT,
+                                        format!("type \"{name}\" does not exist"),
+                                    ))
+                                }
+                            }
+                        } else {
+                            *data_type = SqlType::BigInt(None);
+                        }
+                    }
+                    "oid" | "regnamespace" | "regrole" | "xid" | "cid" | "tid" => {
+                        *data_type = SqlType::BigInt(None)
+                    }
+                    "name" | "regproc" | "regprocedure" | "regoper" | "pg_node_tree" | "text"
+                    | "char" | "bpchar" | "varchar" => *data_type = SqlType::Text,
+                    // Built-in types spelled with `pg_catalog.`.
+                    "int2" | "smallint" => *data_type = SqlType::SmallInt(None),
+                    "int4" | "integer" | "int" => *data_type = SqlType::Int(None),
+                    "int8" | "bigint" => *data_type = SqlType::BigInt(None),
+                    "bool" | "boolean" => *data_type = SqlType::Boolean,
+                    "float4" | "real" => *data_type = SqlType::Real,
+                    "float8" => *data_type = SqlType::DoublePrecision,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    });
+    match flow {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
