@@ -64,3 +64,6 @@ if ! command -v cargo >/dev/null 2>&1; then
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
 fi
 echo "install-deps: $("${HOME}/.cargo/bin/cargo" --version 2>/dev/null || cargo --version)"
+
+# The real-client tests' drivers (Python venv, pgJDBC, psqlODBC).
+"$(dirname "$0")/install-client-deps.sh" "$@"

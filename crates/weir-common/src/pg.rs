@@ -120,6 +120,11 @@ pub const SETTINGS: &[Setting] = &[
     internal(user("block_size", "8192", PRESET, "integer", "Shows the size of a disk block.")),
     internal(user("ssl", "off", "Connections and Authentication", "bool", "Enables SSL connections.")),
     user("row_security", "on", CLIENT, "bool", "Enable row security."),
+    user("default_table_access_method", "heap", CLIENT, "string", "Sets the default table access method for new tables."),
+    user("default_tablespace", "", CLIENT, "string", "Sets the default tablespace to create tables and indexes in."),
+    user("timezone_abbreviations", "Default", LOCALE, "string", "Selects a file of time zone abbreviations."),
+    user("work_mem", "4MB", "Resource Usage / Memory", "integer", "Sets the maximum memory to be used for query workspaces (not enforced)."),
+    user("enable_seqscan", "on", "Query Tuning / Planner Method Configuration", "bool", "Enables the planner's use of sequential-scan plans."),
     user("streaming_parallelism", "default", STREAMING, "integer", "Instances per operator of materialized views created in this session (DEFAULT: the server's --parallelism)."),
     user("checkpoint_interval", "1s", STREAMING, "string", "How often the server takes a checkpoint (server-wide)."),
 ];

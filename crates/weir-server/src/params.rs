@@ -75,6 +75,9 @@ fn decode_one<S: Clone>(portal: &Portal<S>, i: usize, t: &Type) -> Result<Scalar
                 .map(|d| d.timestamp_micros()),
             Some("+00:00".into()),
         ),
+        Type::BYTEA => {
+            ScalarValue::Binary(portal.parameter::<Vec<u8>>(i, t).map_err(|e| bad(i, e))?)
+        }
         _ => ScalarValue::Utf8(portal.parameter::<String>(i, t).map_err(|e| bad(i, e))?),
     })
 }

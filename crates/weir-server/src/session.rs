@@ -41,6 +41,8 @@ struct Inner {
     txn: Option<Transaction>,
     /// Parameters this session set: lowercase name → value.
     settings: HashMap<String, String>,
+    /// Values from the startup packet, which RESET returns to.
+    startup: HashMap<String, String>,
     /// Reported parameters changed since [`Session::take_changed`].
     changed: Vec<&'static str>,
 }
@@ -119,18 +121,22 @@ impl Session {
         self.inner.lock().txn.take()
     }
 
-    /// `DISCARD ALL`: forget session state (settings back to defaults).
+    /// `DISCARD ALL`: forget session state (settings back to their
+    /// startup values).
     pub(crate) fn reset(&self) {
+        self.inner.lock().txn = None;
+        self.reset_all();
+    }
+
+    /// Apply a parameter from the startup packet: RESET returns to it.
+    pub fn set_startup(&self, name: &str, value: &str) -> Result<(), Error> {
+        self.set(name, Some(value))?;
+        let lower = name.to_ascii_lowercase();
         let mut inner = self.inner.lock();
-        let changed: Vec<&'static str> = inner
-            .settings
-            .keys()
-            .filter_map(|k| pg::setting(k).filter(|s| s.reported).map(|s| s.name))
-            .collect();
-        *inner = Inner {
-            changed,
-            ..Inner::default()
-        };
+        if let Some(v) = inner.settings.get(&lower).cloned() {
+            inner.startup.insert(lower, v);
+        }
+        Ok(())
     }
 
     /// The value of parameter `name` in this session, `None` if Weir does
@@ -171,9 +177,14 @@ impl Session {
                 let v = normalize(&lower, v)?;
                 inner.settings.insert(lower, v);
             }
-            None => {
-                inner.settings.remove(&lower);
-            }
+            None => match inner.startup.get(&lower).cloned() {
+                Some(v) => {
+                    inner.settings.insert(lower, v);
+                }
+                None => {
+                    inner.settings.remove(&lower);
+                }
+            },
         }
         if let Some(s) = known.filter(|s| s.reported) {
             inner.changed.push(s.name);

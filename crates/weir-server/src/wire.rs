@@ -14,15 +14,20 @@ use pgwire::api::auth::{
     ServerParameterProvider, StartupHandler,
 };
 use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::send_describe_response;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
     DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
+use pgwire::api::DEFAULT_NAME;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::api::{PidSecretKeyGenerator, RandomPidSecretKeyGenerator, METADATA_USER};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::PgWireFrontendMessage;
@@ -98,15 +103,15 @@ impl ServerParameterProvider for WeirParameters {
 fn apply_startup(session: &Session, metadata: &HashMap<String, String>) {
     for (k, v) in metadata {
         if weir_common::pg::setting(k).is_some() {
-            let _ = session.set(k, Some(v));
+            let _ = session.set_startup(k, v);
         }
     }
     if let Some(user) = metadata.get(METADATA_USER) {
-        let _ = session.set("session_authorization", Some(user));
+        let _ = session.set_startup("session_authorization", user);
     }
     if let Some(options) = metadata.get("options") {
         for (k, v) in parse_options(options) {
-            let _ = session.set(&k, Some(&v));
+            let _ = session.set_startup(&k, &v);
         }
     }
     session.take_changed();
@@ -213,7 +218,35 @@ pub fn error_info(e: &Error) -> ErrorInfo {
         e.message.clone(),
     );
     info.position = e.position.map(|p| p.to_string());
+    info.severity_nonlocalized = Some("ERROR".to_string());
     info
+}
+
+/// Point an error about an unknown relation or column at its name in
+/// `sql`, as Postgres does (the `P` field), when the planner gave no
+/// position.
+fn locate(mut e: Error, sql: &str) -> Error {
+    if e.position.is_some() {
+        return e;
+    }
+    let name = ["relation \"", "column \""]
+        .iter()
+        .find_map(|p| e.message.strip_prefix(p))
+        .and_then(|rest| rest.split_once("\" does not exist"))
+        .map(|(n, _)| n.rsplit('.').next().unwrap_or(n).to_ascii_lowercase());
+    if let Some(name) = name.filter(|n| !n.is_empty()) {
+        let lower = sql.to_ascii_lowercase();
+        let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '"';
+        let found = lower.match_indices(&name).find(|(i, _)| {
+            let before = lower[..*i].chars().next_back();
+            let after = lower[i + name.len()..].chars().next();
+            !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+        });
+        if let Some((i, _)) = found {
+            e.position = Some(sql[..i].chars().count() + 1);
+        }
+    }
+    e
 }
 
 fn pg_error(e: Error) -> PgWireError {
@@ -291,7 +324,12 @@ impl SimpleQueryHandler for WeirHandler {
     {
         let statements = match parse(query) {
             Ok(s) => s,
-            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e.into())))]),
+            Err(e) => {
+                return Ok(vec![Response::Error(Box::new(error_info(&locate(
+                    e.into(),
+                    query,
+                ))))])
+            }
         };
         let session = session(client);
         let mut responses = Vec::with_capacity(statements.len());
@@ -302,7 +340,10 @@ impl SimpleQueryHandler for WeirHandler {
                 Ok(r) => responses.push(response(s, r, &Format::UnifiedText)?),
                 Err(e) => {
                     // Postgres stops at the first failing statement.
-                    responses.push(Response::Error(Box::new(error_info(&e.into()))));
+                    responses.push(Response::Error(Box::new(error_info(&locate(
+                        e.into(),
+                        query,
+                    )))));
                     break;
                 }
             }
@@ -315,6 +356,8 @@ impl SimpleQueryHandler for WeirHandler {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     statement: Statement,
+    /// The SQL text, for error positions.
+    sql: String,
 }
 
 /// Parses statements for the extended protocol.
@@ -337,7 +380,10 @@ impl QueryParser for WeirQueryParser {
         let mut statements = parse(sql).map_err(|e| pg_error(e.into()))?;
         match statements.len() {
             0 => Ok(None),
-            1 => Ok(statements.pop().map(|statement| Prepared { statement })),
+            1 => Ok(statements.pop().map(|statement| Prepared {
+                statement,
+                sql: sql.to_string(),
+            })),
             _ => Err(pg_error(Error::new(
                 weir_common::SqlState::SYNTAX_ERROR,
                 "cannot insert multiple commands into a prepared statement",
@@ -374,6 +420,39 @@ impl ExtendedQueryHandler for WeirHandler {
         Arc::clone(&self.parser)
     }
 
+    /// pgwire answers Describe of a statement with parameters but no
+    /// result columns (`INSERT ... VALUES ($1)`) with an empty
+    /// RowDescription; Postgres sends NoData, and pgJDBC's batches count
+    /// rows from it. Such statements are answered here.
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+            if let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name) {
+                let described = self.do_describe_statement(client, &stmt).await?;
+                if described.fields.is_empty() {
+                    let oids = described.parameters.iter().map(|t| t.oid()).collect();
+                    client
+                        .send(PgWireBackendMessage::ParameterDescription(
+                            ParameterDescription::new(oids),
+                        ))
+                        .await?;
+                    client
+                        .send(PgWireBackendMessage::NoData(NoData::new()))
+                        .await?;
+                    return Ok(());
+                }
+                return send_describe_response(client, &described).await;
+            }
+        }
+        self._on_describe(client, message).await
+    }
+
     async fn do_describe_statement<C>(
         &self,
         client: &mut C,
@@ -389,7 +468,7 @@ impl ExtendedQueryHandler for WeirHandler {
             .engine
             .describe(&target.statement.statement, &session(client))
             .await
-            .map_err(|e| pg_error(e.into()))?;
+            .map_err(|e| pg_error(locate(e.into(), &target.statement.sql)))?;
         let count = inferred.len().max(target.parameter_types.len());
         let params = (0..count)
             .map(|i| match target.parameter_types.get(i).cloned().flatten() {
@@ -419,7 +498,7 @@ impl ExtendedQueryHandler for WeirHandler {
             .engine
             .describe(&target.statement.statement.statement, &session(client))
             .await
-            .map_err(|e| pg_error(e.into()))?;
+            .map_err(|e| pg_error(locate(e.into(), &target.statement.statement.sql)))?;
         let fields = match schema {
             Some(s) => fields(&s, &target.result_column_format)?,
             None => vec![],
@@ -453,7 +532,8 @@ impl ExtendedQueryHandler for WeirHandler {
         let session = session(client);
         let result = self.engine.execute(statement, params, &session).await;
         report_changes(client, &session).await?;
-        let result = result.map_err(|e| pg_error(e.into()))?;
+        let sql = &portal.statement.statement.sql;
+        let result = result.map_err(|e| pg_error(locate(e.into(), sql)))?;
         response(statement, result, &portal.result_column_format)
     }
 }
@@ -461,6 +541,22 @@ impl ExtendedQueryHandler for WeirHandler {
 #[cfg(test)]
 mod tests {
     use super::parse_options;
+
+    #[test]
+    fn error_positions_point_at_the_name() {
+        use weir_common::{Error, SqlState};
+        let e = |m: &str| Error::new(SqlState::UNDEFINED_TABLE, m);
+        let sql = "SELECT * FROM pg3_no_such_table";
+        let located = super::locate(e("relation \"pg3_no_such_table\" does not exist"), sql);
+        assert_eq!(located.position, Some(15));
+        // Only a whole identifier counts.
+        let sql = "SELECT tt FROM t";
+        assert_eq!(
+            super::locate(e("relation \"t\" does not exist"), sql).position,
+            Some(16)
+        );
+        assert_eq!(super::locate(e("something else"), sql).position, None);
+    }
 
     #[test]
     fn startup_options() {

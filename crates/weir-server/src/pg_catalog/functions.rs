@@ -10,8 +10,9 @@
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use weir_common::arrow::array::ArrayRef;
-use weir_common::arrow::datatypes::DataType;
+use weir_common::arrow::array::{Array, ArrayRef};
+use weir_common::arrow::datatypes::{DataType, Field, Fields};
+use weir_common::datafusion::common::scalar::ScalarStructBuilder;
 use weir_common::datafusion::common::{Result, ScalarValue};
 use weir_common::datafusion::execution::context::SessionContext;
 use weir_common::datafusion::logical_expr::{
@@ -236,6 +237,47 @@ pub fn register(ctx: &SessionContext, catalog: Arc<RwLock<Catalog>>) {
     for udf in udfs {
         ctx.register_udf(udf);
     }
+    // `information_schema._pg_expandarray(a)` is `unnest` of this: each
+    // element `x` of `a` with its subscript `n`.
+    let fields = Fields::from(vec![
+        Field::new("x", DataType::Int64, true),
+        Field::new("n", DataType::Int64, true),
+    ]);
+    let item = DataType::Struct(fields.clone());
+    ctx.register_udf(function(
+        "pg_expandarray_list",
+        DataType::new_list(item.clone(), true),
+        move |a| {
+            let elements: Vec<ScalarValue> = match a.first() {
+                Some(ScalarValue::List(list)) if !list.is_empty() && list.is_valid(0) => {
+                    let values = list.value(0);
+                    (0..values.len())
+                        .filter_map(|i| ScalarValue::try_from_array(&values, i).ok())
+                        .collect()
+                }
+                _ => vec![],
+            };
+            let structs: Vec<ScalarValue> = elements
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let x = int(Some(v))
+                        .map_or(ScalarValue::Int64(None), |x| ScalarValue::Int64(Some(x)));
+                    ScalarStructBuilder::new()
+                        .with_scalar(Field::new("x", DataType::Int64, true), x)
+                        .with_scalar(
+                            Field::new("n", DataType::Int64, true),
+                            ScalarValue::Int64(Some(i as i64 + 1)),
+                        )
+                        .build()
+                        .unwrap_or_else(|_| {
+                            ScalarValue::try_from(&item).unwrap_or(ScalarValue::Null)
+                        })
+                })
+                .collect();
+            ScalarValue::List(ScalarValue::new_list(&structs, &item, true))
+        },
+    ));
     for name in [
         "pg_table_is_visible",
         "pg_type_is_visible",

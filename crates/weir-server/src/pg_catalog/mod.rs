@@ -213,6 +213,45 @@ pub const TYPES: &[PgType] = &[
     arr(2951, "_uuid", "uuid[]", 2950),
 ];
 
+/// The OID of `pg_catalog` table `name` (Postgres's for the system
+/// catalogs clients name in `'pg_class'::regclass`).
+pub fn catalog_table_oid(name: &str) -> Option<i64> {
+    const KNOWN: &[(&str, i64)] = &[
+        ("pg_class", 1259),
+        ("pg_attribute", 1249),
+        ("pg_type", 1247),
+        ("pg_proc", 1255),
+        ("pg_namespace", 2615),
+        ("pg_constraint", 2606),
+        ("pg_index", 2610),
+        ("pg_description", 2609),
+        ("pg_attrdef", 2604),
+        ("pg_database", 1262),
+        ("pg_am", 2601),
+        ("pg_collation", 3456),
+        ("pg_depend", 2608),
+        ("pg_inherits", 2611),
+        ("pg_trigger", 2620),
+        ("pg_rewrite", 2618),
+        ("pg_extension", 3079),
+        ("pg_enum", 3501),
+        ("pg_range", 3541),
+        ("pg_sequence", 2224),
+        ("pg_tablespace", 1213),
+    ];
+    let name = name.to_ascii_lowercase();
+    KNOWN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, o)| *o)
+        .or_else(|| {
+            TABLES
+                .iter()
+                .position(|t| *t == name)
+                .map(|i| 12_000 + i as i64)
+        })
+}
+
 /// The built-in type with `oid`.
 pub fn pg_type(oid: i64) -> Option<&'static PgType> {
     TYPES.iter().find(|t| t.oid == oid)
@@ -397,6 +436,7 @@ pub const TABLES: &[&str] = &[
     "pg_language",
     "pg_matviews",
     "pg_namespace",
+    "pg_opclass",
     "pg_partitioned_table",
     "pg_policy",
     "pg_proc",
@@ -431,6 +471,7 @@ pub const EMPTY_TABLES: &[&str] = &[
     "pg_extension",
     "pg_foreign_table",
     "pg_inherits",
+    "pg_opclass",
     "pg_partitioned_table",
     "pg_policy",
     "pg_publication",
@@ -841,6 +882,17 @@ impl PgCatalog {
             "pg_partitioned_table" => {
                 empty(&[("partrelid", OID), ("partstrat", TEXT), ("partnatts", INT2)])
             }
+            "pg_opclass" => empty(&[
+                ("oid", OID),
+                ("opcmethod", OID),
+                ("opcname", TEXT),
+                ("opcnamespace", OID),
+                ("opcowner", OID),
+                ("opcfamily", OID),
+                ("opcintype", OID),
+                ("opcdefault", BOOL),
+                ("opckeytype", OID),
+            ]),
             "pg_event_trigger" => empty(&[
                 ("oid", OID),
                 ("evtname", TEXT),

@@ -8,9 +8,15 @@
 //!   42704 if there is none), other `::regclass`, `::regtype`, `::oid`
 //!   casts become BIGINT, `::name` and `::regproc` TEXT;
 //! - `x COLLATE pg_catalog.default` is `x`;
+//! - `'\x0001ff'::bytea` (and the escape format) is those bytes, as
+//!   Postgres reads bytea input (psycopg2 sends bytes this way);
 //! - `OPERATOR(pg_catalog.~)` and friends are the plain operators;
 //! - `current_user`, `session_user`, `user` and `pg_backend_pid()` are
 //!   the session's values;
+//! - set-returning catalog helpers become `unnest`s, which run in lockstep
+//!   in one select list as Postgres's do: `generate_subscripts(a, 1)`,
+//!   `information_schema._pg_expandarray(a)` (pgJDBC's primary keys) with
+//!   its fields `(...).x` / `(...).n` read by `get_field`;
 //! - in a statement that reads the catalog, a scalar subquery selecting
 //!   one plain expression takes `max` of it: Postgres runs such correlated
 //!   subqueries (psql's `\d` does), DataFusion only aggregated ones. The
@@ -19,15 +25,15 @@
 use std::ops::ControlFlow;
 
 use weir_common::datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, visit_relations_mut, BinaryOperator, DataType as SqlType, Expr,
-    FunctionArguments, GroupByExpr, Ident, JoinOperator, ObjectName, ObjectNamePart, Query,
+    visit_expressions_mut, visit_relations_mut, AccessExpr, BinaryOperator, DataType as SqlType,
+    Expr, FunctionArguments, GroupByExpr, Ident, JoinOperator, ObjectName, ObjectNamePart, Query,
     SelectItem, SetExpr, Statement, TableFactor, Value,
 };
 use weir_common::datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use weir_common::datafusion::sql::sqlparser::parser::Parser;
 use weir_common::{Error, SqlState};
 
-use super::{pg_type_named, rel_oids, EMPTY_TABLES, TABLES};
+use super::{catalog_table_oid, pg_type_named, rel_oids, EMPTY_TABLES, TABLES};
 use crate::catalog::Catalog;
 
 /// What the rewrite needs from the session.
@@ -48,6 +54,49 @@ fn first_part(name: &ObjectName) -> Option<String> {
         .first()
         .and_then(ObjectNamePart::as_ident)
         .map(|i| i.value.to_ascii_lowercase())
+}
+
+fn parse_expr(sql: &str) -> Option<Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+}
+
+/// The set-returning helpers as `unnest` expressions (see the module docs).
+fn set_returning(e: &mut Expr) {
+    match e {
+        Expr::CompoundFieldAccess { root, access_chain } => {
+            if let [AccessExpr::Dot(Expr::Identifier(field))] = access_chain.as_slice() {
+                let root = match root.as_ref() {
+                    Expr::Nested(inner) => inner.as_ref(),
+                    other => other,
+                };
+                let field = field.value.to_ascii_lowercase().replace('\'', "''");
+                if let Some(x) = parse_expr(&format!("get_field({root}, '{field}')")) {
+                    *e = x;
+                }
+            }
+        }
+        Expr::Function(f) => {
+            let name = last_part(&f.name).map(|n| n.to_ascii_lowercase());
+            let FunctionArguments::List(list) = &f.args else {
+                return;
+            };
+            let args: Vec<String> = list.args.iter().map(ToString::to_string).collect();
+            let replacement = match (name.as_deref(), args.as_slice()) {
+                (Some("generate_subscripts"), [a, dim]) => Some(format!(
+                    "unnest(generate_series(1, array_length({a}, {dim})))"
+                )),
+                (Some("_pg_expandarray"), [a]) => Some(format!("unnest(pg_expandarray_list({a}))")),
+                _ => None,
+            };
+            if let Some(x) = replacement.as_deref().and_then(parse_expr) {
+                *e = x;
+            }
+        }
+        _ => {}
+    }
 }
 
 fn string_literal(e: &Expr) -> Option<&str> {
@@ -262,6 +311,41 @@ fn aggregate_scalar_subqueries(statement: &mut Statement) {
     });
 }
 
+/// The bytes of a bytea input string: hex (`\x0a0b`) or escape format
+/// (`a\\b\001`); `None` if malformed.
+pub fn decode_bytea(text: &str) -> Option<Vec<u8>> {
+    if let Some(hex) = text
+        .strip_prefix("\\x")
+        .or_else(|| text.strip_prefix("\\X"))
+    {
+        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        if !digits.len().is_multiple_of(2) {
+            return None;
+        }
+        return digits
+            .chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+            .collect();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+        } else if bytes.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else {
+            let octal = std::str::from_utf8(bytes.get(i + 1..i + 4)?).ok()?;
+            out.push(u8::from_str_radix(octal, 8).ok()?);
+            i += 4;
+        }
+    }
+    Some(out)
+}
+
 /// Apply every rewrite to `statement`.
 pub fn rewrite(
     statement: &mut Statement,
@@ -306,6 +390,12 @@ pub fn rewrite(
         }
         fold_empty_subqueries(statement);
         aggregate_scalar_subqueries(statement);
+    }
+    if reads_catalog {
+        let _ = visit_expressions_mut(statement, |e| {
+            set_returning(e);
+            ControlFlow::<()>::Continue(())
+        });
     }
     let flow = visit_expressions_mut(statement, |e| {
         match e {
@@ -366,6 +456,13 @@ pub fn rewrite(
             Expr::Cast {
                 expr, data_type, ..
             } => {
+                if matches!(data_type, SqlType::Bytea) {
+                    if let Some(bytes) = string_literal(expr).and_then(decode_bytea) {
+                        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                        *e = Expr::Value(Value::HexStringLiteral(hex).into());
+                    }
+                    return ControlFlow::Continue(());
+                }
                 let Some(target) = custom_type(data_type) else {
                     return ControlFlow::Continue(());
                 };
@@ -377,7 +474,8 @@ pub fn rewrite(
                             let oid = catalog
                                 .get(bare)
                                 .or_else(|| catalog.get(&bare.to_ascii_lowercase()))
-                                .map(|r| rel_oids(&r).rel);
+                                .map(|r| rel_oids(&r).rel)
+                                .or_else(|| catalog_table_oid(bare));
                             match oid {
                                 Some(o) => *e = number(o),
                                 None => {
@@ -428,5 +526,20 @@ pub fn rewrite(
     match flow {
         ControlFlow::Break(e) => Err(e),
         ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_bytea;
+
+    #[test]
+    fn bytea_input_formats() {
+        assert_eq!(decode_bytea("\\x0001ff"), Some(vec![0, 1, 255]));
+        assert_eq!(decode_bytea("\\x"), Some(vec![]));
+        assert_eq!(decode_bytea("\\x0"), None);
+        assert_eq!(decode_bytea("\\xzz"), None);
+        assert_eq!(decode_bytea("ab\\\\c\\001"), Some(b"ab\\c\x01".to_vec()));
+        assert_eq!(decode_bytea("\\9"), None);
     }
 }
