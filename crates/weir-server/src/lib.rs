@@ -9,6 +9,7 @@
 //! `provider` (a DataFusion `TableProvider`).
 
 pub mod catalog;
+mod copy_format;
 pub mod engine;
 mod error;
 mod log_record;

@@ -32,6 +32,8 @@ use crate::log_record::TableChange;
 #[derive(Default)]
 pub struct Session {
     inner: Mutex<Inner>,
+    /// The COPY FROM STDIN in progress, collecting the client's data.
+    pub(crate) copy: Mutex<Option<PendingCopy>>,
     /// The process id told to the client (BackendKeyData).
     pid: std::sync::atomic::AtomicI32,
 }
@@ -45,6 +47,17 @@ struct Inner {
     startup: HashMap<String, String>,
     /// Reported parameters changed since [`Session::take_changed`].
     changed: Vec<&'static str>,
+}
+
+/// A `COPY t FROM STDIN` waiting for its data.
+#[derive(Debug, Clone)]
+pub struct PendingCopy {
+    pub table: String,
+    /// Target column of each field (the table's columns in order when the
+    /// statement names none).
+    pub columns: Vec<usize>,
+    pub format: crate::copy_format::CopyFormat,
+    pub data: Vec<u8>,
 }
 
 /// An open transaction block.

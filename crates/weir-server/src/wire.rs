@@ -6,6 +6,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::{stream, Sink, SinkExt};
 use std::collections::HashMap;
 
@@ -13,9 +14,11 @@ use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     ServerParameterProvider, StartupHandler,
 };
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::send_describe_response;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::CopyResponse;
 use pgwire::api::results::{
     DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
 };
@@ -26,6 +29,7 @@ use pgwire::api::DEFAULT_NAME;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::api::{PidSecretKeyGenerator, RandomPidSecretKeyGenerator, METADATA_USER};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::startup::ParameterStatus;
@@ -66,6 +70,10 @@ impl PgWireServerHandlers for WeirHandlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.handler)
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
         Arc::clone(&self.handler)
     }
 }
@@ -192,6 +200,79 @@ fn session<C: ClientInfo>(client: &C) -> Arc<Session> {
         .get_or_insert_with(Session::default)
 }
 
+/// COPY data beyond this is refused (54000): a COPY is one statement, held
+/// in memory until it completes.
+const MAX_COPY_BYTES: usize = 1 << 30;
+
+#[async_trait]
+impl CopyHandler for WeirHandler {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session(client);
+        let mut copy = session.copy.lock();
+        if let Some(c) = copy.as_mut() {
+            if c.data.len() + copy_data.data.len() > MAX_COPY_BYTES {
+                *copy = None;
+                return Err(pg_error(Error::new(
+                    weir_common::SqlState::PROGRAM_LIMIT_EXCEEDED,
+                    "COPY data exceeds 1 GiB; split it into several COPY statements",
+                )));
+            }
+            c.data.extend_from_slice(&copy_data.data);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session(client);
+        let pending = session.copy.lock().take();
+        let Some(pending) = pending else {
+            return Err(pg_error(Error::new(
+                weir_common::SqlState::PROTOCOL_VIOLATION,
+                "CopyDone without COPY FROM STDIN",
+            )));
+        };
+        let result = self.engine.copy_in(pending, &session).await;
+        if result.is_err() {
+            session.fail();
+        }
+        let rows = match result.map_err(|e| pg_error(e.into()))? {
+            QueryResult::Command { rows, .. } => rows.unwrap_or(0),
+            _ => 0,
+        };
+        client
+            .send(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(rows).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session(client);
+        *session.copy.lock() = None;
+        session.fail();
+        pg_error(Error::new(
+            weir_common::SqlState("57014"),
+            format!("COPY from stdin failed: {}", fail.message),
+        ))
+    }
+}
+
 /// Send a `ParameterStatus` for each reported parameter the session
 /// changed, as Postgres does after SET.
 async fn report_changes<C>(client: &mut C, session: &Session) -> PgWireResult<()>
@@ -294,6 +375,27 @@ fn response(statement: &Statement, result: QueryResult, format: &Format) -> PgWi
             }
             Ok(Response::Execution(t))
         }
+        QueryResult::CopyIn(pending) => Ok(Response::CopyIn(CopyResponse::new(
+            0,
+            pending.columns.len(),
+            stream::empty(),
+        ))),
+        QueryResult::CopyOut {
+            format: copy,
+            schema,
+            batches,
+        } => {
+            let lines = crate::copy_format::batch_lines(&copy, &batches).map_err(pg_error)?;
+            let data: Vec<PgWireResult<CopyData>> = lines
+                .into_iter()
+                .map(|l| Ok(CopyData::new(Bytes::from(l))))
+                .collect();
+            Ok(Response::CopyOut(CopyResponse::new(
+                0,
+                schema.fields().len(),
+                stream::iter(data),
+            )))
+        }
         QueryResult::Rows { schema, batches } => {
             let header = Arc::new(fields(&schema, format)?);
             let mut rows = Vec::new();
@@ -336,6 +438,9 @@ impl SimpleQueryHandler for WeirHandler {
         for s in &statements {
             let result = self.engine.execute(s, None, &session).await;
             report_changes(client, &session).await?;
+            if let Ok(QueryResult::CopyIn(pending)) = &result {
+                *session.copy.lock() = Some(pending.clone());
+            }
             match result {
                 Ok(r) => responses.push(response(s, r, &Format::UnifiedText)?),
                 Err(e) => {
@@ -534,6 +639,9 @@ impl ExtendedQueryHandler for WeirHandler {
         report_changes(client, &session).await?;
         let sql = &portal.statement.statement.sql;
         let result = result.map_err(|e| pg_error(locate(e.into(), sql)))?;
+        if let QueryResult::CopyIn(pending) = &result {
+            *session.copy.lock() = Some(pending.clone());
+        }
         response(statement, result, &portal.result_column_format)
     }
 }

@@ -354,3 +354,79 @@ fn psql_meta_commands() {
         "id\n"
     );
 }
+
+/// psql's `\copy` (COPY FROM STDIN / TO STDOUT): text and CSV, NULLs,
+/// escapes, a column list, bad data refused as a whole, and COPY inside a
+/// transaction.
+#[test]
+fn psql_copy() {
+    require_psql();
+    let server = Server::start();
+    server.psql_ok(
+        "CREATE TABLE items (id INT PRIMARY KEY, name TEXT, price NUMERIC(8,2), ok BOOLEAN);
+         CREATE MATERIALIZED VIEW stats AS SELECT count(*) AS n, sum(price) AS total FROM items;",
+    );
+    let dir = std::env::temp_dir().join(format!("weir-copy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let text = dir.join("items.tsv");
+    std::fs::write(
+        &text,
+        "1\tpen\t1.50\tt\n2\ttab\\there\t\\N\tf\n3\t\\N\t2.25\t\\N\n",
+    )
+    .expect("write tsv");
+    // (psql -q does not print the COPY tag; the rows are checked below.)
+    server.psql_ok(&format!("\\copy items FROM '{}'", text.display()));
+    assert_eq!(server.psql_ok("SELECT count(*) FROM items;"), "3\n");
+    let csv = dir.join("items.csv");
+    std::fs::write(&csv, "id,name,price\n4,\"comma, inside\",10\n5,,0.25\n").expect("write csv");
+    server.psql_ok(&format!(
+        "\\copy items (id, name, price) FROM '{}' WITH (FORMAT csv, HEADER true)",
+        csv.display()
+    ));
+    assert_eq!(server.psql_ok("SELECT n, total FROM stats;"), "5|14.00\n");
+    assert_eq!(
+        server.psql_ok("SELECT id, name, ok FROM items ORDER BY id;"),
+        "1|pen|t\n2|tab\there|f\n3||\n4|comma, inside|\n5||\n"
+    );
+    // COPY TO STDOUT, text and CSV.
+    assert_eq!(
+        server.psql_ok(
+            "COPY (SELECT id, name, price FROM items WHERE id <= 3 ORDER BY id) TO STDOUT;"
+        ),
+        "1\tpen\t1.50\n2\ttab\\there\t\\N\n3\t\\N\t2.25\n"
+    );
+    assert_eq!(
+        server.psql_ok("COPY (SELECT id, name FROM items WHERE id >= 4 ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER false);"),
+        "4,\"comma, inside\"\n5,\n"
+    );
+    // A bad value refuses the whole COPY: nothing is loaded.
+    let bad = dir.join("bad.tsv");
+    std::fs::write(&bad, "6\tok\t1\tt\n7\tbad\tnot-a-number\tt\n").expect("write bad");
+    let out = server.psql(&format!("\\copy items FROM '{}'", bad.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("price"),
+        "{stderr}"
+    );
+    let out = server.psql(&format!("\\copy items FROM '{}'", text.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("duplicate key"),
+        "{stderr}"
+    );
+    assert_eq!(server.psql_ok("SELECT count(*) FROM items;"), "5\n");
+    // Inside a transaction, COPY is one of its writes: ROLLBACK undoes it.
+    let more = dir.join("more.tsv");
+    std::fs::write(&more, "8\tx\t1\tt\n").expect("write more");
+    server.psql_ok(&format!(
+        "BEGIN;\n\\copy items FROM '{}'\nROLLBACK;",
+        more.display()
+    ));
+    assert_eq!(server.psql_ok("SELECT count(*) FROM items;"), "5\n");
+    server.psql_ok(&format!(
+        "BEGIN;\n\\copy items FROM '{}'\nCOMMIT;",
+        more.display()
+    ));
+    assert_eq!(server.psql_ok("SELECT n FROM stats;"), "6\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -42,6 +42,7 @@ use crate::provider::{ReadSnapshot, WeirSchema};
 use crate::session::Session;
 use crate::{ServerConfig, ServerError};
 
+mod copy;
 mod ddl;
 use ddl::relation_name;
 mod dml;
@@ -67,6 +68,15 @@ pub enum QueryResult {
     },
     /// A command tag such as `INSERT 0 3` or `CREATE TABLE`.
     Command { tag: String, rows: Option<usize> },
+    /// `COPY ... FROM STDIN`: the wire layer collects the client's data,
+    /// then hands it to [`Engine::copy_in`].
+    CopyIn(crate::session::PendingCopy),
+    /// `COPY ... TO STDOUT`: the rows to send, in `format`.
+    CopyOut {
+        format: crate::copy_format::CopyFormat,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
 }
 
 impl QueryResult {
@@ -384,6 +394,17 @@ impl Engine {
             }
             SqlStatement::CreateTable(_) | SqlStatement::Drop { .. } => {
                 self.live_ddl(&Statement::Sql(Box::new(s.clone())), session)
+                    .await
+            }
+            SqlStatement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => {
+                self.copy(source, *to, target, options, legacy_options, session)
                     .await
             }
             SqlStatement::Set(set) => self.set(set, session),

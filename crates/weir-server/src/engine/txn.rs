@@ -327,15 +327,26 @@ impl Engine {
         }
         let (change, result) = self.dml_change(s, params, Some(txn)).await?;
         if let Some(change) = change {
-            let earlier = session
-                .with_txn(|t| t.writes.iter().find(|c| c.table == change.table).cloned())
-                .flatten();
-            self.check_constraints(earlier.as_ref(), &change)?;
-            session
-                .with_txn(|t| merge_change(&mut t.writes, change))
-                .transpose()?;
+            self.queue_in_transaction(change, session)?;
         }
         Ok(result)
+    }
+
+    /// Keep `change` for the open transaction's COMMIT, after checking its
+    /// constraints with the transaction's earlier change to the table.
+    pub(super) fn queue_in_transaction(
+        &self,
+        change: TableChange,
+        session: &Session,
+    ) -> Result<()> {
+        let earlier = session
+            .with_txn(|t| t.writes.iter().find(|c| c.table == change.table).cloned())
+            .flatten();
+        self.check_constraints(earlier.as_ref(), &change)?;
+        session
+            .with_txn(|t| merge_change(&mut t.writes, change))
+            .transpose()?;
+        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@
 //! follow (`+1`, `+2`, `+3`). Sources, which own no state table, get an
 //! OID from a hash of their name above 2^30.
 
-mod functions;
+pub(crate) mod functions;
 mod information_schema;
 pub mod rewrite;
 
