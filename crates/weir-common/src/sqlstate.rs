@@ -42,6 +42,7 @@ impl SqlState {
     pub const T_R_SERIALIZATION_FAILURE: SqlState = SqlState("40001");
     pub const S_E_INVALID_SPECIFICATION: SqlState = SqlState("3B001");
     pub const CANT_CHANGE_RUNTIME_PARAM: SqlState = SqlState("55P02");
+    pub const QUERY_CANCELED: SqlState = SqlState("57014");
 
     /// The code as the wire carries it.
     pub fn code(&self) -> &'static str {

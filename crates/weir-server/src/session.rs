@@ -36,6 +36,8 @@ pub struct Session {
     pub(crate) copy: Mutex<Option<PendingCopy>>,
     /// The process id told to the client (BackendKeyData).
     pid: std::sync::atomic::AtomicI32,
+    /// Signalled by a CancelRequest for this session.
+    cancel: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -85,6 +87,17 @@ impl Session {
     /// Remember the process id the client was told.
     pub fn set_pid(&self, pid: i32) {
         self.pid.store(pid, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Cancel the statement running now (a CancelRequest); nothing if
+    /// none runs.
+    pub fn cancel(&self) {
+        self.cancel.notify_waiters();
+    }
+
+    /// Resolves when the running statement is canceled.
+    pub async fn cancelled(&self) {
+        self.cancel.notified().await;
     }
 
     /// The process id the client was told (`pg_backend_pid()`).

@@ -14,6 +14,7 @@ use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     ServerParameterProvider, StartupHandler,
 };
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::send_describe_response;
@@ -29,6 +30,7 @@ use pgwire::api::DEFAULT_NAME;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::api::{PidSecretKeyGenerator, RandomPidSecretKeyGenerator, METADATA_USER};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
@@ -55,8 +57,44 @@ impl WeirHandlers {
             handler: Arc::new(WeirHandler {
                 engine,
                 parser: Arc::new(WeirQueryParser),
+                keys: RandomPidSecretKeyGenerator::default(),
+                sessions: Arc::new(SessionRegistry::default()),
             }),
         }
+    }
+}
+
+/// Open sessions by their BackendKeyData, for CancelRequest.
+#[derive(Default)]
+pub struct SessionRegistry {
+    sessions: parking_lot::Mutex<HashMap<(i32, Bytes), std::sync::Weak<Session>>>,
+}
+
+impl SessionRegistry {
+    fn register(&self, pid: i32, secret: Bytes, session: &Arc<Session>) {
+        let mut sessions = self.sessions.lock();
+        sessions.retain(|_, s| s.strong_count() > 0);
+        sessions.insert((pid, secret), Arc::downgrade(session));
+    }
+
+    /// Cancel what the session with this key is running, if any. A wrong
+    /// key does nothing (and says nothing), as in Postgres.
+    fn cancel(&self, pid: i32, secret: Bytes) {
+        let session = self
+            .sessions
+            .lock()
+            .get(&(pid, secret))
+            .and_then(|s| s.upgrade());
+        if let Some(s) = session {
+            s.cancel();
+        }
+    }
+}
+
+#[async_trait]
+impl CancelHandler for SessionRegistry {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        self.cancel(request.pid, request.secret_key.to_bytes());
     }
 }
 
@@ -76,12 +114,19 @@ impl PgWireServerHandlers for WeirHandlers {
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
         Arc::clone(&self.handler)
     }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.handler.sessions)
+    }
 }
 
 /// Executes queries for one server (shared by all connections).
 pub struct WeirHandler {
     engine: Arc<Engine>,
     parser: Arc<WeirQueryParser>,
+    /// Process ids and secret keys for BackendKeyData.
+    keys: RandomPidSecretKeyGenerator,
+    sessions: Arc<SessionRegistry>,
 }
 
 /// What Weir reports at startup: every reported parameter
@@ -182,9 +227,10 @@ impl StartupHandler for WeirHandler {
         if let PgWireFrontendMessage::Startup(ref startup) = message {
             protocol_negotiation(client, startup).await?;
             save_startup_parameters_to_metadata(client, startup);
-            let (pid, secret) = RandomPidSecretKeyGenerator::default().generate(client);
-            client.set_pid_and_secret_key(pid, secret);
+            let (pid, secret) = self.keys.generate(client);
             let session = session(client);
+            self.sessions.register(pid, secret.to_bytes(), &session);
+            client.set_pid_and_secret_key(pid, secret);
             session.set_pid(pid);
             apply_startup(&session, client.metadata());
             finish_authentication(client, &WeirParameters(session.reported())).await?;
@@ -267,7 +313,7 @@ impl CopyHandler for WeirHandler {
         *session.copy.lock() = None;
         session.fail();
         pg_error(Error::new(
-            weir_common::SqlState("57014"),
+            weir_common::SqlState::QUERY_CANCELED,
             format!("COPY from stdin failed: {}", fail.message),
         ))
     }

@@ -57,7 +57,7 @@ impl From<StateError> for Error {
         match &e {
             StateError::Corrupt { .. } => Error::new(SqlState("XX001"), e.to_string()),
             StateError::Backend(_) => Error::new(SqlState("58030"), e.to_string()),
-            StateError::ScanStopped => Error::new(SqlState("57014"), e.to_string()),
+            StateError::ScanStopped => Error::new(SqlState::QUERY_CANCELED, e.to_string()),
             StateError::WalCorrupt { .. } => Error::new(SqlState("XX001"), e.to_string()),
             StateError::WalPosition { .. } => Error::new(SqlState("XX000"), e.to_string()),
             StateError::Checkpoint(_) => Error::new(SqlState("58030"), e.to_string()),

@@ -528,7 +528,17 @@ impl Engine {
             Some(t) => Arc::clone(&t.snapshot),
             None => Arc::clone(&self.store).snapshot(),
         };
-        let batches = self.collect(plan, Some(&snapshot), Some(session)).await?;
+        // A CancelRequest stops a query (reads only: a write, once
+        // started, runs to its end so that it is wholly applied or not).
+        let batches = tokio::select! {
+            batches = self.collect(plan, Some(&snapshot), Some(session)) => batches?,
+            () = session.cancelled() => {
+                return Err(user(
+                    SqlState::QUERY_CANCELED,
+                    "canceling statement due to user request",
+                ))
+            }
+        };
         // The plan's types, even where execution produced another encoding
         // of them (DataFusion may yield Utf8View for a Utf8 column).
         let batches = batches
