@@ -53,6 +53,8 @@ pub struct ServerConfig {
     /// Instances of each stateful operator of a view that does not fix its
     /// own parallelism (the default of `streaming_parallelism`).
     pub parallelism: usize,
+    /// Connections served at once; more are refused with FATAL 53300.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -67,7 +69,32 @@ impl ServerConfig {
             checkpoints_retained: 3,
             restart_strategy: weir_dataflow::restart::RestartStrategy::default(),
             parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_connections: 100,
         }
+    }
+}
+
+/// One open connection, counted while it lives.
+struct ConnectionCount {
+    active: Arc<std::sync::atomic::AtomicUsize>,
+    /// Open connections, this one included.
+    n: usize,
+}
+
+impl ConnectionCount {
+    fn enter(active: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        let n = active.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        ConnectionCount {
+            active: Arc::clone(active),
+            n,
+        }
+    }
+}
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.active
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -111,14 +138,21 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .local_addr()
         .map_err(|e| ServerError::Startup(e.to_string()))?;
     let engine = Engine::open(&config).await?;
-    let handlers = Arc::new(wire::WeirHandlers::new(Arc::clone(&engine)));
+    let handlers = wire::WeirHandlers::new(Arc::clone(&engine));
+    let max_connections = config.max_connections;
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let accept_task = tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((socket, _)) => {
                     let _ = socket.set_nodelay(true);
-                    let handlers = Arc::clone(&handlers);
+                    // Past the limit the connection is still read, so the
+                    // client gets Postgres's FATAL 53300 at startup.
+                    let count = ConnectionCount::enter(&active);
+                    let over = count.n > max_connections;
+                    let handlers = Arc::new(handlers.for_connection(over));
                     tokio::spawn(async move {
+                        let _count = count;
                         if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await
                         {
                             tracing::debug!(error = %e, "connection ended with an error");

@@ -46,8 +46,11 @@ use crate::params;
 use crate::session::Session;
 
 /// All of Weir's pgwire handlers.
+#[derive(Clone)]
 pub struct WeirHandlers {
     handler: Arc<WeirHandler>,
+    /// This connection is over `--max-connections`: refuse it at startup.
+    refuse: bool,
 }
 
 impl WeirHandlers {
@@ -60,7 +63,46 @@ impl WeirHandlers {
                 keys: RandomPidSecretKeyGenerator::default(),
                 sessions: Arc::new(SessionRegistry::default()),
             }),
+            refuse: false,
         }
+    }
+
+    /// The handlers for one connection; `refuse` when it is one too many.
+    pub fn for_connection(&self, refuse: bool) -> Self {
+        WeirHandlers {
+            handler: Arc::clone(&self.handler),
+            refuse,
+        }
+    }
+}
+
+/// The startup handler: Weir's, or one refusing a connection past
+/// `--max-connections` with Postgres's FATAL 53300.
+pub struct Startup {
+    handler: Arc<WeirHandler>,
+    refuse: bool,
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if self.refuse {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".to_string(),
+                "53300".to_string(),
+                "sorry, too many clients already".to_string(),
+            ))));
+        }
+        self.handler.on_startup(client, message).await
     }
 }
 
@@ -108,7 +150,10 @@ impl PgWireServerHandlers for WeirHandlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::clone(&self.handler)
+        Arc::new(Startup {
+            handler: Arc::clone(&self.handler),
+            refuse: self.refuse,
+        })
     }
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {

@@ -51,6 +51,13 @@ enum Command {
         /// cores.
         #[arg(long)]
         parallelism: Option<usize>,
+        /// Connections served at once; more get FATAL 53300, as in Postgres.
+        #[arg(long, default_value_t = 100)]
+        max_connections: usize,
+        /// Allow listening on a non-loopback address although clients are
+        /// not authenticated (anyone who can reach the port can connect).
+        #[arg(long)]
+        insecure: bool,
     },
 }
 
@@ -82,7 +89,17 @@ fn main() -> std::process::ExitCode {
             checkpoints_retained,
             restart_strategy,
             parallelism,
+            max_connections,
+            insecure,
         } => runtime.block_on(async move {
+            if !listen.ip().is_loopback() && !insecure {
+                eprintln!(
+                    "weir: refusing to listen on {listen}: clients are not authenticated, so \
+                     anyone who can reach this address could read and change all data. \
+                     Listen on 127.0.0.1, or pass --insecure to accept this."
+                );
+                return std::process::ExitCode::FAILURE;
+            }
             let restart_strategy =
                 match RestartStrategy::named(&restart_strategy, &Default::default()) {
                     Ok(s) => s,
@@ -99,6 +116,7 @@ fn main() -> std::process::ExitCode {
             if let Some(p) = parallelism {
                 config.parallelism = p.max(1);
             }
+            config.max_connections = max_connections.max(1);
             let server = match weir_server::start(config).await {
                 Ok(s) => s,
                 Err(e) => {

@@ -430,3 +430,22 @@ fn psql_copy() {
     assert_eq!(server.psql_ok("SELECT n FROM stats;"), "6\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without authentication, the binary refuses a non-loopback address
+/// unless `--insecure` is given.
+#[test]
+fn refuses_public_address_without_insecure() {
+    let dir = std::env::temp_dir().join(format!("weir-insecure-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("run the weir binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "weir started on 0.0.0.0 without --insecure"
+    );
+    assert!(stderr.contains("--insecure"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,60 @@
+//! `--max-connections`: connections past the limit get Postgres's FATAL
+//! 53300 at startup; once one closes, a new one is served.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+async fn connect(config: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(config, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_get_53300() {
+    let data_dir = std::env::temp_dir().join(format!("weir-limits-{}", std::process::id()));
+    let mut config =
+        weir_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), data_dir.clone());
+    config.max_connections = 2;
+    let server = weir_server::start(config).await.unwrap();
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user=weir dbname=weir",
+        server.local_addr().port()
+    );
+    let a = connect(&conninfo).await.unwrap();
+    let b = connect(&conninfo).await.unwrap();
+    let err = connect(&conninfo)
+        .await
+        .err()
+        .expect("a third connection is refused");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "53300");
+    assert_eq!(db.message(), "sorry, too many clients already");
+    assert_eq!(db.severity(), "FATAL");
+    // The two admitted sessions work.
+    assert_eq!(
+        a.query_one("SELECT 1", &[]).await.unwrap().get::<_, i64>(0),
+        1
+    );
+    assert_eq!(
+        b.query_one("SELECT 2", &[]).await.unwrap().get::<_, i64>(0),
+        2
+    );
+    // Closing one frees its slot.
+    drop(a);
+    let mut admitted = None;
+    for _ in 0..50 {
+        if let Ok(c) = connect(&conninfo).await {
+            admitted = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = admitted.expect("a connection is served once another closed");
+    assert_eq!(
+        c.query_one("SELECT 3", &[]).await.unwrap().get::<_, i64>(0),
+        3
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
