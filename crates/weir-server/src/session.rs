@@ -20,6 +20,7 @@
 //!   ROLLBACK TO a savepoint).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use weir_common::pg::{self, Context};
@@ -38,6 +39,8 @@ pub struct Session {
     pid: std::sync::atomic::AtomicI32,
     /// Signalled by a CancelRequest for this session.
     cancel: tokio::sync::Notify,
+    /// Open SUBSCRIBE cursors, closed with their transaction.
+    cursors: Mutex<HashMap<String, Arc<crate::engine::Subscription>>>,
 }
 
 #[derive(Default)]
@@ -142,14 +145,40 @@ impl Session {
         true
     }
 
-    /// Close the transaction, returning it.
+    /// Close the transaction (and its cursors), returning it.
     pub(crate) fn end(&self) -> Option<Transaction> {
+        self.cursors.lock().clear();
         self.inner.lock().txn.take()
+    }
+
+    pub(crate) fn has_cursor(&self, name: &str) -> bool {
+        self.cursors.lock().contains_key(name)
+    }
+
+    pub(crate) fn add_cursor(&self, name: &str, s: crate::engine::Subscription) {
+        self.cursors.lock().insert(name.to_string(), Arc::new(s));
+    }
+
+    pub(crate) fn cursor(&self, name: &str) -> Option<Arc<crate::engine::Subscription>> {
+        self.cursors.lock().get(name).cloned()
+    }
+
+    /// Close cursor `name` (`None`: all); whether it existed.
+    pub(crate) fn close_cursor(&self, name: Option<&str>) -> bool {
+        let mut cursors = self.cursors.lock();
+        match name {
+            Some(n) => cursors.remove(n).is_some(),
+            None => {
+                cursors.clear();
+                true
+            }
+        }
     }
 
     /// `DISCARD ALL`: forget session state (settings back to their
     /// startup values).
     pub(crate) fn reset(&self) {
+        self.cursors.lock().clear();
         self.inner.lock().txn = None;
         self.reset_all();
     }

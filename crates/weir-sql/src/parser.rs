@@ -53,6 +53,18 @@ pub enum Statement {
         if_exists: bool,
         cascade: bool,
     },
+    /// `SUBSCRIBE [TO] name`: a relation's changes as they commit.
+    Subscribe { relation: String },
+    /// `DECLARE cursor CURSOR FOR SUBSCRIBE [TO] name`.
+    DeclareSubscribe { cursor: String, relation: String },
+    /// `FETCH [FORWARD] [n | ALL] [FROM | IN] cursor [WITH (timeout = 'd')]`.
+    Fetch {
+        cursor: String,
+        /// `None` for ALL.
+        count: Option<u64>,
+        /// How long to wait for a first row (`None`: until one comes).
+        timeout: Option<std::time::Duration>,
+    },
 }
 
 impl Statement {
@@ -70,7 +82,9 @@ impl Statement {
             | Statement::ShowTables
             | Statement::ShowMaterializedViews
             | Statement::ShowSources
-            | Statement::ShowSinks => true,
+            | Statement::ShowSinks
+            | Statement::Subscribe { .. }
+            | Statement::Fetch { .. } => true,
             _ => false,
         }
     }
@@ -118,6 +132,10 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
             continue;
         }
         if let Some(s) = weir_statement(&group) {
+            statements.push(s);
+            continue;
+        }
+        if let Some(s) = subscribe_statement(&group, sql)? {
             statements.push(s);
             continue;
         }
@@ -199,6 +217,145 @@ fn weir_statement(tokens: &[TokenWithSpan]) -> Option<Statement> {
     }
 }
 
+/// An identifier as Postgres folds it (unquoted: lower case).
+fn ident(t: &TokenWithSpan) -> Option<String> {
+    match &t.token {
+        Token::Word(w) if w.quote_style.is_some() => Some(w.value.clone()),
+        Token::Word(w) => Some(w.value.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+fn is_word(t: Option<&&TokenWithSpan>, word: &str) -> bool {
+    matches!(t, Some(t) if matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word)))
+}
+
+/// SUBSCRIBE, DECLARE ... CURSOR FOR SUBSCRIBE and FETCH (which sqlparser
+/// parses without Weir's `WITH (timeout)`); `None` for other statements.
+fn subscribe_statement(tokens: &[TokenWithSpan], sql: &str) -> Result<Option<Statement>, SqlError> {
+    let t: Vec<&TokenWithSpan> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
+        .collect();
+    let syntax = |what: &str| SqlError::Syntax {
+        message: format!("syntax error: {what}"),
+        position: None,
+    };
+    // `[TO] name` (optionally `schema.name`) at `at`: the relation name.
+    let relation = |at: usize| -> Result<String, SqlError> {
+        let at = if is_word(t.get(at), "to") { at + 1 } else { at };
+        let rest = &t[at.min(t.len())..];
+        match rest {
+            [name] => ident(name).ok_or_else(|| syntax("expected a relation name after SUBSCRIBE")),
+            [_schema, dot, name] if dot.token == Token::Period => {
+                ident(name).ok_or_else(|| syntax("expected a relation name after SUBSCRIBE"))
+            }
+            [first, ..] if first.token == Token::LParen => Err(SqlError::Unsupported(
+                "SUBSCRIBE to a query is not supported yet; create a materialized view of it and subscribe to the view"
+                    .into(),
+            )),
+            _ => Err(syntax("expected SUBSCRIBE [TO] name")),
+        }
+    };
+    if is_word(t.first(), "subscribe") {
+        return Ok(Some(Statement::Subscribe {
+            relation: relation(1)?,
+        }));
+    }
+    if is_word(t.first(), "declare")
+        && is_word(t.get(2), "cursor")
+        && is_word(t.get(3), "for")
+        && is_word(t.get(4), "subscribe")
+    {
+        let cursor = t
+            .get(1)
+            .and_then(|c| ident(c))
+            .ok_or_else(|| syntax("expected a cursor name"))?;
+        return Ok(Some(Statement::DeclareSubscribe {
+            cursor,
+            relation: relation(5)?,
+        }));
+    }
+    if !is_word(t.first(), "fetch") {
+        return Ok(None);
+    }
+    let mut i = 1;
+    if is_word(t.get(i), "forward") || is_word(t.get(i), "next") {
+        i += 1;
+    }
+    let mut count = Some(1);
+    match t.get(i).map(|x| &x.token) {
+        Some(Token::Number(n, _)) => {
+            count = Some(
+                n.parse::<u64>()
+                    .map_err(|_| syntax("expected a row count"))?,
+            );
+            i += 1;
+        }
+        Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("all") => {
+            count = None;
+            i += 1;
+        }
+        _ => {}
+    }
+    if is_word(t.get(i), "from") || is_word(t.get(i), "in") {
+        i += 1;
+    }
+    let cursor = t
+        .get(i)
+        .and_then(|c| ident(c))
+        .ok_or_else(|| syntax("expected a cursor name"))?;
+    i += 1;
+    let mut timeout = None;
+    if is_word(t.get(i), "with") {
+        // WITH ( timeout = 'duration' )
+        let value = match (
+            t.get(i + 1),
+            t.get(i + 2),
+            t.get(i + 3),
+            t.get(i + 4),
+            t.get(i + 5),
+        ) {
+            (Some(l), Some(k), Some(eq), Some(v), Some(r))
+                if l.token == Token::LParen
+                    && is_word(Some(k), "timeout")
+                    && eq.token == Token::Eq
+                    && r.token == Token::RParen =>
+            {
+                match &v.token {
+                    Token::SingleQuotedString(s) => s.clone(),
+                    Token::Number(n, _) => format!("{n}ms"),
+                    _ => return Err(syntax("expected WITH (timeout = 'duration')")),
+                }
+            }
+            _ => return Err(syntax("expected WITH (timeout = 'duration')")),
+        };
+        let text = value.trim();
+        let parsed = match text.parse::<u64>() {
+            Ok(ms) => Ok(std::time::Duration::from_millis(ms)),
+            Err(_) => humantime::parse_duration(text),
+        };
+        timeout = Some(parsed.map_err(|_| {
+            SqlError::Weir(weir_common::Error::new(
+                weir_common::SqlState::INVALID_PARAMETER_VALUE,
+                format!("invalid value for FETCH timeout: \"{value}\""),
+            ))
+        })?);
+        i += 6;
+    }
+    if i != t.len() {
+        return Err(syntax(&format!(
+            "unexpected text after FETCH in \"{}\"",
+            sql.trim()
+        )));
+    }
+    Ok(Some(Statement::Fetch {
+        cursor,
+        count,
+        timeout,
+    }))
+}
+
 fn classify(statement: SqlStatement) -> Statement {
     match statement {
         SqlStatement::CreateView(v) if v.materialized => Statement::CreateMaterializedView {
@@ -259,6 +416,31 @@ mod tests {
         assert!(matches!(s[0], Statement::CreateMaterializedView { .. }));
         let s = parse("EXPLAIN CREATE MATERIALIZED VIEW v AS SELECT a FROM t").unwrap();
         assert!(matches!(s[0], Statement::ExplainMaterializedView { .. }));
+    }
+
+    #[test]
+    fn subscribe_cursors() {
+        let s = parse("DECLARE c CURSOR FOR SUBSCRIBE TO Totals; FETCH 10 c WITH (timeout = '1s'); FETCH ALL FROM c; fetch c").unwrap();
+        assert!(
+            matches!(&s[0], Statement::DeclareSubscribe { cursor, relation } if cursor == "c" && relation == "totals")
+        );
+        assert!(
+            matches!(&s[1], Statement::Fetch { cursor, count: Some(10), timeout: Some(t) } if cursor == "c" && t.as_secs() == 1)
+        );
+        assert!(matches!(
+            &s[2],
+            Statement::Fetch {
+                count: None,
+                timeout: None,
+                ..
+            }
+        ));
+        assert!(matches!(&s[3], Statement::Fetch { count: Some(1), .. }));
+        assert!(
+            matches!(&parse("SUBSCRIBE v").unwrap()[0], Statement::Subscribe { relation } if relation == "v")
+        );
+        assert!(parse("SUBSCRIBE (SELECT 1)").is_err());
+        assert!(parse("FETCH 1 c WITH (timeout = 'soon')").is_err());
     }
 
     #[test]

@@ -49,6 +49,7 @@ mod dml;
 mod durability;
 mod settings;
 pub(crate) mod source;
+mod subscribe;
 mod supervisor;
 pub mod system;
 mod txn;
@@ -57,6 +58,8 @@ mod txn;
 pub const CATALOG: &str = "weir";
 /// The only schema.
 pub const SCHEMA: &str = "public";
+
+pub use subscribe::Subscription;
 
 /// What a statement returns.
 #[derive(Debug)]
@@ -278,6 +281,18 @@ impl Engine {
                 self.explain_view(query, self.session_parallelism(session))
                     .await
             }
+            Statement::DeclareSubscribe { cursor, relation } => {
+                self.declare_subscribe(cursor, relation, session).await
+            }
+            Statement::Fetch {
+                cursor,
+                count,
+                timeout,
+            } => self.fetch(cursor, *count, *timeout, session).await,
+            Statement::Subscribe { .. } => Err(user(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "SUBSCRIBE streams through a cursor for now: BEGIN; DECLARE c CURSOR FOR SUBSCRIBE name; FETCH 100 c WITH (timeout = '1s')",
+            )),
             Statement::Sql(s) => self.execute_sql(s, params, session).await,
         }
     }
@@ -407,6 +422,20 @@ impl Engine {
                 self.copy(source, *to, target, options, legacy_options, session)
                     .await
             }
+            SqlStatement::Close { cursor } => {
+                use weir_common::datafusion::sql::sqlparser::ast::CloseCursor;
+                let name = match cursor {
+                    CloseCursor::All => None,
+                    CloseCursor::Specific { name } => Some(name.value.to_ascii_lowercase()),
+                };
+                if !session.close_cursor(name.as_deref()) {
+                    return Err(user(
+                        SqlState("34000"),
+                        format!("cursor \"{}\" does not exist", name.unwrap_or_default()),
+                    ));
+                }
+                Ok(QueryResult::command("CLOSE CURSOR"))
+            }
             SqlStatement::Set(set) => self.set(set, session),
             SqlStatement::Reset(r) => self.reset(&r.reset, session),
             SqlStatement::ShowVariable { variable } => {
@@ -506,6 +535,7 @@ impl Engine {
             Statement::ExplainMaterializedView { .. } => {
                 Ok((vec![], Some(text_schema(&["QUERY PLAN"]))))
             }
+            Statement::Fetch { cursor, .. } => Ok((vec![], self.cursor_schema(cursor, session))),
             _ => Ok((vec![], None)),
         }
     }

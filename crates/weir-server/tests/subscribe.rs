@@ -1,0 +1,165 @@
+//! SUBSCRIBE cursors through a real client: the snapshot, then every
+//! committed change with its epoch and diff, nothing skipped or repeated
+//! (the snapshot plus all diffs equals the view at the end), one timestamp
+//! per statement, FETCH timeouts, and the errors Postgres gives for
+//! cursors.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+async fn connect(config: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(config, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Rows of a simple query, as text.
+async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_cursor_streams_every_change_once() {
+    let data_dir = std::env::temp_dir().join(format!("weir-subscribe-{}", std::process::id()));
+    let server = weir_server::start(weir_server::ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        data_dir.clone(),
+    ))
+    .await
+    .unwrap();
+    let config = format!(
+        "host=127.0.0.1 port={} user=weir dbname=weir",
+        server.local_addr().port()
+    );
+    let sub = connect(&config).await;
+    let writer = connect(&config).await;
+    writer
+        .batch_execute(
+            "CREATE TABLE t (id INT PRIMARY KEY, g TEXT, v INT);
+             INSERT INTO t VALUES (1, 'a', 1), (2, 'a', 2), (3, 'b', 3);
+             CREATE MATERIALIZED VIEW per_g AS SELECT g, count(*) AS n, sum(v) AS s FROM t GROUP BY g;",
+        )
+        .await
+        .unwrap();
+
+    // Cursors need a transaction block, as in Postgres.
+    let err = sub
+        .simple_query("DECLARE c CURSOR FOR SUBSCRIBE per_g")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("25P01"));
+
+    sub.batch_execute("BEGIN; DECLARE c CURSOR FOR SUBSCRIBE TO per_g")
+        .await
+        .unwrap();
+    // The snapshot: every row once, diff 1, one timestamp.
+    let snapshot = rows(&sub, "FETCH ALL c WITH (timeout = '0s')").await;
+    assert_eq!(snapshot.len(), 2, "{snapshot:?}");
+    assert!(snapshot
+        .iter()
+        .all(|r| r[1] == "1" && r[0] == snapshot[0][0]));
+    let start: i64 = snapshot[0][0].parse().unwrap();
+
+    // Nothing new: FETCH waits for its timeout and returns no row.
+    let t = Instant::now();
+    assert!(rows(&sub, "FETCH 10 c WITH (timeout = '300ms')")
+        .await
+        .is_empty());
+    assert!(t.elapsed() >= Duration::from_millis(250));
+
+    // Changes from another session.
+    for sql in [
+        "INSERT INTO t VALUES (4, 'b', 10)",
+        "UPDATE t SET g = 'c' WHERE id = 1",
+        "DELETE FROM t WHERE id = 2",
+        "INSERT INTO t VALUES (5, 'd', 5), (6, 'd', 6)",
+        "DELETE FROM t WHERE g = 'd'",
+    ] {
+        writer.batch_execute(sql).await.unwrap();
+    }
+    // Read in small pieces until the changes stop.
+    let mut changes = Vec::new();
+    loop {
+        let got = rows(&sub, "FETCH 3 FROM c WITH (timeout = '500ms')").await;
+        if got.is_empty() {
+            break;
+        }
+        assert!(got.len() <= 3);
+        changes.extend(got);
+    }
+    // Timestamps never go back and are after the snapshot's; each
+    // statement's changes share one timestamp (5 statements, 5 epochs).
+    let stamps: Vec<i64> = changes.iter().map(|r| r[0].parse().unwrap()).collect();
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{changes:?}");
+    assert!(stamps.iter().all(|s| *s > start));
+    let mut distinct = stamps.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5, "{changes:?}");
+
+    // Snapshot + diffs = the view now: nothing skipped, nothing twice.
+    let mut state: BTreeMap<Vec<String>, i64> = BTreeMap::new();
+    for r in snapshot.iter().chain(&changes) {
+        let diff: i64 = r[1].parse().unwrap();
+        *state.entry(r[2..].to_vec()).or_default() += diff;
+    }
+    state.retain(|_, n| *n != 0);
+    assert!(state.values().all(|n| *n == 1), "{state:?}");
+    let mut now = rows(&writer, "SELECT g, n, s FROM per_g").await;
+    now.sort();
+    assert_eq!(state.keys().cloned().collect::<Vec<_>>(), now);
+
+    // Errors: unknown cursor, closing, and the block closes cursors.
+    let err = sub.simple_query("FETCH 1 nope").await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("34000"));
+    sub.batch_execute("ROLLBACK; BEGIN; DECLARE c CURSOR FOR SUBSCRIBE per_g; CLOSE c")
+        .await
+        .unwrap();
+    let err = sub.simple_query("FETCH 1 c").await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("34000"));
+    sub.batch_execute("ROLLBACK").await.unwrap();
+
+    // A table can be subscribed to as well.
+    sub.batch_execute("BEGIN; DECLARE d CURSOR FOR SUBSCRIBE t")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&sub, "FETCH ALL d WITH (timeout = '0s')").await.len(),
+        3
+    );
+    writer
+        .batch_execute("INSERT INTO t VALUES (7, 'e', 7)")
+        .await
+        .unwrap();
+    let got = rows(&sub, "FETCH ALL d WITH (timeout = '2s')").await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0][1..], ["1", "7", "e", "7"]);
+    // Through the extended protocol too (Describe gives FETCH's columns).
+    writer
+        .batch_execute("DELETE FROM t WHERE id = 7")
+        .await
+        .unwrap();
+    let got = sub
+        .query("FETCH ALL d WITH (timeout = '2s')", &[])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].get::<_, i64>("weir_diff"), -1);
+    assert_eq!(got[0].get::<_, Option<i32>>("id"), Some(7));
+    sub.batch_execute("COMMIT").await.unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
