@@ -15,6 +15,7 @@ PACKAGES=(
     clang
     ccache
     ca-certificates
+    openssl
     curl
     postgresql-client
     postgresql

@@ -55,6 +55,10 @@ pub struct ServerConfig {
     pub parallelism: usize,
     /// Connections served at once; more are refused with FATAL 53300.
     pub max_connections: usize,
+    /// PEM certificate chain and private key: clients may use TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Refuse clients that do not use TLS (FATAL 28000).
+    pub require_tls: bool,
 }
 
 impl ServerConfig {
@@ -70,8 +74,35 @@ impl ServerConfig {
             restart_strategy: weir_dataflow::restart::RestartStrategy::default(),
             parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_connections: 100,
+            tls: None,
+            require_tls: false,
         }
     }
+}
+
+/// A TLS acceptor for the PEM certificate chain `cert` and key `key`.
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        ServerError::Startup(format!("cannot read TLS {what} {}: {e}", path.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("certificate", cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("certificate", cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad("certificate", cert, &"no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("key", key, &e))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Startup(format!("invalid TLS certificate or key: {e}")))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// One open connection, counted while it lives.
@@ -137,8 +168,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let addr = listener
         .local_addr()
         .map_err(|e| ServerError::Startup(e.to_string()))?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None if config.require_tls => {
+            return Err(ServerError::Startup(
+                "--require-tls needs --tls-cert and --tls-key".into(),
+            ))
+        }
+        None => None,
+    };
     let engine = Engine::open(&config).await?;
-    let handlers = wire::WeirHandlers::new(Arc::clone(&engine));
+    let handlers = wire::WeirHandlers::new(Arc::clone(&engine), config.require_tls);
     let max_connections = config.max_connections;
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let accept_task = tokio::spawn(async move {
@@ -151,10 +191,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                     let count = ConnectionCount::enter(&active);
                     let over = count.n > max_connections;
                     let handlers = Arc::new(handlers.for_connection(over));
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let _count = count;
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await
-                        {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
                     });

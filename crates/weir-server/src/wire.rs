@@ -51,11 +51,14 @@ pub struct WeirHandlers {
     handler: Arc<WeirHandler>,
     /// This connection is over `--max-connections`: refuse it at startup.
     refuse: bool,
+    /// Refuse connections without TLS.
+    require_tls: bool,
 }
 
 impl WeirHandlers {
-    /// Handlers executing on `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
+    /// Handlers executing on `engine`; with `require_tls`, clients that do
+    /// not use TLS are refused.
+    pub fn new(engine: Arc<Engine>, require_tls: bool) -> Self {
         WeirHandlers {
             handler: Arc::new(WeirHandler {
                 engine,
@@ -64,6 +67,7 @@ impl WeirHandlers {
                 sessions: Arc::new(SessionRegistry::default()),
             }),
             refuse: false,
+            require_tls,
         }
     }
 
@@ -72,6 +76,7 @@ impl WeirHandlers {
         WeirHandlers {
             handler: Arc::clone(&self.handler),
             refuse,
+            require_tls: self.require_tls,
         }
     }
 }
@@ -81,6 +86,7 @@ impl WeirHandlers {
 pub struct Startup {
     handler: Arc<WeirHandler>,
     refuse: bool,
+    require_tls: bool,
 }
 
 #[async_trait]
@@ -100,6 +106,13 @@ impl StartupHandler for Startup {
                 "FATAL".to_string(),
                 "53300".to_string(),
                 "sorry, too many clients already".to_string(),
+            ))));
+        }
+        if self.require_tls && !client.is_secure() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".to_string(),
+                "28000".to_string(),
+                "this server requires TLS: connect with sslmode=require".to_string(),
             ))));
         }
         self.handler.on_startup(client, message).await
@@ -153,6 +166,7 @@ impl PgWireServerHandlers for WeirHandlers {
         Arc::new(Startup {
             handler: Arc::clone(&self.handler),
             refuse: self.refuse,
+            require_tls: self.require_tls,
         })
     }
 

@@ -58,6 +58,15 @@ enum Command {
         /// not authenticated (anyone who can reach the port can connect).
         #[arg(long)]
         insecure: bool,
+        /// PEM certificate chain for TLS (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for TLS (with --tls-cert).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Refuse clients that do not use TLS.
+        #[arg(long, requires = "tls_cert")]
+        require_tls: bool,
     },
 }
 
@@ -91,6 +100,9 @@ fn main() -> std::process::ExitCode {
             parallelism,
             max_connections,
             insecure,
+            tls_cert,
+            tls_key,
+            require_tls,
         } => runtime.block_on(async move {
             if !listen.ip().is_loopback() && !insecure {
                 eprintln!(
@@ -117,6 +129,8 @@ fn main() -> std::process::ExitCode {
                 config.parallelism = p.max(1);
             }
             config.max_connections = max_connections.max(1);
+            config.tls = tls_cert.zip(tls_key);
+            config.require_tls = require_tls;
             let server = match weir_server::start(config).await {
                 Ok(s) => s,
                 Err(e) => {

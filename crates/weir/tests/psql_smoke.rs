@@ -449,3 +449,80 @@ fn refuses_public_address_without_insecure() {
     assert!(stderr.contains("--insecure"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// TLS: with `--tls-cert`/`--tls-key` psql connects with
+/// `sslmode=require`; with `--require-tls` a plain connection is refused
+/// (FATAL 28000). The certificate is a throwaway one made by `openssl`.
+#[test]
+fn tls_connections() {
+    require_psql();
+    let dir = std::env::temp_dir().join(format!("weir-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl (Debian package openssl)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--require-tls")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn weir");
+    let psql = |sslmode: &str| {
+        Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={port} user=weir dbname=weir sslmode={sslmode} connect_timeout=5"
+            ))
+            .args(["-X", "-A", "-t", "-c", "SELECT 40 + 2"])
+            .output()
+            .expect("run psql")
+    };
+    let mut secure = psql("require");
+    for _ in 0..100 {
+        if secure.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        secure = psql("require");
+    }
+    let plain = psql("disable");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        secure.status.success(),
+        "{}",
+        String::from_utf8_lossy(&secure.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&secure.stdout), "42\n");
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        !plain.status.success() && stderr.contains("requires TLS"),
+        "{stderr}"
+    );
+}
