@@ -520,8 +520,118 @@ fn response(statement: &Statement, result: QueryResult, format: &Format) -> PgWi
     }
 }
 
+/// Rows a streaming SUBSCRIBE sends per flush at most.
+const SUBSCRIBE_BATCH_ROWS: usize = 1024;
+
+impl WeirHandler {
+    /// `SUBSCRIBE [TO] name` over the simple protocol: a RowDescription, then
+    /// the snapshot and every change as DataRows, flushed as they come,
+    /// until the client cancels (57014) or the relation goes away.
+    async fn stream_subscribe<C>(&self, client: &mut C, relation: &str) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session(client);
+        client.set_state(pgwire::api::PgWireConnectionState::QueryInProgress);
+        let streamed = async {
+            if session.in_transaction() {
+                return Err(pg_error(Error::new(
+                    weir_common::SqlState::ACTIVE_SQL_TRANSACTION,
+                    "SUBSCRIBE cannot run inside a transaction block; use DECLARE ... CURSOR FOR SUBSCRIBE there",
+                )));
+            }
+            let sub = self
+                .engine
+                .subscribe(relation)
+                .await
+                .map_err(|e| pg_error(e.into()))?;
+            let header = Arc::new(fields(&sub.schema, &Format::UnifiedText)?);
+            client
+                .send(PgWireBackendMessage::RowDescription(
+                    pgwire::messages::data::RowDescription::new(
+                        header.iter().map(Into::into).collect(),
+                    ),
+                ))
+                .await?;
+            let mut sent = 0usize;
+            loop {
+                let batch = sub
+                    .take(
+                        SUBSCRIBE_BATCH_ROWS,
+                        Some(std::time::Duration::from_secs(1)),
+                        &session,
+                    )
+                    .await
+                    .map_err(|e| pg_error(e.into()))?;
+                if let Some(b) = batch.filter(|b| b.num_rows() > 0) {
+                    let b = crate::text_format::postgres_text_columns(b, &Format::UnifiedText)
+                        .map_err(|e| pg_error(e.into()))?;
+                    for row in arrow_pg::datatypes::encode_recordbatch(Arc::clone(&header), b) {
+                        client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                        sent += 1;
+                    }
+                    client.flush().await?;
+                } else if sub.ended() {
+                    return Ok(sent);
+                }
+            }
+        };
+        let result = streamed.await;
+        client.set_state(pgwire::api::PgWireConnectionState::ReadyForQuery);
+        match result {
+            Ok(rows) => {
+                client
+                    .send(PgWireBackendMessage::CommandComplete(
+                        Tag::new("SUBSCRIBE").with_rows(rows).into(),
+                    ))
+                    .await?;
+            }
+            Err(PgWireError::UserError(info)) => {
+                client
+                    .send(PgWireBackendMessage::ErrorResponse((*info).into()))
+                    .await?;
+            }
+            Err(e) => return Err(e),
+        }
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(
+                pgwire::messages::response::ReadyForQuery::new(client.transaction_status()),
+            ))
+            .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl SimpleQueryHandler for WeirHandler {
+    /// `SUBSCRIBE` streams (and flushes) rows itself; everything else goes
+    /// through pgwire's simple-query handling and [`Self::do_query`].
+    async fn on_query<C>(
+        &self,
+        client: &mut C,
+        query: pgwire::messages::simplequery::Query,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Ok(statements) = parse(&query.query) {
+            if let [Statement::Subscribe { relation }] = statements.as_slice() {
+                if matches!(
+                    client.state(),
+                    pgwire::api::PgWireConnectionState::ReadyForQuery
+                ) {
+                    return self.stream_subscribe(client, relation).await;
+                }
+            }
+        }
+        self._on_query(client, query).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,

@@ -163,3 +163,73 @@ async fn subscribe_cursor_streams_every_change_once() {
     sub.batch_execute("COMMIT").await.unwrap();
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// `SUBSCRIBE name` as a simple query streams: rows arrive while the
+/// statement runs (each flushed as it commits), until the client cancels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_subscribe_streams_until_cancelled() {
+    use futures::StreamExt;
+    let data_dir =
+        std::env::temp_dir().join(format!("weir-subscribe-plain-{}", std::process::id()));
+    let server = weir_server::start(weir_server::ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        data_dir.clone(),
+    ))
+    .await
+    .unwrap();
+    let config = format!(
+        "host=127.0.0.1 port={} user=weir dbname=weir",
+        server.local_addr().port()
+    );
+    let sub = connect(&config).await;
+    let writer = connect(&config).await;
+    writer
+        .batch_execute("CREATE TABLE t (id INT, v TEXT); INSERT INTO t VALUES (1, 'a')")
+        .await
+        .unwrap();
+    let stream = sub.simple_query_raw("SUBSCRIBE TO t").await.unwrap();
+    futures::pin_mut!(stream);
+    let mut next_row = async || -> Vec<String> {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("a row within 10 s")
+                .expect("the stream goes on")
+                .expect("no error");
+            if let SimpleQueryMessage::Row(r) = msg {
+                return (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect();
+            }
+        }
+    };
+    // The snapshot row arrives while SUBSCRIBE runs.
+    assert_eq!(&next_row().await[1..], ["1", "1", "a"]);
+    // Then each committed change, as it commits.
+    writer
+        .batch_execute("INSERT INTO t VALUES (2, 'b')")
+        .await
+        .unwrap();
+    assert_eq!(&next_row().await[1..], ["1", "2", "b"]);
+    writer
+        .batch_execute("DELETE FROM t WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(&next_row().await[1..], ["-1", "1", "a"]);
+    // Cancel ends it with 57014; the session goes on.
+    sub.cancel_token().cancel_query(NoTls).await.unwrap();
+    let mut error = None;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+        if let Err(e) = msg {
+            error = Some(e);
+            break;
+        }
+    }
+    let error = error.expect("SUBSCRIBE ended with an error");
+    assert_eq!(error.code().map(|c| c.code()), Some("57014"));
+    assert_eq!(
+        rows(&sub, "SELECT count(*) FROM t").await,
+        vec![vec!["1".to_string()]]
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -291,7 +291,7 @@ impl Engine {
             } => self.fetch(cursor, *count, *timeout, session).await,
             Statement::Subscribe { .. } => Err(user(
                 SqlState::FEATURE_NOT_SUPPORTED,
-                "SUBSCRIBE streams through a cursor for now: BEGIN; DECLARE c CURSOR FOR SUBSCRIBE name; FETCH 100 c WITH (timeout = '1s')",
+                "SUBSCRIBE streams as a query of its own in the simple protocol; elsewhere use a cursor: BEGIN; DECLARE c CURSOR FOR SUBSCRIBE name; FETCH 100 c WITH (timeout = '1s')",
             )),
             Statement::Sql(s) => self.execute_sql(s, params, session).await,
         }

@@ -47,6 +47,76 @@ pub struct Subscription {
     feeder: tokio::task::JoinHandle<()>,
 }
 
+impl Subscription {
+    /// Up to `wanted` rows, waiting up to `timeout` (forever if `None`) for
+    /// a first one; `None` when the timeout passed with no row. A
+    /// CancelRequest for `session` ends the wait with 57014.
+    pub async fn take(
+        &self,
+        wanted: usize,
+        timeout: Option<Duration>,
+        session: &Session,
+    ) -> Result<Option<RecordBatch>> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let notified = self.arrived.notified();
+            {
+                let mut b = self.buffer.lock();
+                if let Some(why) = &b.failed {
+                    return Err(user(SqlState::QUERY_CANCELED, why.clone()));
+                }
+                if b.rows > 0 || b.ended || wanted == 0 {
+                    let mut out = Vec::new();
+                    let mut taken = 0;
+                    while taken < wanted {
+                        let Some(front) = b.batches.pop_front() else {
+                            break;
+                        };
+                        let room = wanted - taken;
+                        if front.num_rows() > room {
+                            b.batches
+                                .push_front(front.slice(room, front.num_rows() - room));
+                            out.push(front.slice(0, room));
+                            taken += room;
+                        } else {
+                            taken += front.num_rows();
+                            out.push(front);
+                        }
+                    }
+                    b.rows -= taken;
+                    let batch = concat_batches(&self.schema, &out)
+                        .map_err(|e| ServerError::Statement(e.into()))?;
+                    return Ok(Some(batch));
+                }
+            }
+            let wait = async {
+                match deadline {
+                    Some(d) => tokio::time::timeout_at(d, notified).await.is_ok(),
+                    None => {
+                        notified.await;
+                        true
+                    }
+                }
+            };
+            let arrived = tokio::select! {
+                a = wait => a,
+                () = session.cancelled() => {
+                    return Err(user(SqlState::QUERY_CANCELED, "canceling statement due to user request"));
+                }
+            };
+            if !arrived {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Whether the subscribed relation went away (no more rows will come).
+    pub fn ended(&self) -> bool {
+        let b = self.buffer.lock();
+        b.ended && b.rows == 0
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.feeder.abort();
@@ -123,7 +193,7 @@ impl Engine {
     }
 
     /// Start a subscription to `name` (see the module docs).
-    async fn subscribe(&self, name: &str) -> Result<Subscription> {
+    pub async fn subscribe(&self, name: &str) -> Result<Subscription> {
         let relation = self.relation(name)?;
         if matches!(relation.kind, RelationKind::Source { .. })
             || relation.object_kind() == ObjectKind::Sink
@@ -199,64 +269,13 @@ impl Engine {
                 format!("cursor \"{cursor}\" does not exist"),
             ));
         };
-        let wanted = count.map_or(usize::MAX, |c| c as usize);
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        loop {
-            let notified = sub.arrived.notified();
-            {
-                let mut b = sub.buffer.lock();
-                if let Some(why) = &b.failed {
-                    return Err(user(SqlState::QUERY_CANCELED, why.clone()));
-                }
-                if b.rows > 0 || b.ended || wanted == 0 {
-                    let mut out = Vec::new();
-                    let mut taken = 0;
-                    while taken < wanted {
-                        let Some(front) = b.batches.pop_front() else {
-                            break;
-                        };
-                        let room = wanted - taken;
-                        if front.num_rows() > room {
-                            b.batches
-                                .push_front(front.slice(room, front.num_rows() - room));
-                            out.push(front.slice(0, room));
-                            taken += room;
-                        } else {
-                            taken += front.num_rows();
-                            out.push(front);
-                        }
-                    }
-                    b.rows -= taken;
-                    let batch = concat_batches(&sub.schema, &out)
-                        .map_err(|e| ServerError::Statement(e.into()))?;
-                    return Ok(QueryResult::Rows {
-                        schema: Arc::clone(&sub.schema),
-                        batches: vec![batch],
-                    });
-                }
-            }
-            let wait = async {
-                match deadline {
-                    Some(d) => tokio::time::timeout_at(d, notified).await.is_ok(),
-                    None => {
-                        notified.await;
-                        true
-                    }
-                }
-            };
-            let arrived = tokio::select! {
-                a = wait => a,
-                () = session.cancelled() => {
-                    return Err(user(SqlState::QUERY_CANCELED, "canceling statement due to user request"));
-                }
-            };
-            if !arrived {
-                return Ok(QueryResult::Rows {
-                    schema: Arc::clone(&sub.schema),
-                    batches: vec![],
-                });
-            }
-        }
+        let batch = sub
+            .take(count.map_or(usize::MAX, |c| c as usize), timeout, session)
+            .await?;
+        Ok(QueryResult::Rows {
+            schema: Arc::clone(&sub.schema),
+            batches: batch.into_iter().collect(),
+        })
     }
 
     /// The columns FETCH returns from `cursor`.
