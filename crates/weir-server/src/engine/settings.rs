@@ -95,6 +95,7 @@ impl Engine {
         // `SHOW TRANSACTION ISOLATION LEVEL` arrives as three words.
         let name = match name.to_ascii_lowercase().replace('.', " ").as_str() {
             "transaction isolation level" => "transaction_isolation".to_string(),
+            "time zone" => "TimeZone".to_string(),
             _ => name.to_string(),
         };
         if name.eq_ignore_ascii_case("all") {

@@ -300,6 +300,24 @@ pub fn register(ctx: &SessionContext, catalog: Arc<RwLock<Catalog>>) {
             ScalarValue::Boolean(Some(true))
         }));
     }
+    // `oid::regclass` as text: the relation's name (the number if none).
+    let c = Arc::clone(&catalog);
+    ctx.register_udf(function("pg_regclass_name", DataType::Utf8, move |a| {
+        let oid = int(a.first());
+        text(oid.map(|oid| {
+            visible(&c.read())
+                .iter()
+                .find(|r| rel_oids(r).rel == oid || rel_oids(r).index == oid)
+                .map(|r| {
+                    if rel_oids(r).rel == oid {
+                        r.name.clone()
+                    } else {
+                        format!("{}_pkey", r.name)
+                    }
+                })
+                .unwrap_or_else(|| oid.to_string())
+        }))
+    }));
     let c = Arc::clone(&catalog);
     ctx.register_udf(function("pg_get_indexdef", DataType::Utf8, move |a| {
         let oid = int(a.first());

@@ -5,8 +5,13 @@
 //!   name);
 //! - `pg_catalog.f(...)` and `information_schema.f(...)` call `f`;
 //! - `'name'::regclass` and `'type'::regtype` become the OID (42P01 /
-//!   42704 if there is none), other `::regclass`, `::regtype`, `::oid`
-//!   casts become BIGINT, `::name` and `::regproc` TEXT;
+//!   42704 if there is none); other `::regclass` and `::regtype` casts
+//!   give the name, as Postgres prints them (`pg_regclass_name`,
+//!   `format_type`); `::oid` casts become BIGINT, `::name` and `::regproc`
+//!   TEXT;
+//! - array literals `'{a,b}'::text[]` and `x = ANY('{a,b}')` are arrays;
+//!   `array_upper` / `array_lower` of 1-based arrays are computed from
+//!   `array_length`;
 //! - `x COLLATE pg_catalog.default` is `x`;
 //! - `'\x0001ff'::bytea` (and the escape format) is those bytes, as
 //!   Postgres reads bytea input (psycopg2 sends bytes this way);
@@ -61,6 +66,126 @@ fn parse_expr(sql: &str) -> Option<Expr> {
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
         .ok()
+}
+
+/// The elements of a Postgres array literal `{a,"b c",NULL}` (one
+/// dimension), `None` if it is not one.
+fn array_elements(text: &str) -> Option<Vec<Option<String>>> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    if inner.trim().is_empty() {
+        return Some(vec![]);
+    }
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut item = String::new();
+        let quoted = chars.peek() == Some(&'"');
+        if quoted {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '\\' => item.push(chars.next()?),
+                    '"' => break,
+                    c => item.push(c),
+                }
+            }
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+        } else {
+            while let Some(c) = chars.peek().copied() {
+                if c == ',' {
+                    break;
+                }
+                if c == '{' || c == '}' || c == '"' {
+                    return None;
+                }
+                item.push(c);
+                chars.next();
+            }
+            item = item.trim().to_string();
+        }
+        out.push((quoted || !item.eq_ignore_ascii_case("null")).then_some(item));
+        match chars.next() {
+            Some(',') => continue,
+            None => return Some(out),
+            Some(_) => return None,
+        }
+    }
+}
+
+/// `ARRAY[...]` SQL for a Postgres array literal, elements cast to `cast`.
+fn array_sql(text: &str, cast: Option<&str>) -> Option<String> {
+    let items: Vec<String> = array_elements(text)?
+        .into_iter()
+        .map(|e| match e {
+            None => "NULL".to_string(),
+            Some(v) => format!("'{}'", v.replace('\'', "''")),
+        })
+        .map(|v| match cast {
+            Some(t) => format!("CAST({v} AS {t})"),
+            None => v,
+        })
+        .collect();
+    Some(format!("ARRAY[{}]", items.join(", ")))
+}
+
+/// Array literals and `array_upper` / `array_lower` (see the module docs).
+fn arrays(e: &mut Expr) {
+    let replacement = match e {
+        Expr::Cast {
+            expr,
+            data_type: SqlType::Array(elem),
+            ..
+        } => {
+            let elem_type = match elem {
+                weir_common::datafusion::sql::sqlparser::ast::ArrayElemTypeDef::SquareBracket(
+                    t,
+                    _,
+                )
+                | weir_common::datafusion::sql::sqlparser::ast::ArrayElemTypeDef::AngleBracket(t)
+                | weir_common::datafusion::sql::sqlparser::ast::ArrayElemTypeDef::Parenthesis(t) => {
+                    Some(t.to_string())
+                }
+                weir_common::datafusion::sql::sqlparser::ast::ArrayElemTypeDef::None => None,
+            };
+            string_literal(expr).and_then(|t| array_sql(t, elem_type.as_deref()))
+        }
+        Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } => {
+            let inner = match right.as_ref() {
+                Expr::Nested(x) => x.as_ref(),
+                other => other,
+            };
+            if let Some(x) = string_literal(inner)
+                .and_then(|t| array_sql(t, None))
+                .and_then(|s| parse_expr(&s))
+            {
+                **right = x;
+            }
+            None
+        }
+        Expr::Function(f) => {
+            let name = last_part(&f.name).map(|n| n.to_ascii_lowercase());
+            let FunctionArguments::List(list) = &f.args else {
+                return;
+            };
+            let args: Vec<String> = list.args.iter().map(ToString::to_string).collect();
+            match (name.as_deref(), args.as_slice()) {
+                (Some("array_upper"), [a, d]) => Some(format!("array_length({a}, {d})")),
+                (Some("array_lower"), [a, d]) => {
+                    Some(format!("CASE WHEN array_length({a}, {d}) > 0 THEN 1 END"))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    if let Some(x) = replacement.as_deref().and_then(parse_expr) {
+        *e = x;
+    }
 }
 
 /// The set-returning helpers as `unnest` expressions (see the module docs).
@@ -391,12 +516,13 @@ pub fn rewrite(
         fold_empty_subqueries(statement);
         aggregate_scalar_subqueries(statement);
     }
-    if reads_catalog {
-        let _ = visit_expressions_mut(statement, |e| {
+    let _ = visit_expressions_mut(statement, |e| {
+        arrays(e);
+        if reads_catalog {
             set_returning(e);
-            ControlFlow::<()>::Continue(())
-        });
-    }
+        }
+        ControlFlow::<()>::Continue(())
+    });
     let flow = visit_expressions_mut(statement, |e| {
         match e {
             Expr::Function(f) => {
@@ -485,8 +611,8 @@ pub fn rewrite(
                                     ))
                                 }
                             }
-                        } else {
-                            *data_type = SqlType::BigInt(None);
+                        } else if let Some(x) = parse_expr(&format!("pg_regclass_name({expr})")) {
+                            *e = x;
                         }
                     }
                     "regtype" => {
@@ -500,8 +626,8 @@ pub fn rewrite(
                                     ))
                                 }
                             }
-                        } else {
-                            *data_type = SqlType::BigInt(None);
+                        } else if let Some(x) = parse_expr(&format!("format_type({expr}, NULL)")) {
+                            *e = x;
                         }
                     }
                     "oid" | "regnamespace" | "regrole" | "xid" | "cid" | "tid" => {
@@ -532,6 +658,25 @@ pub fn rewrite(
 #[cfg(test)]
 mod tests {
     use super::decode_bytea;
+
+    #[test]
+    fn array_literals() {
+        use super::array_elements;
+        let s = |v: &[Option<&str>]| -> Vec<Option<String>> {
+            v.iter().map(|x| x.map(str::to_string)).collect()
+        };
+        assert_eq!(
+            array_elements("{r,p,f}"),
+            Some(s(&[Some("r"), Some("p"), Some("f")]))
+        );
+        assert_eq!(array_elements("{}"), Some(vec![]));
+        assert_eq!(
+            array_elements("{\"a b\", NULL, \"NULL\", \"q\\\"x\"}"),
+            Some(s(&[Some("a b"), None, Some("NULL"), Some("q\"x")]))
+        );
+        assert_eq!(array_elements("{a,{b}}"), None);
+        assert_eq!(array_elements("abc"), None);
+    }
 
     #[test]
     fn bytea_input_formats() {
