@@ -362,11 +362,29 @@ fn array_subqueries(statement: &mut Statement) {
 fn name_duplicate_columns(body: &mut SetExpr) {
     match body {
         SetExpr::Select(select) => {
+            // Qualifiers expanded by `t.*`: an explicit `t.col` beside it
+            // would name `col` twice (DBeaver sends `SELECT n.oid, n.*`).
+            let wildcards: Vec<String> = select
+                .projection
+                .iter()
+                .filter_map(|item| match item {
+                    SelectItem::QualifiedWildcard(kind, _) => {
+                        Some(kind.to_string().trim_end_matches(".*").to_ascii_lowercase())
+                    }
+                    _ => None,
+                })
+                .collect();
             let mut seen = std::collections::HashSet::new();
             for (i, item) in select.projection.iter_mut().enumerate() {
                 if let SelectItem::UnnamedExpr(e) = item {
                     let text = e.to_string();
-                    if !seen.insert(text) {
+                    let under_wildcard = match &*e {
+                        Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                            wildcards.contains(&parts[0].value.to_ascii_lowercase())
+                        }
+                        _ => false,
+                    };
+                    if !seen.insert(text) || under_wildcard {
                         let expr = std::mem::replace(e, Expr::Value(Value::Null.into()));
                         *item = SelectItem::ExprWithAlias {
                             expr,
