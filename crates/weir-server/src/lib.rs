@@ -18,6 +18,7 @@ pub mod pg_catalog;
 pub mod provider;
 pub mod session;
 mod text_format;
+pub mod users;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -59,6 +60,36 @@ pub struct ServerConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Refuse clients that do not use TLS (FATAL 28000).
     pub require_tls: bool,
+    /// How clients prove who they are.
+    pub auth: AuthMethod,
+    /// Password of the superuser `weir`, set at every start.
+    pub superuser_password: Option<String>,
+}
+
+/// How clients authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Anyone connects as anyone (the default; loopback only unless
+    /// `--insecure`).
+    Trust,
+    /// SCRAM-SHA-256, the password never crossing the wire.
+    ScramSha256,
+    /// The password in clear (opt-in: only over TLS or a trusted network).
+    Password,
+}
+
+impl std::str::FromStr for AuthMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "trust" => Ok(AuthMethod::Trust),
+            "scram-sha-256" | "scram" => Ok(AuthMethod::ScramSha256),
+            "password" => Ok(AuthMethod::Password),
+            other => Err(format!(
+                "unknown authentication method \"{other}\" (trust, scram-sha-256, password)"
+            )),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -76,6 +107,8 @@ impl ServerConfig {
             max_connections: 100,
             tls: None,
             require_tls: false,
+            auth: AuthMethod::Trust,
+            superuser_password: None,
         }
     }
 }

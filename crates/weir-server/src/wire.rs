@@ -10,11 +10,17 @@ use bytes::Bytes;
 use futures::{stream, Sink, SinkExt};
 use std::collections::HashMap;
 
+use pgwire::api::auth::sasl::scram::ScramAuth;
+use pgwire::api::auth::sasl::{SASLState, SCRAM_SHA_256_METHOD};
 use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     ServerParameterProvider, StartupHandler,
 };
 use pgwire::api::cancel::CancelHandler;
+use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
+
+use crate::users::ScramSource;
+use crate::AuthMethod;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::send_describe_response;
@@ -87,6 +93,28 @@ pub struct Startup {
     handler: Arc<WeirHandler>,
     refuse: bool,
     require_tls: bool,
+    /// The SCRAM exchange of this connection, when authentication is on.
+    scram: Option<(ScramAuth, tokio::sync::Mutex<SASLState>)>,
+}
+
+/// Postgres's FATAL 28P01.
+fn auth_failed(user: &str) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".to_string(),
+        "28P01".to_string(),
+        format!("password authentication failed for user \"{user}\""),
+    )))
+}
+
+impl Startup {
+    /// The user the client logs in as.
+    fn user<C: ClientInfo>(client: &C) -> String {
+        client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 #[async_trait]
@@ -115,7 +143,73 @@ impl StartupHandler for Startup {
                 "this server requires TLS: connect with sslmode=require".to_string(),
             ))));
         }
-        self.handler.on_startup(client, message).await
+        let method = self.handler.engine.auth_method();
+        if method == AuthMethod::Trust {
+            return self.handler.on_startup(client, message).await;
+        }
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                client.set_state(pgwire::api::PgWireConnectionState::AuthenticationInProgress);
+                let request = match method {
+                    AuthMethod::Password => Authentication::CleartextPassword,
+                    _ => Authentication::SASL(vec![SCRAM_SHA_256_METHOD.to_string()]),
+                };
+                client
+                    .send(PgWireBackendMessage::Authentication(request))
+                    .await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(msg) => {
+                let user = Startup::user(client);
+                if method == AuthMethod::Password {
+                    let offered = msg.into_password()?;
+                    let ok = self
+                        .handler
+                        .engine
+                        .users()
+                        .get(&user)
+                        .filter(|u| u.login)
+                        .and_then(|u| u.password)
+                        .is_some_and(|v| v.matches(&offered.password));
+                    if !ok {
+                        return Err(auth_failed(&user));
+                    }
+                    return self.handler.finish_startup(client).await;
+                }
+                let Some((scram, state)) = &self.scram else {
+                    return Err(PgWireError::InvalidSASLState);
+                };
+                let mut state = state.lock().await;
+                let msg = if let SASLState::Initial = *state {
+                    let initial = msg.into_sasl_initial_response()?;
+                    if initial.auth_method != SCRAM_SHA_256_METHOD {
+                        return Err(PgWireError::UnsupportedSASLAuthMethod(initial.auth_method));
+                    }
+                    *state = SASLState::ScramClientFirstReceived;
+                    PasswordMessageFamily::SASLInitialResponse(initial)
+                } else {
+                    PasswordMessageFamily::SASLResponse(msg.into_sasl_response()?)
+                };
+                let (response, next) = scram
+                    .process_scram_message(client, msg, &state)
+                    .await
+                    .map_err(|e| match e {
+                        PgWireError::InvalidPassword(_) => auth_failed(&user),
+                        other => other,
+                    })?;
+                client
+                    .send(PgWireBackendMessage::Authentication(response))
+                    .await?;
+                *state = next;
+                if matches!(*state, SASLState::Finished) {
+                    drop(state);
+                    return self.handler.finish_startup(client).await;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -163,10 +257,16 @@ impl PgWireServerHandlers for WeirHandlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        let scram = (self.handler.engine.auth_method() == AuthMethod::ScramSha256).then(|| {
+            let mut auth = ScramAuth::new(Arc::new(ScramSource(self.handler.engine.users())));
+            auth.set_iterations(crate::users::SCRAM_ITERATIONS);
+            (auth, tokio::sync::Mutex::new(SASLState::Initial))
+        });
         Arc::new(Startup {
             handler: Arc::clone(&self.handler),
             refuse: self.refuse,
             require_tls: self.require_tls,
+            scram,
         })
     }
 
@@ -286,15 +386,28 @@ impl StartupHandler for WeirHandler {
         if let PgWireFrontendMessage::Startup(ref startup) = message {
             protocol_negotiation(client, startup).await?;
             save_startup_parameters_to_metadata(client, startup);
-            let (pid, secret) = self.keys.generate(client);
-            let session = session(client);
-            self.sessions.register(pid, secret.to_bytes(), &session);
-            client.set_pid_and_secret_key(pid, secret);
-            session.set_pid(pid);
-            apply_startup(&session, client.metadata());
-            finish_authentication(client, &WeirParameters(session.reported())).await?;
+            self.finish_startup(client).await?;
         }
         Ok(())
+    }
+}
+
+impl WeirHandler {
+    /// The connection is authenticated: give it a session (settings from
+    /// the startup packet, a cancel key) and tell the client.
+    async fn finish_startup<C>(&self, client: &mut C) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (pid, secret) = self.keys.generate(client);
+        let session = session(client);
+        self.sessions.register(pid, secret.to_bytes(), &session);
+        client.set_pid_and_secret_key(pid, secret);
+        session.set_pid(pid);
+        apply_startup(&session, client.metadata());
+        finish_authentication(client, &WeirParameters(session.reported())).await
     }
 }
 

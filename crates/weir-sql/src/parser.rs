@@ -55,6 +55,8 @@ pub enum Statement {
     },
     /// `SUBSCRIBE [TO] name`: a relation's changes as they commit.
     Subscribe { relation: String },
+    /// `CREATE | ALTER | DROP  USER | ROLE ...`.
+    Role(RoleStatement),
     /// `DECLARE cursor CURSOR FOR SUBSCRIBE [TO] name`.
     DeclareSubscribe { cursor: String, relation: String },
     /// `FETCH [FORWARD] [n | ALL] [FROM | IN] cursor [WITH (timeout = 'd')]`.
@@ -136,6 +138,10 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
             continue;
         }
         if let Some(s) = subscribe_statement(&group, sql)? {
+            statements.push(s);
+            continue;
+        }
+        if let Some(s) = role_statement(&group)? {
             statements.push(s);
             continue;
         }
@@ -377,6 +383,115 @@ fn classify(statement: SqlStatement) -> Statement {
     }
 }
 
+/// A user (role) statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleStatement {
+    Create { name: String, options: RoleOptions },
+    Alter { name: String, options: RoleOptions },
+    Drop { names: Vec<String>, if_exists: bool },
+}
+
+/// What CREATE / ALTER USER set; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleOptions {
+    /// `PASSWORD 'x'` (`Some(Some)`), `PASSWORD NULL` (`Some(None)`).
+    pub password: Option<Option<String>>,
+    pub superuser: Option<bool>,
+    pub login: Option<bool>,
+}
+
+/// CREATE / ALTER / DROP USER or ROLE (parsed here: sqlparser reads
+/// `CREATE USER` in Snowflake's form).
+fn role_statement(tokens: &[TokenWithSpan]) -> Result<Option<Statement>, SqlError> {
+    let t: Vec<&TokenWithSpan> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
+        .collect();
+    let verb = ["create", "alter", "drop"]
+        .into_iter()
+        .find(|v| is_word(t.first(), v));
+    let Some(verb) = verb else {
+        return Ok(None);
+    };
+    if !(is_word(t.get(1), "user") || is_word(t.get(1), "role")) {
+        return Ok(None);
+    }
+    let syntax = |what: &str| SqlError::Syntax {
+        message: format!("syntax error: {what}"),
+        position: None,
+    };
+    if verb == "drop" {
+        let mut i = 2;
+        let if_exists = is_word(t.get(i), "if") && is_word(t.get(i + 1), "exists");
+        if if_exists {
+            i += 2;
+        }
+        let mut names = Vec::new();
+        loop {
+            names.push(
+                t.get(i)
+                    .and_then(|x| ident(x))
+                    .ok_or_else(|| syntax("expected a role name"))?,
+            );
+            i += 1;
+            match t.get(i).map(|x| &x.token) {
+                Some(Token::Comma) => i += 1,
+                None => break,
+                Some(_) => return Err(syntax("expected , or the end of DROP USER")),
+            }
+        }
+        return Ok(Some(Statement::Role(RoleStatement::Drop {
+            names,
+            if_exists,
+        })));
+    }
+    let name = t
+        .get(2)
+        .and_then(|x| ident(x))
+        .ok_or_else(|| syntax("expected a role name"))?;
+    let mut options = RoleOptions::default();
+    let mut i = 3;
+    if is_word(t.get(i), "with") {
+        i += 1;
+    }
+    while let Some(tok) = t.get(i) {
+        let word = match &tok.token {
+            Token::Word(w) => w.value.to_ascii_lowercase(),
+            _ => return Err(syntax("expected a role option")),
+        };
+        i += 1;
+        match word.as_str() {
+            "encrypted" => {}
+            "password" => {
+                options.password = Some(match t.get(i).map(|x| &x.token) {
+                    Some(Token::SingleQuotedString(p)) => Some(p.clone()),
+                    Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("null") => None,
+                    _ => return Err(syntax("expected PASSWORD 'text' or PASSWORD NULL")),
+                });
+                i += 1;
+            }
+            "superuser" => options.superuser = Some(true),
+            "nosuperuser" => options.superuser = Some(false),
+            "login" => options.login = Some(true),
+            "nologin" => options.login = Some(false),
+            // Accepted and meaningless in Weir (one database, no grants).
+            "createdb" | "nocreatedb" | "createrole" | "nocreaterole" | "inherit" | "noinherit"
+            | "replication" | "noreplication" | "bypassrls" | "nobypassrls" => {}
+            other => {
+                return Err(SqlError::Unsupported(format!(
+                    "role option {} is not supported",
+                    other.to_ascii_uppercase()
+                )))
+            }
+        }
+    }
+    Ok(Some(Statement::Role(if verb == "create" {
+        RoleStatement::Create { name, options }
+    } else {
+        RoleStatement::Alter { name, options }
+    })))
+}
+
 /// `WITH (...)` options as lower-case keys and text values.
 fn view_options(options: &CreateTableOptions) -> BTreeMap<String, String> {
     let list = match options {
@@ -416,6 +531,42 @@ mod tests {
         assert!(matches!(s[0], Statement::CreateMaterializedView { .. }));
         let s = parse("EXPLAIN CREATE MATERIALIZED VIEW v AS SELECT a FROM t").unwrap();
         assert!(matches!(s[0], Statement::ExplainMaterializedView { .. }));
+    }
+
+    #[test]
+    fn role_statements() {
+        let s = parse("CREATE USER Alice WITH PASSWORD 'pw' SUPERUSER; ALTER ROLE alice PASSWORD NULL; DROP USER IF EXISTS a, b").unwrap();
+        assert_eq!(
+            s.iter()
+                .filter_map(|x| match x {
+                    Statement::Role(r) => Some(r.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            vec![
+                RoleStatement::Create {
+                    name: "alice".into(),
+                    options: RoleOptions {
+                        password: Some(Some("pw".into())),
+                        superuser: Some(true),
+                        login: None
+                    },
+                },
+                RoleStatement::Alter {
+                    name: "alice".into(),
+                    options: RoleOptions {
+                        password: Some(None),
+                        ..Default::default()
+                    },
+                },
+                RoleStatement::Drop {
+                    names: vec!["a".into(), "b".into()],
+                    if_exists: true
+                },
+            ]
+        );
+        assert!(parse("CREATE USER x PASSWORD").is_err());
+        assert!(parse("CREATE USER x VALID UNTIL 'infinity'").is_err());
     }
 
     #[test]

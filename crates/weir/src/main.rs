@@ -67,6 +67,11 @@ enum Command {
         /// Refuse clients that do not use TLS.
         #[arg(long, requires = "tls_cert")]
         require_tls: bool,
+        /// How clients authenticate: trust (anyone), scram-sha-256, or
+        /// password (cleartext, opt-in). The superuser `weir` gets its
+        /// password from the WEIR_PASSWORD environment variable.
+        #[arg(long, default_value = "trust")]
+        auth: weir_server::AuthMethod,
     },
 }
 
@@ -103,12 +108,14 @@ fn main() -> std::process::ExitCode {
             tls_cert,
             tls_key,
             require_tls,
+            auth,
         } => runtime.block_on(async move {
-            if !listen.ip().is_loopback() && !insecure {
+            if !listen.ip().is_loopback() && !insecure && auth == weir_server::AuthMethod::Trust {
                 eprintln!(
                     "weir: refusing to listen on {listen}: clients are not authenticated, so \
                      anyone who can reach this address could read and change all data. \
-                     Listen on 127.0.0.1, or pass --insecure to accept this."
+                     Use --auth scram-sha-256 (with WEIR_PASSWORD), listen on 127.0.0.1, \
+                     or pass --insecure to accept this."
                 );
                 return std::process::ExitCode::FAILURE;
             }
@@ -131,6 +138,11 @@ fn main() -> std::process::ExitCode {
             config.max_connections = max_connections.max(1);
             config.tls = tls_cert.zip(tls_key);
             config.require_tls = require_tls;
+            config.auth = auth;
+            config.superuser_password = std::env::var("WEIR_PASSWORD").ok().filter(|p| !p.is_empty());
+            if auth != weir_server::AuthMethod::Trust && config.superuser_password.is_none() {
+                tracing::warn!("authentication is on but WEIR_PASSWORD is not set: the superuser weir can log in only if a checkpoint gave it a password");
+            }
             let server = match weir_server::start(config).await {
                 Ok(s) => s,
                 Err(e) => {

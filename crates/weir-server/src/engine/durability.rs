@@ -38,6 +38,9 @@ pub(crate) struct CatalogSnapshot {
     pub next_state_id: u32,
     /// In creation order (a view after what it reads).
     pub relations: Vec<SnapshotEntry>,
+    /// Statements recreating the users (passwords as verifiers).
+    #[serde(default)]
+    pub users: Vec<String>,
 }
 
 /// One relation of a [`CatalogSnapshot`].
@@ -229,6 +232,7 @@ impl Engine {
         CatalogSnapshot {
             next_state_id: catalog.peek_next_state_id(),
             relations,
+            users: self.users.ddl(),
         }
     }
 
@@ -517,6 +521,12 @@ impl Engine {
 
     /// Recreate the relations of a checkpoint, with their state table ids.
     async fn restore_catalog(&self, snapshot: &CatalogSnapshot) -> Result<()> {
+        self.users.clear();
+        for sql in &snapshot.users {
+            self.execute_ddl(sql, DdlMode::Restore)
+                .await
+                .map_err(|e| startup("cannot recreate a user", e))?;
+        }
         for entry in &snapshot.relations {
             if let Some(first) = entry.state_ids.first() {
                 self.catalog.write().set_next_state_id(*first);

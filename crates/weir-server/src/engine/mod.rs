@@ -112,6 +112,10 @@ pub struct Engine {
     readers: source::Readers,
     /// Parallelism of views that do not fix their own (`--parallelism`).
     default_parallelism: usize,
+    /// Users and their passwords.
+    users: Arc<crate::users::Users>,
+    /// How clients authenticate.
+    auth: crate::AuthMethod,
     /// This engine, for the tasks it spawns (coordinator, supervisors).
     me: Weak<Engine>,
 }
@@ -138,6 +142,7 @@ fn session_context(
     catalog: &Arc<RwLock<Catalog>>,
     store: &StateStoreRef,
     system: Arc<system::SystemSchema>,
+    users: &Arc<crate::users::Users>,
 ) -> Result<SessionContext> {
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
@@ -156,7 +161,10 @@ fn session_context(
         Arc::new(WeirSchema::new(Arc::clone(catalog), Arc::clone(store))),
     )?;
     weir_catalog.register_schema(system::SYSTEM_SCHEMA, system)?;
-    let pg = Arc::new(crate::pg_catalog::PgCatalog::new(Arc::clone(catalog)));
+    let pg = Arc::new(crate::pg_catalog::PgCatalog::new(
+        Arc::clone(catalog),
+        Arc::clone(users),
+    ));
     weir_catalog.register_schema("pg_catalog", Arc::clone(&pg) as _)?;
     weir_catalog.register_schema(
         "information_schema",
@@ -191,7 +199,8 @@ impl Engine {
         };
         let catalog = Arc::new(RwLock::new(Catalog::new()));
         let system = Arc::new(system::SystemSchema::new());
-        let ctx = session_context(&catalog, &store, Arc::clone(&system))?;
+        let users = Arc::new(crate::users::Users::default());
+        let ctx = session_context(&catalog, &store, Arc::clone(&system), &users)?;
         let engine = Arc::new_cyclic(|me| Engine {
             store,
             state_ctx,
@@ -206,14 +215,29 @@ impl Engine {
             default_parallelism: config
                 .parallelism
                 .clamp(1, weir_common::vnode::MAX_PARALLELISM),
+            users,
+            auth: config.auth,
             me: me.clone(),
         });
         system.attach(Arc::downgrade(&engine));
         engine
             .recover(opened.latest, opened.max_epoch, started)
             .await?;
+        if let Some(p) = &config.superuser_password {
+            engine.users.set_superuser_password(p);
+        }
         engine.spawn_coordinator();
         Ok(engine)
+    }
+
+    /// Users and their passwords.
+    pub fn users(&self) -> Arc<crate::users::Users> {
+        Arc::clone(&self.users)
+    }
+
+    /// How clients authenticate.
+    pub fn auth_method(&self) -> crate::AuthMethod {
+        self.auth
     }
 
     /// The relation called `name`, or 42P01.
@@ -277,6 +301,14 @@ impl Engine {
             | Statement::CreateSource(_)
             | Statement::CreateSink(_)
             | Statement::DropSourceOrSink { .. } => self.live_ddl(statement, session).await,
+            Statement::Role(_) => {
+                let user = session.get("session_authorization").unwrap_or_default();
+                let superuser = self.users.get(&user).is_some_and(|u| u.superuser);
+                if self.auth != crate::AuthMethod::Trust && !superuser {
+                    return Err(user_error_permission());
+                }
+                self.live_ddl(statement, session).await
+            }
             Statement::ExplainMaterializedView { query, .. } => {
                 self.explain_view(query, self.session_parallelism(session))
                     .await
@@ -334,6 +366,12 @@ impl Engine {
                 self.create_dataflow(new, mode, parallelism).await?
             }
             Statement::CreateSource(create) => self.create_source(create, mode).await?,
+            Statement::Role(role) => {
+                let _guard = self.ddl_guard(mode).await;
+                let (tag, logged) = self.users.execute(role)?;
+                self.log_ddl(&logged, mode).await?;
+                QueryResult::command(tag)
+            }
             Statement::DropSourceOrSink {
                 kind,
                 names,
@@ -743,6 +781,9 @@ fn ddl_name(statement: &Statement) -> Option<&'static str> {
         Statement::CreateSource(_) => "CREATE SOURCE",
         Statement::CreateSink(_) => "CREATE SINK",
         Statement::DropSourceOrSink { .. } => "DROP",
+        Statement::Role(weir_sql::parser::RoleStatement::Create { .. }) => "CREATE ROLE",
+        Statement::Role(weir_sql::parser::RoleStatement::Alter { .. }) => "ALTER ROLE",
+        Statement::Role(weir_sql::parser::RoleStatement::Drop { .. }) => "DROP ROLE",
         Statement::Sql(s) => match s.as_ref() {
             SqlStatement::CreateTable(_) => "CREATE TABLE",
             SqlStatement::Drop { .. } => "DROP",
@@ -750,6 +791,13 @@ fn ddl_name(statement: &Statement) -> Option<&'static str> {
         },
         _ => return None,
     })
+}
+
+fn user_error_permission() -> ServerError {
+    user(
+        SqlState("42501"),
+        "permission denied: only a superuser can create, alter or drop users",
+    )
 }
 
 fn first_words(sql: &str) -> String {

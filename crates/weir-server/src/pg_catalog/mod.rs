@@ -416,6 +416,7 @@ pub(crate) fn mem_table(
 /// The `pg_catalog` schema.
 pub struct PgCatalog {
     catalog: Arc<RwLock<Catalog>>,
+    users: Arc<crate::users::Users>,
     /// Function names, for `pg_proc`.
     functions: RwLock<Vec<String>>,
 }
@@ -497,9 +498,10 @@ pub const EMPTY_TABLES: &[&str] = &[
 ];
 
 impl PgCatalog {
-    pub fn new(catalog: Arc<RwLock<Catalog>>) -> Self {
+    pub fn new(catalog: Arc<RwLock<Catalog>>, users: Arc<crate::users::Users>) -> Self {
         PgCatalog {
             catalog,
+            users,
             functions: RwLock::new(Vec::new()),
         }
     }
@@ -588,21 +590,27 @@ impl PgCatalog {
                     ("rolbypassrls", BOOL),
                     ("rolconfig", text_array()),
                 ],
-                &[vec![
-                    oid::SUPERUSER.into(),
-                    OWNER.into(),
-                    true.into(),
-                    true.into(),
-                    true.into(),
-                    true.into(),
-                    true.into(),
-                    false.into(),
-                    V::I(-1),
-                    "********".into(),
-                    V::N,
-                    true.into(),
-                    V::N,
-                ]],
+                &self
+                    .roles()
+                    .into_iter()
+                    .map(|(oid, name, superuser, login)| {
+                        vec![
+                            oid.into(),
+                            name.into(),
+                            superuser.into(),
+                            true.into(),
+                            superuser.into(),
+                            superuser.into(),
+                            login.into(),
+                            false.into(),
+                            V::I(-1),
+                            "********".into(),
+                            V::N,
+                            superuser.into(),
+                            V::N,
+                        ]
+                    })
+                    .collect::<Vec<_>>(),
             ),
             "pg_user" => mem_table(
                 &[
@@ -616,17 +624,24 @@ impl PgCatalog {
                     ("valuntil", TEXT),
                     ("useconfig", text_array()),
                 ],
-                &[vec![
-                    OWNER.into(),
-                    oid::SUPERUSER.into(),
-                    true.into(),
-                    true.into(),
-                    false.into(),
-                    true.into(),
-                    "********".into(),
-                    V::N,
-                    V::N,
-                ]],
+                &self
+                    .roles()
+                    .into_iter()
+                    .filter(|(_, _, _, login)| *login)
+                    .map(|(oid, name, superuser, _)| {
+                        vec![
+                            name.into(),
+                            oid.into(),
+                            superuser.into(),
+                            superuser.into(),
+                            false.into(),
+                            superuser.into(),
+                            "********".into(),
+                            V::N,
+                            V::N,
+                        ]
+                    })
+                    .collect::<Vec<_>>(),
             ),
             "pg_am" => mem_table(
                 &[
@@ -912,6 +927,25 @@ impl PgCatalog {
             _ => return Ok(None),
         }?;
         Ok(Some(t))
+    }
+
+    /// Roles: OID, name, superuser, login. The superuser `weir` is OID 10;
+    /// the others follow in name order.
+    fn roles(&self) -> Vec<(i64, String, bool, bool)> {
+        let mut next = 16_000;
+        self.users
+            .list()
+            .into_iter()
+            .map(|(name, superuser, login)| {
+                let oid = if name == crate::users::SUPERUSER {
+                    oid::SUPERUSER
+                } else {
+                    next += 1;
+                    next
+                };
+                (oid, name, superuser, login)
+            })
+            .collect()
     }
 
     fn procs(&self) -> Result<Arc<dyn TableProvider>> {
@@ -1536,7 +1570,10 @@ mod tests {
 
     #[tokio::test]
     async fn empty_tables_are_empty_and_every_table_builds() {
-        let pg = PgCatalog::new(Arc::new(RwLock::new(Catalog::new())));
+        let pg = PgCatalog::new(
+            Arc::new(RwLock::new(Catalog::new())),
+            Arc::new(crate::users::Users::default()),
+        );
         let ctx = SessionContext::new();
         for name in TABLES {
             let t = pg

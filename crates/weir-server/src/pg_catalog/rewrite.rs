@@ -174,7 +174,9 @@ fn arrays(e: &mut Expr) {
             };
             let args: Vec<String> = list.args.iter().map(ToString::to_string).collect();
             match (name.as_deref(), args.as_slice()) {
-                (Some("array_upper"), [a, d]) => Some(format!("array_length({a}, {d})")),
+                (Some("array_upper"), [a, d]) => {
+                    Some(format!("CAST(array_length({a}, {d}) AS BIGINT)"))
+                }
                 (Some("array_lower"), [a, d]) => {
                     Some(format!("CASE WHEN array_length({a}, {d}) > 0 THEN 1 END"))
                 }
