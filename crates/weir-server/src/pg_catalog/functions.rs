@@ -12,6 +12,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use weir_common::arrow::array::{Array, ArrayRef};
 use weir_common::arrow::datatypes::{DataType, Field, Fields};
+use weir_common::datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use weir_common::datafusion::common::scalar::ScalarStructBuilder;
 use weir_common::datafusion::common::{Result, ScalarValue};
 use weir_common::datafusion::execution::context::SessionContext;
@@ -225,6 +226,29 @@ pub fn register(ctx: &SessionContext, catalog: Arc<RwLock<Catalog>>) {
         function("pg_size_pretty", DataType::Utf8, |a| {
             text(int(a.first()).map(|n| format!("{n} bytes")))
         }),
+        function(
+            "parse_ident",
+            DataType::new_list(DataType::Utf8, true),
+            |a| {
+                let parts = match a.first() {
+                    Some(ScalarValue::Utf8(Some(s))) | Some(ScalarValue::Utf8View(Some(s))) => {
+                        parse_ident(s)
+                    }
+                    _ => None,
+                };
+                match parts {
+                    Some(parts) => {
+                        let items: Vec<ScalarValue> = parts
+                            .into_iter()
+                            .map(|p| ScalarValue::Utf8(Some(p)))
+                            .collect();
+                        ScalarValue::List(ScalarValue::new_list(&items, &DataType::Utf8, true))
+                    }
+                    None => ScalarValue::try_from(&DataType::new_list(DataType::Utf8, true))
+                        .unwrap_or(ScalarValue::Null),
+                }
+            },
+        ),
         function("quote_ident", DataType::Utf8, |a| {
             text(match a.first() {
                 Some(ScalarValue::Utf8(Some(s))) | Some(ScalarValue::Utf8View(Some(s))) => {
@@ -318,6 +342,7 @@ pub fn register(ctx: &SessionContext, catalog: Arc<RwLock<Catalog>>) {
                 .unwrap_or_else(|| oid.to_string())
         }))
     }));
+    ctx.register_udtf("pg_get_keywords", Arc::new(Keywords));
     let c = Arc::clone(&catalog);
     ctx.register_udf(function("pg_get_indexdef", DataType::Utf8, move |a| {
         let oid = int(a.first());
@@ -358,6 +383,83 @@ pub fn register(ctx: &SessionContext, catalog: Arc<RwLock<Catalog>>) {
             hit.then(|| format!(" {definition};"))
         }))
     }));
+}
+
+/// `parse_ident('a."B c".d')`: the parts of a qualified identifier,
+/// unquoted ones lower-cased; `None` if malformed.
+pub fn parse_ident(text: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut chars = text.trim().chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().copied() {
+                if c == '.' || c.is_whitespace() {
+                    break;
+                }
+                part.extend(c.to_lowercase());
+                chars.next();
+            }
+            if part.is_empty() {
+                return None;
+            }
+        }
+        parts.push(part);
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.next() {
+            Some('.') => {
+                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                    chars.next();
+                }
+            }
+            None => return Some(parts),
+            Some(_) => return None,
+        }
+    }
+}
+
+/// `pg_get_keywords()`: sqlparser's keywords, each with Postgres's
+/// category `U` (unreserved) — Weir does not reserve words the way
+/// Postgres does, and clients only use the list to highlight.
+#[derive(Debug)]
+struct Keywords;
+
+impl TableFunctionImpl for Keywords {
+    fn call_with_args(&self, _args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        use weir_common::datafusion::sql::sqlparser::keywords::ALL_KEYWORDS;
+        let rows: Vec<Vec<super::V>> = ALL_KEYWORDS
+            .iter()
+            .map(|k| {
+                vec![
+                    k.to_ascii_lowercase().into(),
+                    "U".into(),
+                    "unreserved".into(),
+                ]
+            })
+            .collect();
+        super::mem_table(
+            &[
+                ("word", DataType::Utf8),
+                ("catcode", DataType::Utf8),
+                ("catdesc", DataType::Utf8),
+            ],
+            &rows,
+        )
+    }
 }
 
 /// `quote_ident`: quoted when not a plain lower-case identifier.
@@ -403,6 +505,15 @@ mod tests {
         );
         assert_eq!(format_type(1007, None).as_deref(), Some("integer[]"));
         assert_eq!(format_type(999_999, None), None);
+        assert_eq!(
+            parse_ident("public.\"My Table\""),
+            Some(vec!["public".to_string(), "My Table".to_string()])
+        );
+        assert_eq!(
+            parse_ident("Abc . d"),
+            Some(vec!["abc".to_string(), "d".to_string()])
+        );
+        assert_eq!(parse_ident("a..b"), None);
         assert_eq!(quote_ident("abc_1"), "abc_1");
         assert_eq!(quote_ident("Abc"), "\"Abc\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");

@@ -417,8 +417,9 @@ pub(crate) fn mem_table(
 pub struct PgCatalog {
     catalog: Arc<RwLock<Catalog>>,
     users: Arc<crate::users::Users>,
-    /// Function names, for `pg_proc`.
-    functions: RwLock<Vec<String>>,
+    /// Function names with their `prokind` (`f`, `a` aggregate, `w`
+    /// window), for `pg_proc`.
+    functions: RwLock<Vec<(String, &'static str)>>,
 }
 
 impl std::fmt::Debug for PgCatalog {
@@ -508,10 +509,16 @@ impl PgCatalog {
 
     /// Remember the functions of `ctx` for `pg_proc`.
     pub fn set_functions(&self, ctx: &SessionContext) {
-        let mut names: Vec<String> = ctx.state().scalar_functions().keys().cloned().collect();
-        names.extend(ctx.state().aggregate_functions().keys().cloned());
+        let state = ctx.state();
+        let mut names: Vec<(String, &'static str)> = state
+            .scalar_functions()
+            .keys()
+            .map(|n| (n.clone(), "f"))
+            .collect();
+        names.extend(state.aggregate_functions().keys().map(|n| (n.clone(), "a")));
+        names.extend(state.window_functions().keys().map(|n| (n.clone(), "w")));
         names.sort();
-        names.dedup();
+        names.dedup_by(|a, b| a.0 == b.0);
         *self.functions.write() = names;
     }
 
@@ -954,14 +961,14 @@ impl PgCatalog {
             .read()
             .iter()
             .enumerate()
-            .map(|(i, name)| {
+            .map(|(i, (name, kind))| {
                 vec![
                     (oid::PG_PROC_FIRST + i as i64).into(),
                     name.clone().into(),
                     oid::PG_CATALOG.into(),
                     oid::SUPERUSER.into(),
                     12i64.into(),
-                    "f".into(),
+                    (*kind).into(),
                     false.into(),
                     false.into(),
                     V::I(0),
