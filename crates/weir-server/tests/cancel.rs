@@ -5,30 +5,18 @@
 
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::NoTls;
 
-async fn connect(config: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(config, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client
-}
+mod common;
+use common::connect;
 
 /// A query that runs for many seconds.
 const SLOW: &str = "SELECT count(*) FROM generate_series(1, 2000000000) a";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_running_select() {
-    let data_dir = std::env::temp_dir().join(format!("weir-cancel-{}", std::process::id()));
-    let server = weir_server::start(weir_server::ServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        data_dir.clone(),
-    ))
-    .await
-    .unwrap();
-    let config = format!(
-        "host=127.0.0.1 port={} user=weir dbname=weir",
-        server.local_addr().port()
-    );
+    let server = common::start("cancel").await;
+    let config = server.conninfo.clone();
     let client = connect(&config).await;
     let other = connect(&config).await;
     client
@@ -79,5 +67,4 @@ async fn cancel_stops_a_running_select() {
         slow.is_err(),
         "a cancel for another session stopped this query"
     );
-    let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -3,23 +3,12 @@
 //! (binary, as tokio-postgres sends them), parameter types inferred by the
 //! server, and a materialized view kept up to date by prepared writes.
 
-use tokio_postgres::NoTls;
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_with_parameters() {
-    let data_dir = std::env::temp_dir().join(format!("weir-extended-{}", std::process::id()));
-    let server = weir_server::start(weir_server::ServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        data_dir.clone(),
-    ))
-    .await
-    .unwrap();
-    let config = format!(
-        "host=127.0.0.1 port={} user=weir dbname=weir",
-        server.local_addr().port()
-    );
-    let (client, connection) = tokio_postgres::connect(&config, NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let server = common::start("extended").await;
+    let client = common::connect(&server.conninfo).await;
 
     client
         .batch_execute(
@@ -81,7 +70,4 @@ async fn prepared_statements_with_parameters() {
     let rows = client.query(&select, &[&0.6f64]).await.unwrap();
     let got: Vec<(i32, f64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, vec![(2, 1.0)]);
-
-    server.shutdown().await;
-    let _ = std::fs::remove_dir_all(data_dir);
 }

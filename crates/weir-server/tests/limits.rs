@@ -3,25 +3,13 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
-
-async fn connect(config: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(config, NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
+mod common;
+use common::try_connect as connect;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_get_53300() {
-    let data_dir = std::env::temp_dir().join(format!("weir-limits-{}", std::process::id()));
-    let mut config =
-        weir_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), data_dir.clone());
-    config.max_connections = 2;
-    let server = weir_server::start(config).await.unwrap();
-    let conninfo = format!(
-        "host=127.0.0.1 port={} user=weir dbname=weir",
-        server.local_addr().port()
-    );
+    let server = common::start_with("limits", |c| c.max_connections = 2).await;
+    let conninfo = server.conninfo.clone();
     let a = connect(&conninfo).await.unwrap();
     let b = connect(&conninfo).await.unwrap();
     let Err(err) = connect(&conninfo).await else {
@@ -55,5 +43,4 @@ async fn connections_past_the_limit_get_53300() {
         c.query_one("SELECT 3", &[]).await.unwrap().get::<_, i64>(0),
         3
     );
-    let _ = std::fs::remove_dir_all(&data_dir);
 }

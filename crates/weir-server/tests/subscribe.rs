@@ -9,11 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
-async fn connect(config: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(config, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client
-}
+mod common;
+use common::connect;
 
 /// Rows of a simple query, as text.
 async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
@@ -35,17 +32,8 @@ async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_cursor_streams_every_change_once() {
-    let data_dir = std::env::temp_dir().join(format!("weir-subscribe-{}", std::process::id()));
-    let server = weir_server::start(weir_server::ServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        data_dir.clone(),
-    ))
-    .await
-    .unwrap();
-    let config = format!(
-        "host=127.0.0.1 port={} user=weir dbname=weir",
-        server.local_addr().port()
-    );
+    let server = common::start("subscribe").await;
+    let config = server.conninfo.clone();
     let sub = connect(&config).await;
     let writer = connect(&config).await;
     writer
@@ -161,7 +149,6 @@ async fn subscribe_cursor_streams_every_change_once() {
     assert_eq!(got[0].get::<_, i64>("weir_diff"), -1);
     assert_eq!(got[0].get::<_, Option<i32>>("id"), Some(7));
     sub.batch_execute("COMMIT").await.unwrap();
-    let _ = std::fs::remove_dir_all(&data_dir);
 }
 
 /// `SUBSCRIBE name` as a simple query streams: rows arrive while the
@@ -169,18 +156,8 @@ async fn subscribe_cursor_streams_every_change_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_subscribe_streams_until_cancelled() {
     use futures::StreamExt;
-    let data_dir =
-        std::env::temp_dir().join(format!("weir-subscribe-plain-{}", std::process::id()));
-    let server = weir_server::start(weir_server::ServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        data_dir.clone(),
-    ))
-    .await
-    .unwrap();
-    let config = format!(
-        "host=127.0.0.1 port={} user=weir dbname=weir",
-        server.local_addr().port()
-    );
+    let server = common::start("subscribe-plain").await;
+    let config = server.conninfo.clone();
     let sub = connect(&config).await;
     let writer = connect(&config).await;
     writer
@@ -231,5 +208,4 @@ async fn plain_subscribe_streams_until_cancelled() {
         rows(&sub, "SELECT count(*) FROM t").await,
         vec![vec!["1".to_string()]]
     );
-    let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -11,7 +11,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_postgres::NoTls;
+
+mod common;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -116,17 +117,10 @@ fn case(rng: &mut StdRng) -> Vec<u8> {
 async fn random_and_truncated_messages_harm_nobody() {
     let seed = env_u64("WEIR_FUZZ_SEED", 7);
     let cases = env_u64("WEIR_FUZZ_CASES", 400);
-    let data_dir = std::env::temp_dir().join(format!("weir-fuzz-{}", std::process::id()));
-    let server = weir_server::start(weir_server::ServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        data_dir.clone(),
-    ))
-    .await
-    .unwrap();
-    let addr = server.local_addr();
-    let config = format!("host=127.0.0.1 port={} user=weir dbname=weir", addr.port());
-    let (bystander, connection) = tokio_postgres::connect(&config, NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let server = common::start("fuzz").await;
+    let addr = server.server.local_addr();
+    let config = server.conninfo.clone();
+    let bystander = common::connect(&config).await;
     bystander
         .batch_execute(
             "CREATE TABLE t (id INT PRIMARY KEY, v TEXT);
@@ -160,8 +154,7 @@ async fn random_and_truncated_messages_harm_nobody() {
         .execute("INSERT INTO t VALUES (3, 'c')", &[])
         .await
         .unwrap();
-    let (fresh, connection) = tokio_postgres::connect(&config, NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let fresh = common::connect(&config).await;
     let rows = fresh.query("SELECT c FROM n", &[]).await.unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 3, "seed {seed}");
     let rows = fresh
@@ -169,5 +162,4 @@ async fn random_and_truncated_messages_harm_nobody() {
         .await
         .unwrap();
     assert_eq!(rows[0].get::<_, String>(0), "a,b,c");
-    let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -1,0 +1,59 @@
+//! Shared by the integration tests: an in-process server with a fresh
+//! data directory on a free port, and client connections to it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use tokio_postgres::{Client, NoTls};
+
+/// A running server; its data directory is removed on drop.
+pub struct TestServer {
+    pub server: weir_server::RunningServer,
+    /// `host=... port=... user=weir dbname=weir`.
+    pub conninfo: String,
+    pub dir: PathBuf,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A server with the default configuration, its data in a directory
+/// named after `name`.
+pub async fn start(name: &str) -> TestServer {
+    start_with(name, |_| {}).await
+}
+
+/// A server whose configuration `configure` adjusts first.
+pub async fn start_with(
+    name: &str,
+    configure: impl FnOnce(&mut weir_server::ServerConfig),
+) -> TestServer {
+    let dir = std::env::temp_dir().join(format!("weir-{name}-{}", std::process::id()));
+    let mut config = weir_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.clone());
+    configure(&mut config);
+    let server = weir_server::start(config).await.unwrap();
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user=weir dbname=weir",
+        server.local_addr().port()
+    );
+    TestServer {
+        server,
+        conninfo,
+        dir,
+    }
+}
+
+/// A connection, or the error the server gave.
+pub async fn try_connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(conninfo, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// A connection; fails the test if the server refuses it.
+pub async fn connect(conninfo: &str) -> Client {
+    try_connect(conninfo).await.unwrap()
+}
