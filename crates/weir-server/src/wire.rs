@@ -97,13 +97,21 @@ pub struct Startup {
     scram: Option<(ScramAuth, tokio::sync::Mutex<SASLState>)>,
 }
 
-/// Postgres's FATAL 28P01.
-fn auth_failed(user: &str) -> PgWireError {
+/// A FATAL error ending the connection at startup.
+fn fatal(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "FATAL".to_string(),
-        "28P01".to_string(),
-        format!("password authentication failed for user \"{user}\""),
+        code.to_string(),
+        message,
     )))
+}
+
+/// Postgres's FATAL 28P01.
+fn auth_failed(user: &str) -> PgWireError {
+    fatal(
+        "28P01",
+        format!("password authentication failed for user \"{user}\""),
+    )
 }
 
 impl Startup {
@@ -130,27 +138,22 @@ impl StartupHandler for Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if self.refuse {
-            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "FATAL".to_string(),
-                "53300".to_string(),
-                "sorry, too many clients already".to_string(),
-            ))));
+            return Err(fatal("53300", "sorry, too many clients already".into()));
         }
         if self.require_tls && !client.is_secure() {
-            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "FATAL".to_string(),
-                "28000".to_string(),
-                "this server requires TLS: connect with sslmode=require".to_string(),
-            ))));
+            return Err(fatal(
+                "28000",
+                "this server requires TLS: connect with sslmode=require".into(),
+            ));
         }
         let method = self.handler.engine.auth_method();
-        if method == AuthMethod::Trust {
-            return self.handler.on_startup(client, message).await;
-        }
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
+                if method == AuthMethod::Trust {
+                    return self.handler.finish_startup(client).await;
+                }
                 client.set_state(pgwire::api::PgWireConnectionState::AuthenticationInProgress);
                 let request = match method {
                     AuthMethod::Password => Authentication::CleartextPassword,
@@ -369,27 +372,6 @@ pub fn parse_options(options: &str) -> Vec<(String, String)> {
         }
     }
     pairs
-}
-
-#[async_trait]
-impl StartupHandler for WeirHandler {
-    async fn on_startup<C>(
-        &self,
-        client: &mut C,
-        message: PgWireFrontendMessage,
-    ) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        if let PgWireFrontendMessage::Startup(ref startup) = message {
-            protocol_negotiation(client, startup).await?;
-            save_startup_parameters_to_metadata(client, startup);
-            self.finish_startup(client).await?;
-        }
-        Ok(())
-    }
 }
 
 impl WeirHandler {

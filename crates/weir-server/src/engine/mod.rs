@@ -678,6 +678,17 @@ impl Engine {
         epoch
     }
 
+    /// Run `f` at an epoch boundary: under the write lock (no barrier can
+    /// be injected) once every view has committed the last closed epoch,
+    /// which `f` is given. What `f` takes then (a store snapshot, an
+    /// outlet subscription) covers exactly the epochs up to it.
+    async fn at_epoch_boundary<T>(&self, f: impl FnOnce(u64) -> T) -> T {
+        let _guard = self.write_lock.lock().await;
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        self.wait_epoch(epoch).await;
+        f(epoch)
+    }
+
     /// Wait until every running view has committed `epoch` (read-your-writes).
     async fn wait_epoch(&self, epoch: u64) {
         let views: Vec<Arc<Relation>> = self

@@ -207,16 +207,12 @@ impl Engine {
             ));
         }
         let schema = output_schema(&relation.schema);
-        // An epoch boundary: no barrier can be injected while we hold the
-        // lock, and every view has committed the last one.
-        let (epoch, snapshot, rx) = {
-            let _guard = self.write_lock.lock().await;
-            let epoch = self.epoch.load(Ordering::SeqCst);
-            self.wait_epoch(epoch).await;
-            let snapshot = Arc::clone(&self.store).snapshot();
-            let rx = relation.outlet.subscribe();
-            (epoch, snapshot, rx)
-        };
+        let (epoch, snapshot, rx) = self
+            .at_epoch_boundary(|epoch| {
+                let snapshot = Arc::clone(&self.store).snapshot();
+                (epoch, snapshot, relation.outlet.subscribe())
+            })
+            .await;
         let read_schema = Arc::clone(&relation.schema);
         let r = Arc::clone(&relation);
         let rows = tokio::task::spawn_blocking(move || {

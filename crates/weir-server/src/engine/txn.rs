@@ -255,26 +255,24 @@ impl Engine {
     /// table's version: taken under the write lock once every view has
     /// committed the last closed epoch.
     async fn consistent_snapshot(&self) -> TxnSnapshot {
-        let _guard = self.write_lock.lock().await;
-        self.wait_epoch(self.epoch.load(Ordering::SeqCst)).await;
-        let tables: Vec<Arc<Relation>> = self
-            .catalog
-            .read()
-            .all()
-            .filter(|r| matches!(r.kind, RelationKind::Table { .. }))
-            .cloned()
-            .collect();
-        let versions = tables
-            .iter()
-            .filter_map(|r| match &r.kind {
-                RelationKind::Table { store, .. } => Some((r.name.clone(), store.lock().version())),
-                _ => None,
-            })
-            .collect::<HashMap<_, _>>();
-        TxnSnapshot {
-            snapshot: Arc::clone(&self.store).snapshot(),
-            versions,
-        }
+        self.at_epoch_boundary(|_| {
+            let versions = self
+                .catalog
+                .read()
+                .all()
+                .filter_map(|r| match &r.kind {
+                    RelationKind::Table { store, .. } => {
+                        Some((r.name.clone(), store.lock().version()))
+                    }
+                    _ => None,
+                })
+                .collect::<HashMap<_, _>>();
+            TxnSnapshot {
+                snapshot: Arc::clone(&self.store).snapshot(),
+                versions,
+            }
+        })
+        .await
     }
 
     /// Inside a transaction, what the next statement reads (taking the
@@ -315,11 +313,11 @@ impl Engine {
         txn: &TxnRead,
     ) -> Result<QueryResult> {
         if session.with_txn(|t| t.read_only).unwrap_or(false) {
-            let what = first_words(&s.to_string())
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_ascii_uppercase();
+            let what = match s {
+                SqlStatement::Insert(_) => "INSERT",
+                SqlStatement::Update(_) => "UPDATE",
+                _ => "DELETE",
+            };
             return txn_error(
                 SqlState::READ_ONLY_SQL_TRANSACTION,
                 format!("cannot execute {what} in a read-only transaction"),
