@@ -334,3 +334,69 @@ async fn restart_on_the_same_directory_recovers_everything() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Views created over a view while checkpoints run every few milliseconds
+/// and writes keep arriving: each CREATE succeeds (a checkpoint barrier
+/// still passing through the upstream view once failed it, its file
+/// collected as garbage) and each view counts every upstream row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_created_during_checkpoints_are_exact() {
+    const VIEWS: usize = 40;
+    let dir = data_dir("create-during-checkpoints");
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.clone());
+    config.checkpoint_interval = Duration::from_millis(5);
+    let server = weir_server::start(config).await.unwrap();
+    let conn = format!(
+        "host=127.0.0.1 port={} user=weir dbname=weir",
+        server.local_addr().port()
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, g INT);
+             CREATE MATERIALIZED VIEW by_g AS SELECT g, count(*) AS n FROM t GROUP BY g;",
+        )
+        .await
+        .unwrap();
+    let (writer, connection) = tokio_postgres::connect(&conn, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writes = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut id = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let values: Vec<String> = (id..id + 500)
+                    .map(|i| format!("({i}, {})", i % 5000))
+                    .collect();
+                writer
+                    .batch_execute(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+                    .await
+                    .unwrap();
+                id += 500;
+            }
+        })
+    };
+    for i in 0..VIEWS {
+        client
+            .batch_execute(&format!(
+                "CREATE MATERIALIZED VIEW total_{i} AS SELECT count(*) AS groups, sum(n) AS n FROM by_g"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE of view {i} failed: {e:?}"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writes.await.unwrap();
+    let want = rows(&client, "SELECT count(DISTINCT g), count(*) FROM t").await;
+    for i in 0..VIEWS {
+        assert_eq!(
+            rows(&client, &format!("SELECT groups, n FROM total_{i}")).await,
+            want,
+            "view total_{i}"
+        );
+    }
+    drop(client);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

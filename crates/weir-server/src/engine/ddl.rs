@@ -271,6 +271,16 @@ impl Engine {
             let dataflow = spawn_graph(operators, inputs, Arc::clone(&outlet), epoch);
             return Ok((dataflow, outlet));
         }
+        if let (false, RelationKind::View { dataflow, .. }) = (restore, &upstream.kind) {
+            // Subscribe and read the snapshot at an epoch boundary of the
+            // upstream view: a barrier injected before the caller took the
+            // write lock (a checkpoint's) may still be passing through it,
+            // and its output for that epoch must be in the snapshot or in
+            // the subscription, not both or neither. Nor may the new
+            // dataflow see a checkpoint barrier of a checkpoint that does
+            // not wait for it (its files would be collected as garbage).
+            dataflow.wait_committed(epoch).await;
+        }
         let (input_tx, input_rx) = upstream.outlet.subscribe_with_sender();
         let dataflow = spawn_graph(
             operators,
