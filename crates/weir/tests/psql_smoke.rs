@@ -331,6 +331,25 @@ fn psql_meta_commands() {
         server.psql_ok("\\d per_customer"),
         "customer|text|||\nn|bigint|||\ntotal|numeric(20,2)|||\n"
     );
+    // \d+ NAME adds storage, compression, statistics and description
+    // columns (psql's extra query reads pg_class.reloptions).
+    assert_eq!(
+        server.psql_ok("\\d+ orders"),
+        "id|bigint||not null||plain|||\n\
+         customer|text||not null||extended|||\n\
+         amount|numeric(10,2)||||main|||\n\
+         at|timestamp with time zone||||plain|||\n"
+    );
+    let out = server.psql("\\pset tuples_only off\n\\d+ per_customer");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && text.contains("Materialized view \"public.per_customer\"")
+            && text.contains("View definition:")
+            && text.contains("customer|text||||extended|||"),
+        "\\d+ per_customer: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // \x switches to expanded output.
     assert_eq!(
         server.psql_ok("\\x\nSELECT 1 AS a, 'x' AS b;"),

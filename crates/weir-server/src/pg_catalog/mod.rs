@@ -1176,6 +1176,7 @@ fn attributes(relations: &[Arc<Relation>]) -> Result<Arc<dyn TableProvider>> {
             ("atttypmod", INT4),
             ("attbyval", BOOL),
             ("attstorage", TEXT),
+            ("attcompression", TEXT),
             ("attalign", TEXT),
             ("attnotnull", BOOL),
             ("atthasdef", BOOL),
@@ -1216,7 +1217,15 @@ fn attribute_row(
         V::I(-1),
         V::I(i64::from(typmod)),
         (len > 0 && len <= 8).into(),
-        if len > 0 { "p" } else { "x" }.into(),
+        // Postgres's typstorage: plain for fixed length, main for
+        // numeric, extended for other varlena types.
+        match (len, type_oid) {
+            (1.., _) => "p",
+            (_, 1700) => "m",
+            _ => "x",
+        }
+        .into(),
+        "".into(),
         "i".into(),
         not_null.into(),
         false.into(),

@@ -31,8 +31,9 @@ use std::ops::ControlFlow;
 
 use weir_common::datafusion::sql::sqlparser::ast::{
     visit_expressions_mut, visit_relations_mut, AccessExpr, BinaryOperator, DataType as SqlType,
-    Expr, FunctionArguments, GroupByExpr, Ident, JoinOperator, ObjectName, ObjectNamePart, Query,
-    SelectItem, SetExpr, Statement, TableFactor, Value,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, JoinOperator,
+    ObjectName, ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr, Statement,
+    TableAlias, TableFactor, TableWithJoins, Value, VisitMut, VisitorMut,
 };
 use weir_common::datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use weir_common::datafusion::sql::sqlparser::parser::Parser;
@@ -248,13 +249,213 @@ fn custom_type(t: &SqlType) -> Option<String> {
     }
 }
 
+/// Catalog columns that are NULL in every row Weir has (no storage
+/// options): `unnest` of them in FROM yields nothing.
+const NULL_ARRAY_COLUMNS: &[&str] = &["reloptions", "attoptions", "attfdwoptions"];
+
 fn is_empty_table(t: &TableFactor) -> bool {
     match t {
-        TableFactor::Table { name, .. } => {
+        TableFactor::Table {
+            name, args: None, ..
+        } => {
             last_part(name).is_some_and(|n| EMPTY_TABLES.contains(&n.to_ascii_lowercase().as_str()))
+        }
+        TableFactor::Table {
+            name,
+            args: Some(args),
+            ..
+        } => {
+            let column = match args.args.as_slice() {
+                [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(c)))] => Some(c),
+                [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(parts)))] => {
+                    parts.last()
+                }
+                _ => None,
+            };
+            last_part(name).is_some_and(|n| n.eq_ignore_ascii_case("unnest"))
+                && column.is_some_and(|c| {
+                    NULL_ARRAY_COLUMNS.contains(&c.value.to_ascii_lowercase().as_str())
+                })
         }
         _ => false,
     }
+}
+
+/// Scalar functions returning an array that clients call in FROM, where
+/// Postgres makes them a one-row table (`FROM string_to_array(...) s`).
+const SCALAR_FUNCTIONS_IN_FROM: &[&str] = &[
+    "string_to_array",
+    "regexp_split_to_array",
+    "current_schemas",
+    "parse_ident",
+];
+
+/// Rewrites of FROM items DataFusion cannot plan:
+/// - a scalar function in FROM, `f(args) AS s`, is `(SELECT f(args) AS s) AS s`;
+/// - the subscript walk `FROM generate_series(array_lower(X, 1),
+///   array_upper(X, 1)) AS i, X AS s` with `s[i]` in the select list (how
+///   Grafana lists the search path's schemas) is `FROM (SELECT unnest(X)
+///   AS s) AS s` with `s`: the same elements, in order.
+///
+/// In statements reading the catalog, also `x IN (SELECT ...)` outside
+/// WHERE (see [`in_subquery_as_array`]).
+struct FromItems {
+    reads_catalog: bool,
+}
+
+impl VisitorMut for FromItems {
+    type Break = ();
+
+    fn post_visit_select(&mut self, select: &mut Select) -> ControlFlow<()> {
+        subscript_walk(select);
+        for item in &mut select.from {
+            scalar_function_in_from(&mut item.relation);
+            for j in &mut item.joins {
+                scalar_function_in_from(&mut j.relation);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if !self.reads_catalog {
+            return ControlFlow::Continue(());
+        }
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            for item in &mut select.projection {
+                let _ = visit_expressions_mut(item, in_subquery_as_array);
+            }
+        }
+        if let Some(OrderByKind::Expressions(list)) = query.order_by.as_mut().map(|o| &mut o.kind) {
+            for o in list {
+                let _ = visit_expressions_mut(&mut o.expr, in_subquery_as_array);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `x IN (SELECT e ...)` outside WHERE (in a select list or ORDER BY,
+/// where DataFusion plans only scalar subqueries) as
+/// `coalesce(array_has((SELECT array_agg(e) ...), x), false)` (equal
+/// unless the subquery yields NULLs: false where Postgres says NULL).
+fn in_subquery_as_array(e: &mut Expr) -> ControlFlow<()> {
+    let Expr::InSubquery {
+        expr,
+        subquery,
+        negated,
+    } = e
+    else {
+        return ControlFlow::Continue(());
+    };
+    let mut q = subquery.as_ref().clone();
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return ControlFlow::Continue(());
+    };
+    let [SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. }] =
+        select.projection.as_slice()
+    else {
+        return ControlFlow::Continue(());
+    };
+    let Some(agg) = parse_expr(&format!("array_agg({x})")) else {
+        return ControlFlow::Continue(());
+    };
+    select.projection = vec![SelectItem::UnnamedExpr(agg)];
+    let not = if *negated { "NOT " } else { "" };
+    if let Some(x) = parse_expr(&format!("{not}coalesce(array_has(({q}), {expr}), false)")) {
+        *e = x;
+    }
+    ControlFlow::Continue(())
+}
+
+/// A FROM item's function call and alias, if it is one.
+fn from_function(t: &TableFactor) -> Option<(String, String, Option<&TableAlias>)> {
+    let TableFactor::Table {
+        name,
+        args: Some(args),
+        alias,
+        ..
+    } = t
+    else {
+        return None;
+    };
+    let list: Vec<String> = args.args.iter().map(ToString::to_string).collect();
+    let fname = last_part(name)?.to_ascii_lowercase();
+    Some((
+        fname.clone(),
+        format!("{fname}({})", list.join(", ")),
+        alias.as_ref(),
+    ))
+}
+
+fn scalar_function_in_from(t: &mut TableFactor) {
+    let Some((name, call, alias)) = from_function(t) else {
+        return;
+    };
+    if !SCALAR_FUNCTIONS_IN_FROM.contains(&name.as_str()) {
+        return;
+    }
+    let table = alias.map_or(name.clone(), |a| a.name.to_string());
+    let column = alias
+        .and_then(|a| a.columns.first())
+        .map_or(table.clone(), |c| c.name.to_string());
+    if let Some(derived) = parse_table_factor(&format!("(SELECT {call} AS {column}) AS {table}")) {
+        *t = derived;
+    }
+}
+
+fn subscript_walk(select: &mut Select) {
+    let [a, b] = select.from.as_slice() else {
+        return;
+    };
+    if !a.joins.is_empty() || !b.joins.is_empty() {
+        return;
+    }
+    let (Some((series, series_call, Some(i))), Some((_, array_call, Some(s)))) =
+        (from_function(&a.relation), from_function(&b.relation))
+    else {
+        return;
+    };
+    let walks = series == "generate_series"
+        && series_call
+            == format!(
+                "generate_series(array_lower({array_call}, 1), array_upper({array_call}, 1))"
+            );
+    if !walks || !i.columns.is_empty() || !s.columns.is_empty() {
+        return;
+    }
+    let (i, s) = (i.name.to_string(), s.name.to_string());
+    let Some(unnested) =
+        parse_table_factor(&format!("(SELECT unnest({array_call}) AS {s}) AS {s}"))
+    else {
+        return;
+    };
+    let subscript = format!("{s}[{i}]");
+    let element = Expr::Identifier(Ident::new(s.trim_matches('"')));
+    select.from.truncate(1);
+    select.from[0] = TableWithJoins {
+        relation: unnested,
+        joins: Vec::new(),
+    };
+    let mut replace = |e: &mut Expr| {
+        if e.to_string() == subscript {
+            *e = element.clone();
+        }
+        ControlFlow::<()>::Continue(())
+    };
+    for item in &mut select.projection {
+        let _ = visit_expressions_mut(item, &mut replace);
+    }
+    if let Some(w) = select.selection.as_mut() {
+        let _ = visit_expressions_mut(w, &mut replace);
+    }
+}
+
+fn parse_table_factor(sql: &str) -> Option<TableFactor> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_table_factor())
+        .ok()
 }
 
 /// Whether `query` certainly returns no rows because it joins an
@@ -525,6 +726,7 @@ pub fn rewrite(
         }
         ControlFlow::<()>::Continue(())
     });
+    let _ = statement.visit(&mut FromItems { reads_catalog });
     if reads_catalog {
         array_subqueries(statement);
         if let Statement::Query(q) = statement {
