@@ -622,7 +622,11 @@ impl WeirHandler {
     /// `SUBSCRIBE [TO] name` over the simple protocol: a RowDescription, then
     /// the snapshot and every change as DataRows, flushed as they come,
     /// until the client cancels (57014) or the relation goes away.
-    async fn stream_subscribe<C>(&self, client: &mut C, relation: &str) -> PgWireResult<()>
+    async fn stream_subscribe<C>(
+        &self,
+        client: &mut C,
+        target: &weir_sql::parser::SubscribeTarget,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -639,7 +643,7 @@ impl WeirHandler {
             }
             let sub = self
                 .engine
-                .subscribe(relation)
+                .subscribe(target, &session)
                 .await
                 .map_err(|e| pg_error(e.into()))?;
             let header = Arc::new(fields(&sub.schema, &Format::UnifiedText)?);
@@ -715,12 +719,12 @@ impl SimpleQueryHandler for WeirHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if let Ok(statements) = parse(&query.query) {
-            if let [Statement::Subscribe { relation }] = statements.as_slice() {
+            if let [Statement::Subscribe { target }] = statements.as_slice() {
                 if matches!(
                     client.state(),
                     pgwire::api::PgWireConnectionState::ReadyForQuery
                 ) {
-                    return self.stream_subscribe(client, relation).await;
+                    return self.stream_subscribe(client, target).await;
                 }
             }
         }

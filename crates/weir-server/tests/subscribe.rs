@@ -209,3 +209,110 @@ async fn plain_subscribe_streams_until_cancelled() {
         vec![vec!["1".to_string()]]
     );
 }
+
+/// Fold a subscription's rows (`weir_timestamp`, `weir_diff`, columns...)
+/// into the multiset they describe; every count must end at 0 or 1.
+fn fold(rows: &[Vec<String>]) -> Vec<Vec<String>> {
+    let mut state: BTreeMap<Vec<String>, i64> = BTreeMap::new();
+    for r in rows {
+        let diff: i64 = r[1].parse().unwrap();
+        *state.entry(r[2..].to_vec()).or_default() += diff;
+    }
+    state.retain(|_, n| *n != 0);
+    assert!(state.values().all(|n| *n == 1), "{state:?}");
+    state.into_keys().collect()
+}
+
+/// `SUBSCRIBE (query)`: a dataflow of the subscription's own, over a table
+/// and over a view; first the query's result, then its changes, which fold
+/// into the same query run as a batch at the end; a failing query ends
+/// the subscription with its error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_to_a_query() {
+    let server = common::start("subscribe-query").await;
+    let config = server.conninfo.clone();
+    let sub = connect(&config).await;
+    let writer = connect(&config).await;
+    writer
+        .batch_execute(
+            "CREATE TABLE t (id INT PRIMARY KEY, g TEXT, v INT);
+             INSERT INTO t VALUES (1, 'a', 1), (2, 'a', 2), (3, 'b', 3);
+             CREATE MATERIALIZED VIEW per_g AS SELECT g, count(*) AS n FROM t GROUP BY g;",
+        )
+        .await
+        .unwrap();
+    const QUERY: &str = "SELECT g, count(*) AS n, sum(v) AS s FROM t WHERE v > 1 GROUP BY g";
+    const OVER_VIEW: &str = "SELECT count(*) AS groups, sum(n) AS rows FROM per_g";
+    sub.batch_execute(&format!(
+        "BEGIN; DECLARE q CURSOR FOR SUBSCRIBE ({QUERY}); DECLARE w CURSOR FOR SUBSCRIBE TO ({OVER_VIEW})"
+    ))
+    .await
+    .unwrap();
+    let mut got_q = rows(&sub, "FETCH ALL q WITH (timeout = '5s')").await;
+    let mut want = rows(&writer, QUERY).await;
+    want.sort();
+    assert_eq!(fold(&got_q), want);
+    assert!(got_q.iter().all(|r| r[0] == got_q[0][0] && r[1] == "1"));
+    let mut got_w = rows(&sub, "FETCH ALL w WITH (timeout = '5s')").await;
+    assert_eq!(fold(&got_w), vec![vec!["2".to_string(), "3".into()]]);
+
+    let statements = [
+        "INSERT INTO t VALUES (4, 'b', 10)",
+        "UPDATE t SET g = 'c' WHERE id = 1",
+        "UPDATE t SET v = 0 WHERE id = 2",
+        "DELETE FROM t WHERE id = 3",
+        "INSERT INTO t VALUES (5, 'd', 5), (6, 'd', 6), (7, 'a', 7)",
+        "DELETE FROM t WHERE g = 'd'",
+    ];
+    for sql in statements {
+        writer.batch_execute(sql).await.unwrap();
+    }
+    // Read until both have caught up with the batch answers.
+    let mut want = rows(&writer, QUERY).await;
+    want.sort();
+    let want_w = rows(&writer, OVER_VIEW).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fold(&got_q) != want || fold(&got_w) != want_w {
+        assert!(Instant::now() < deadline, "{got_q:?} / {got_w:?}");
+        got_q.extend(rows(&sub, "FETCH ALL q WITH (timeout = '200ms')").await);
+        got_w.extend(rows(&sub, "FETCH ALL w WITH (timeout = '200ms')").await);
+    }
+    // No change after the last one: nothing more comes.
+    assert!(rows(&sub, "FETCH ALL q WITH (timeout = '300ms')")
+        .await
+        .is_empty());
+    // Timestamps never go back, and one statement's changes share one.
+    let stamps: Vec<i64> = got_q.iter().map(|r| r[0].parse().unwrap()).collect();
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{got_q:?}");
+    let mut distinct = stamps.clone();
+    distinct.dedup();
+    assert!(distinct.len() <= 1 + statements.len(), "{got_q:?}");
+    sub.batch_execute("COMMIT").await.unwrap();
+
+    // A query that fails on the data: FETCH reports the error.
+    writer
+        .batch_execute("INSERT INTO t VALUES (9, 'z', 9)")
+        .await
+        .unwrap();
+    sub.batch_execute("BEGIN; DECLARE f CURSOR FOR SUBSCRIBE (SELECT 1 / (id - 9) AS x FROM t)")
+        .await
+        .unwrap();
+    let err = sub
+        .simple_query("FETCH ALL f WITH (timeout = '5s')")
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_db_error()
+            .is_some_and(|e| e.message().contains("division by zero")),
+        "{err:?}"
+    );
+    sub.batch_execute("ROLLBACK").await.unwrap();
+    // Bad queries are refused when declared.
+    sub.batch_execute("BEGIN").await.unwrap();
+    let err = sub
+        .simple_query("DECLARE b CURSOR FOR SUBSCRIBE (SELECT nope FROM t)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42703"));
+    sub.batch_execute("ROLLBACK").await.unwrap();
+}

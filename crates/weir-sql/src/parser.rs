@@ -53,12 +53,16 @@ pub enum Statement {
         if_exists: bool,
         cascade: bool,
     },
-    /// `SUBSCRIBE [TO] name`: a relation's changes as they commit.
-    Subscribe { relation: String },
+    /// `SUBSCRIBE [TO] name` or `SUBSCRIBE (query)`: changes as they
+    /// commit.
+    Subscribe { target: SubscribeTarget },
     /// `CREATE | ALTER | DROP  USER | ROLE ...`.
     Role(RoleStatement),
-    /// `DECLARE cursor CURSOR FOR SUBSCRIBE [TO] name`.
-    DeclareSubscribe { cursor: String, relation: String },
+    /// `DECLARE cursor CURSOR FOR SUBSCRIBE [TO] name | (query)`.
+    DeclareSubscribe {
+        cursor: String,
+        target: SubscribeTarget,
+    },
     /// `FETCH [FORWARD] [n | ALL] [FROM | IN] cursor [WITH (timeout = 'd')]`.
     Fetch {
         cursor: String,
@@ -67,6 +71,15 @@ pub enum Statement {
         /// How long to wait for a first row (`None`: until one comes).
         timeout: Option<std::time::Duration>,
     },
+}
+
+/// What a SUBSCRIBE streams.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubscribeTarget {
+    /// A table or materialized view, by name.
+    Relation(String),
+    /// A query, maintained for the subscription only.
+    Query(Box<Query>),
 }
 
 impl Statement {
@@ -247,26 +260,36 @@ fn subscribe_statement(tokens: &[TokenWithSpan], sql: &str) -> Result<Option<Sta
         message: format!("syntax error: {what}"),
         position: None,
     };
-    // `[TO] name` (optionally `schema.name`) at `at`: the relation name.
-    let relation = |at: usize| -> Result<String, SqlError> {
+    // `[TO] name` (optionally `schema.name`) or `(query)` at `at`.
+    let target = |at: usize| -> Result<SubscribeTarget, SqlError> {
         let at = if is_word(t.get(at), "to") { at + 1 } else { at };
         let rest = &t[at.min(t.len())..];
         match rest {
-            [name] => ident(name).ok_or_else(|| syntax("expected a relation name after SUBSCRIBE")),
-            [_schema, dot, name] if dot.token == Token::Period => {
-                ident(name).ok_or_else(|| syntax("expected a relation name after SUBSCRIBE"))
+            [name] => ident(name)
+                .map(SubscribeTarget::Relation)
+                .ok_or_else(|| syntax("expected a relation name after SUBSCRIBE")),
+            [_schema, dot, name] if dot.token == Token::Period => ident(name)
+                .map(SubscribeTarget::Relation)
+                .ok_or_else(|| syntax("expected a relation name after SUBSCRIBE")),
+            [first, inner @ .., last]
+                if first.token == Token::LParen && last.token == Token::RParen =>
+            {
+                let tokens: Vec<TokenWithSpan> = inner.iter().map(|t| (*t).clone()).collect();
+                let mut parser =
+                    Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens);
+                let query = parser
+                    .parse_query()
+                    .map_err(|e| SqlError::from_parser(e, sql))?;
+                if parser.peek_token().token != Token::EOF {
+                    return Err(syntax("expected ) after the query of SUBSCRIBE"));
+                }
+                Ok(SubscribeTarget::Query(query))
             }
-            [first, ..] if first.token == Token::LParen => Err(SqlError::Unsupported(
-                "SUBSCRIBE to a query is not supported yet; create a materialized view of it and subscribe to the view"
-                    .into(),
-            )),
-            _ => Err(syntax("expected SUBSCRIBE [TO] name")),
+            _ => Err(syntax("expected SUBSCRIBE [TO] name or SUBSCRIBE (query)")),
         }
     };
     if is_word(t.first(), "subscribe") {
-        return Ok(Some(Statement::Subscribe {
-            relation: relation(1)?,
-        }));
+        return Ok(Some(Statement::Subscribe { target: target(1)? }));
     }
     if is_word(t.first(), "declare")
         && is_word(t.get(2), "cursor")
@@ -279,7 +302,7 @@ fn subscribe_statement(tokens: &[TokenWithSpan], sql: &str) -> Result<Option<Sta
             .ok_or_else(|| syntax("expected a cursor name"))?;
         return Ok(Some(Statement::DeclareSubscribe {
             cursor,
-            relation: relation(5)?,
+            target: target(5)?,
         }));
     }
     if !is_word(t.first(), "fetch") {
@@ -573,7 +596,7 @@ mod tests {
     fn subscribe_cursors() {
         let s = parse("DECLARE c CURSOR FOR SUBSCRIBE TO Totals; FETCH 10 c WITH (timeout = '1s'); FETCH ALL FROM c; fetch c").unwrap();
         assert!(
-            matches!(&s[0], Statement::DeclareSubscribe { cursor, relation } if cursor == "c" && relation == "totals")
+            matches!(&s[0], Statement::DeclareSubscribe { cursor, target: SubscribeTarget::Relation(r) } if cursor == "c" && r == "totals")
         );
         assert!(
             matches!(&s[1], Statement::Fetch { cursor, count: Some(10), timeout: Some(t) } if cursor == "c" && t.as_secs() == 1)
@@ -588,9 +611,23 @@ mod tests {
         ));
         assert!(matches!(&s[3], Statement::Fetch { count: Some(1), .. }));
         assert!(
-            matches!(&parse("SUBSCRIBE v").unwrap()[0], Statement::Subscribe { relation } if relation == "v")
+            matches!(&parse("SUBSCRIBE v").unwrap()[0], Statement::Subscribe { target: SubscribeTarget::Relation(r) } if r == "v")
         );
-        assert!(parse("SUBSCRIBE (SELECT 1)").is_err());
+        match &parse("SUBSCRIBE TO (SELECT g, count(*) FROM t GROUP BY g)").unwrap()[0] {
+            Statement::Subscribe {
+                target: SubscribeTarget::Query(q),
+            } => assert_eq!(q.to_string(), "SELECT g, count(*) FROM t GROUP BY g"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            &parse("DECLARE c CURSOR FOR SUBSCRIBE (SELECT * FROM t)").unwrap()[0],
+            Statement::DeclareSubscribe {
+                target: SubscribeTarget::Query(_),
+                ..
+            }
+        ));
+        assert!(parse("SUBSCRIBE (SELECT 1").is_err());
+        assert!(parse("SUBSCRIBE (SELECT 1) x").is_err());
         assert!(parse("FETCH 1 c WITH (timeout = 'soon')").is_err());
     }
 

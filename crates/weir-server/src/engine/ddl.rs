@@ -549,9 +549,9 @@ impl StateTables for ReusedTables<'_> {
 
 /// Throwaway tables for EXPLAIN: ids counting down from the top, in memory
 /// only, never written.
-struct ScratchTables<'a> {
-    next: &'a mut u32,
-    ctx: &'a StateContext,
+pub(super) struct ScratchTables<'a> {
+    pub(super) next: &'a mut u32,
+    pub(super) ctx: &'a StateContext,
 }
 
 impl StateTables for ScratchTables<'_> {

@@ -313,8 +313,8 @@ impl Engine {
                 self.explain_view(query, self.session_parallelism(session))
                     .await
             }
-            Statement::DeclareSubscribe { cursor, relation } => {
-                self.declare_subscribe(cursor, relation, session).await
+            Statement::DeclareSubscribe { cursor, target } => {
+                self.declare_subscribe(cursor, target, session).await
             }
             Statement::Fetch {
                 cursor,

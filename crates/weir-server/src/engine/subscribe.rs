@@ -1,6 +1,13 @@
 //! SUBSCRIBE cursors: `DECLARE c CURSOR FOR SUBSCRIBE [TO] name` inside a
 //! transaction block, then `FETCH n c [WITH (timeout = '1s')]`.
 //!
+//! `SUBSCRIBE (query)` runs a dataflow of its own for the query, kept for
+//! the subscription only (its state in memory, no checkpoints, stopped
+//! when the cursor or connection closes): it backfills from its input at
+//! an epoch boundary, so its first changes (all inserts, stamped with the
+//! next epoch) are the query's current result, and then it streams the
+//! query's changes like a view's.
+//!
 //! A subscription starts with the relation's contents at an epoch boundary
 //! E (every row once, `weir_diff` = 1, `weir_timestamp` = E), then each
 //! committed change: an inserted row with `weir_diff` = 1, a deleted one
@@ -21,6 +28,9 @@ use std::time::Duration;
 use weir_common::arrow::array::{Int64Array, Int8Array};
 use weir_common::arrow::compute::concat_batches;
 use weir_common::StreamChunk;
+
+use weir_dataflow::DataflowHandle;
+use weir_sql::parser::SubscribeTarget;
 
 use super::*;
 use crate::session::Session;
@@ -45,6 +55,8 @@ pub struct Subscription {
     buffer: Arc<Mutex<Buffer>>,
     arrived: Arc<tokio::sync::Notify>,
     feeder: tokio::task::JoinHandle<()>,
+    /// The dataflow of a `SUBSCRIBE (query)`, stopped with the subscription.
+    _dataflow: Option<Arc<DataflowHandle>>,
 }
 
 impl Subscription {
@@ -172,7 +184,7 @@ impl Engine {
     pub(super) async fn declare_subscribe(
         &self,
         cursor: &str,
-        relation: &str,
+        target: &SubscribeTarget,
         session: &Session,
     ) -> Result<QueryResult> {
         if !session.in_transaction() {
@@ -187,13 +199,96 @@ impl Engine {
                 format!("cursor \"{cursor}\" already exists"),
             ));
         }
-        let subscription = self.subscribe(relation).await?;
+        let subscription = self.subscribe(target, session).await?;
         session.add_cursor(cursor, subscription);
         Ok(QueryResult::command("DECLARE CURSOR"))
     }
 
-    /// Start a subscription to `name` (see the module docs).
-    pub async fn subscribe(&self, name: &str) -> Result<Subscription> {
+    /// Start a subscription (see the module docs).
+    pub async fn subscribe(
+        &self,
+        target: &SubscribeTarget,
+        session: &Session,
+    ) -> Result<Subscription> {
+        match target {
+            SubscribeTarget::Relation(name) => self.subscribe_relation(name).await,
+            SubscribeTarget::Query(query) => {
+                self.subscribe_query(query, self.session_parallelism(session))
+                    .await
+            }
+        }
+    }
+
+    /// `SUBSCRIBE (query)`: a dataflow for the query, for this subscription.
+    async fn subscribe_query(
+        &self,
+        query: &Query,
+        session_parallelism: usize,
+    ) -> Result<Subscription> {
+        let _guard = self.write_lock.lock().await;
+        let mut plan = plan_view(&self.state(), query).await?;
+        let upstream = self.relation(plan.source.table())?;
+        if matches!(upstream.kind, RelationKind::Source { .. }) {
+            return Err(user(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "SUBSCRIBE to a query over a source is not supported; create a materialized view of the query and subscribe to it",
+            ));
+        }
+        plan.append_only_input = upstream.is_append_only();
+        let schema = output_schema(&plan.schema);
+        let parallelism = match session_parallelism {
+            0 => self.default_parallelism,
+            n => n,
+        };
+        let ctx = StateContext {
+            store: Arc::new(weir_state::MemoryStateStore::new()),
+            checkpoints: None,
+            cache_bytes: self.state_ctx.cache_bytes,
+        };
+        let operators = {
+            let mut scratch = self.scratch_ids.lock();
+            let mut tables = super::ddl::ScratchTables {
+                next: &mut scratch,
+                ctx: &ctx,
+            };
+            plan.build(parallelism, &mut tables)?
+        };
+        let (dataflow, outlet) = self
+            .start_dataflow("(subscribe)", &upstream, operators, DdlMode::Live)
+            .await?;
+        let rx = outlet.subscribe();
+        // The backfill is the epoch this barrier closes.
+        self.inject_barrier().await;
+        Ok(self.spawn_feeder(rx, schema, Buffer::default(), Some(Arc::new(dataflow))))
+    }
+
+    fn spawn_feeder(
+        &self,
+        rx: tokio::sync::mpsc::Receiver<Message>,
+        schema: SchemaRef,
+        buffer: Buffer,
+        dataflow: Option<Arc<DataflowHandle>>,
+    ) -> Subscription {
+        let buffer = Arc::new(Mutex::new(buffer));
+        let arrived = Arc::new(tokio::sync::Notify::new());
+        let feeder = tokio::spawn(feed(
+            rx,
+            Arc::clone(&schema),
+            Arc::clone(&buffer),
+            Arc::clone(&arrived),
+            dataflow.clone(),
+        ));
+        Subscription {
+            schema,
+            buffer,
+            arrived,
+            feeder,
+            _dataflow: dataflow,
+        }
+    }
+
+    /// Subscribe to the table or view `name` (see the module docs).
+    async fn subscribe_relation(&self, name: &str) -> Result<Subscription> {
         let relation = self.relation(name)?;
         if matches!(relation.kind, RelationKind::Source { .. })
             || relation.object_kind() == ObjectKind::Sink
@@ -233,20 +328,7 @@ impl Engine {
             buffer.rows += b.num_rows();
             buffer.batches.push_back(b);
         }
-        let buffer = Arc::new(Mutex::new(buffer));
-        let arrived = Arc::new(tokio::sync::Notify::new());
-        let feeder = tokio::spawn(feed(
-            rx,
-            Arc::clone(&schema),
-            Arc::clone(&buffer),
-            Arc::clone(&arrived),
-        ));
-        Ok(Subscription {
-            schema,
-            buffer,
-            arrived,
-            feeder,
-        })
+        Ok(self.spawn_feeder(rx, schema, buffer, None))
     }
 
     /// FETCH from a SUBSCRIBE cursor: up to `count` rows (all buffered ones
@@ -280,12 +362,15 @@ impl Engine {
     }
 }
 
-/// Move a relation's committed changes into the cursor's buffer.
+/// Move a relation's committed changes into the cursor's buffer. When
+/// the stream ends because `dataflow` (a subscribed query's) failed, the
+/// subscription fails with its error.
 async fn feed(
     mut rx: tokio::sync::mpsc::Receiver<Message>,
     schema: SchemaRef,
     buffer: Arc<Mutex<Buffer>>,
     arrived: Arc<tokio::sync::Notify>,
+    dataflow: Option<Arc<DataflowHandle>>,
 ) {
     // Changes of the epoch in progress, stamped when its barrier comes.
     let mut pending: Vec<StreamChunk> = Vec::new();
@@ -327,6 +412,11 @@ async fn feed(
             _ => {}
         }
     }
-    buffer.lock().ended = true;
+    let mut buf = buffer.lock();
+    buf.ended = true;
+    if let Some(DataflowStatus::Failed(e)) = dataflow.map(|d| d.status()) {
+        buf.failed = Some(format!("subscription failed: {}", e.message));
+    }
+    drop(buf);
     arrived.notify_waiters();
 }
