@@ -21,6 +21,7 @@ use weir_common::datafusion::logical_expr::{
     Volatility,
 };
 
+use super::keywords::PG_KEYWORDS;
 use super::{pg_type, rel_oids, visible, DATABASE_NAME, OWNER};
 use crate::catalog::{Catalog, RelationKind};
 
@@ -432,22 +433,33 @@ pub fn parse_ident(text: &str) -> Option<Vec<String>> {
     }
 }
 
-/// `pg_get_keywords()`: sqlparser's keywords, each with Postgres's
-/// category `U` (unreserved) — Weir does not reserve words the way
-/// Postgres does, and clients only use the list to highlight.
+/// `pg_get_keywords()`: Postgres's keywords and categories (clients
+/// highlight and quote with them).
 #[derive(Debug)]
 struct Keywords;
 
 impl TableFunctionImpl for Keywords {
     fn call_with_args(&self, _args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        use weir_common::datafusion::sql::sqlparser::keywords::ALL_KEYWORDS;
-        let rows: Vec<Vec<super::V>> = ALL_KEYWORDS
+        let rows: Vec<Vec<super::V>> = PG_KEYWORDS
             .iter()
-            .map(|k| {
+            .map(|(word, code, bare)| {
+                let desc = match code {
+                    'U' => "unreserved",
+                    'C' => "unreserved (cannot be function or type name)",
+                    'T' => "reserved (can be function or type name)",
+                    _ => "reserved",
+                };
+                let bare_desc = if *bare {
+                    "can be bare label"
+                } else {
+                    "requires AS"
+                };
                 vec![
-                    k.to_ascii_lowercase().into(),
-                    "U".into(),
-                    "unreserved".into(),
+                    (*word).into(),
+                    code.to_string().into(),
+                    (*bare).into(),
+                    desc.into(),
+                    bare_desc.into(),
                 ]
             })
             .collect();
@@ -455,21 +467,27 @@ impl TableFunctionImpl for Keywords {
             &[
                 ("word", DataType::Utf8),
                 ("catcode", DataType::Utf8),
+                ("barelabel", DataType::Boolean),
                 ("catdesc", DataType::Utf8),
+                ("baredesc", DataType::Utf8),
             ],
             &rows,
         )
     }
 }
 
-/// `quote_ident`: quoted when not a plain lower-case identifier.
+/// `quote_ident`: quoted unless a plain lower-case identifier that is
+/// not a reserved keyword (as Postgres's).
 pub fn quote_ident(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !PG_KEYWORDS
+            .binary_search_by(|(w, _, _)| (*w).cmp(s))
+            .is_ok_and(|i| PG_KEYWORDS[i].1 != 'U');
     if plain {
         s.to_string()
     } else {
@@ -491,6 +509,14 @@ fn key_columns(r: &crate::catalog::Relation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keywords_are_sorted_and_reserved_ones_quoted() {
+        assert!(PG_KEYWORDS.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(quote_ident("select"), "\"select\"");
+        assert_eq!(quote_ident("name"), "name");
+        assert_eq!(quote_ident("Abc"), "\"Abc\"");
+    }
 
     #[test]
     fn formats_types_like_postgres() {

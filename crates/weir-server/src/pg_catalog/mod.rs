@@ -13,6 +13,7 @@
 
 pub(crate) mod functions;
 mod information_schema;
+mod keywords;
 pub mod rewrite;
 
 use std::hash::{Hash, Hasher};

@@ -855,8 +855,17 @@ pub fn rewrite(
                     "oid" | "regnamespace" | "regrole" | "xid" | "cid" | "tid" => {
                         *data_type = SqlType::BigInt(None)
                     }
-                    "name" | "regproc" | "regprocedure" | "regoper" | "pg_node_tree" | "text"
-                    | "char" | "bpchar" | "varchar" => *data_type = SqlType::Text,
+                    "regproc" | "regprocedure" => {
+                        // Functions print unqualified (all are in pg_catalog).
+                        if let Some(name) = string_literal(expr) {
+                            let bare = name.strip_prefix("pg_catalog.").unwrap_or(name);
+                            *e = Expr::Value(Value::SingleQuotedString(bare.to_string()).into());
+                        } else {
+                            *data_type = SqlType::Text;
+                        }
+                    }
+                    "name" | "regoper" | "pg_node_tree" | "text" | "char" | "bpchar"
+                    | "varchar" => *data_type = SqlType::Text,
                     // Built-in types spelled with `pg_catalog.`.
                     "int2" | "smallint" => *data_type = SqlType::SmallInt(None),
                     "int4" | "integer" | "int" => *data_type = SqlType::Int(None),
