@@ -76,6 +76,9 @@ pub enum AuthMethod {
     ScramSha256,
     /// The password in clear (opt-in: only over TLS or a trusted network).
     Password,
+    /// Postgres's MD5 challenge (opt-in, for old clients: passwords are
+    /// then also kept as MD5 hashes).
+    Md5,
 }
 
 impl std::str::FromStr for AuthMethod {
@@ -85,8 +88,9 @@ impl std::str::FromStr for AuthMethod {
             "trust" => Ok(AuthMethod::Trust),
             "scram-sha-256" | "scram" => Ok(AuthMethod::ScramSha256),
             "password" => Ok(AuthMethod::Password),
+            "md5" => Ok(AuthMethod::Md5),
             other => Err(format!(
-                "unknown authentication method \"{other}\" (trust, scram-sha-256, password)"
+                "unknown authentication method \"{other}\" (trust, scram-sha-256, md5, password)"
             )),
         }
     }

@@ -8,6 +8,11 @@
 //! statement with this verifier (`weir-scram-sha-256$4096$salt$salted`, hex)
 //! in place of the password.
 //!
+//! With `--auth md5` (opt-in) a password set is also kept as Postgres's
+//! `md5(password || user)`, which the MD5 challenge needs (a fifth `$`
+//! part of the verifier); passwords set while the server ran with another
+//! method have none, and must be set again for MD5 logins.
+//!
 //! The user `weir` always exists (the superuser clients connect as when
 //! authentication is off); `WEIR_PASSWORD` sets its password at start.
 
@@ -34,6 +39,8 @@ const VERIFIER_PREFIX: &str = "weir-scram-sha-256$";
 pub struct Verifier {
     pub salt: Vec<u8>,
     pub salted: Vec<u8>,
+    /// `md5(password || user)`, kept only for MD5 authentication.
+    pub md5: Option<Vec<u8>>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -51,22 +58,37 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 impl Verifier {
-    /// Hash `password` with a fresh random salt.
-    pub fn new(password: &str) -> Verifier {
+    /// Hash `password` with a fresh random salt; with `md5_user`, also
+    /// keep its MD5 hash for that user.
+    pub fn new(password: &str, md5_user: Option<&str>) -> Verifier {
         let salt: [u8; 16] = rand::random();
         Verifier {
             salted: gen_salted_password(password, &salt, SCRAM_ITERATIONS),
             salt: salt.to_vec(),
+            md5: md5_user.map(|user| md5::compute(format!("{password}{user}")).0.to_vec()),
         }
     }
 
     /// The text kept in the WAL and checkpoints.
     pub fn encode(&self) -> String {
+        let md5 = self
+            .md5
+            .as_ref()
+            .map(|m| format!("${}", hex(m)))
+            .unwrap_or_default();
         format!(
-            "{VERIFIER_PREFIX}{SCRAM_ITERATIONS}${}${}",
+            "{VERIFIER_PREFIX}{SCRAM_ITERATIONS}${}${}{md5}",
             hex(&self.salt),
             hex(&self.salted)
         )
+    }
+
+    /// What a client answering the MD5 challenge `salt` must send:
+    /// `"md5" || md5(hex(md5(password || user)) || salt)`.
+    pub fn md5_response(&self, salt: &[u8]) -> Option<String> {
+        let mut bytes = hex(self.md5.as_ref()?).into_bytes();
+        bytes.extend_from_slice(salt);
+        Some(format!("md5{:x}", md5::compute(bytes)))
     }
 
     /// A verifier written by [`Verifier::encode`], if `text` is one.
@@ -79,7 +101,14 @@ impl Verifier {
         }
         let salt = unhex(parts.next()?)?;
         let salted = unhex(parts.next()?)?;
-        parts.next().is_none().then_some(Verifier { salt, salted })
+        let md5 = match parts.next() {
+            Some(m) => Some(unhex(m).filter(|m| m.len() == 16)?),
+            None => None,
+        };
+        parts
+            .next()
+            .is_none()
+            .then_some(Verifier { salt, salted, md5 })
     }
 
     /// Whether `password` is the one this verifier was made from.
@@ -100,6 +129,8 @@ pub struct User {
 #[derive(Debug)]
 pub struct Users {
     users: RwLock<BTreeMap<String, User>>,
+    /// Keep MD5 hashes of passwords set (the server authenticates by MD5).
+    keep_md5: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Users {
@@ -115,15 +146,35 @@ impl Default for Users {
         );
         Users {
             users: RwLock::new(users),
+            keep_md5: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
 
-fn verifier_of(password: &Option<Option<String>>) -> Option<Option<Verifier>> {
-    password.as_ref().map(|p| {
-        p.as_deref()
-            .map(|p| Verifier::decode(p).unwrap_or_else(|| Verifier::new(p)))
-    })
+impl Users {
+    /// Also keep MD5 hashes of passwords set from now on.
+    pub fn keep_md5(&self, keep: bool) {
+        self.keep_md5
+            .store(keep, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn md5_user<'a>(&self, name: &'a str) -> Option<&'a str> {
+        self.keep_md5
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(name)
+    }
+
+    fn verifier_of(
+        &self,
+        name: &str,
+        password: &Option<Option<String>>,
+    ) -> Option<Option<Verifier>> {
+        password.as_ref().map(|p| {
+            p.as_deref().map(|p| {
+                Verifier::decode(p).unwrap_or_else(|| Verifier::new(p, self.md5_user(name)))
+            })
+        })
+    }
 }
 
 fn apply(user: &mut User, options: &RoleOptions, verifier: Option<Option<Verifier>>) {
@@ -151,7 +202,7 @@ impl Users {
                         format!("role \"{name}\" already exists"),
                     ));
                 }
-                let verifier = verifier_of(&options.password);
+                let verifier = self.verifier_of(name, &options.password);
                 let mut user = User {
                     password: None,
                     superuser: false,
@@ -168,7 +219,7 @@ impl Users {
                         format!("role \"{name}\" does not exist"),
                     ));
                 };
-                let verifier = verifier_of(&options.password);
+                let verifier = self.verifier_of(name, &options.password);
                 apply(user, options, verifier.clone());
                 Ok(("ALTER ROLE", log_text("ALTER", name, options, verifier)))
             }
@@ -224,7 +275,7 @@ impl Users {
     /// Set the superuser's password (from `WEIR_PASSWORD`).
     pub fn set_superuser_password(&self, password: &str) {
         if let Some(u) = self.users.write().get_mut(SUPERUSER) {
-            u.password = Some(Verifier::new(password));
+            u.password = Some(Verifier::new(password, self.md5_user(SUPERUSER)));
         }
     }
 
@@ -297,10 +348,18 @@ mod tests {
 
     #[test]
     fn verifiers_round_trip_and_check() {
-        let v = Verifier::new("secret");
+        let v = Verifier::new("secret", None);
         assert!(v.matches("secret"));
         assert!(!v.matches("Secret"));
         assert_eq!(Verifier::decode(&v.encode()), Some(v.clone()));
+        assert_eq!(v.md5_response(b"salt"), None);
+        // MD5: Postgres's scheme (as pgwire's client-side helper computes it).
+        let m = Verifier::new("secret", Some("alice"));
+        assert_eq!(Verifier::decode(&m.encode()), Some(m.clone()));
+        assert_eq!(
+            m.md5_response(&[1, 2, 3, 4]).unwrap(),
+            pgwire::api::auth::md5pass::hash_md5_password("alice", "secret", &[1, 2, 3, 4])
+        );
         assert_eq!(Verifier::decode("weir-scram-sha-256$1$00$00"), None);
         assert_eq!(Verifier::decode("plain"), None);
     }

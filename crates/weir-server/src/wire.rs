@@ -95,6 +95,8 @@ pub struct Startup {
     require_tls: bool,
     /// The SCRAM exchange of this connection, when authentication is on.
     scram: Option<(ScramAuth, tokio::sync::Mutex<SASLState>)>,
+    /// The salt of this connection's MD5 challenge (`--auth md5`).
+    md5_salt: [u8; 4],
 }
 
 /// A FATAL error ending the connection at startup.
@@ -157,6 +159,7 @@ impl StartupHandler for Startup {
                 client.set_state(pgwire::api::PgWireConnectionState::AuthenticationInProgress);
                 let request = match method {
                     AuthMethod::Password => Authentication::CleartextPassword,
+                    AuthMethod::Md5 => Authentication::MD5Password(self.md5_salt.to_vec()),
                     _ => Authentication::SASL(vec![SCRAM_SHA_256_METHOD.to_string()]),
                 };
                 client
@@ -165,7 +168,7 @@ impl StartupHandler for Startup {
             }
             PgWireFrontendMessage::PasswordMessageFamily(msg) => {
                 let user = Startup::user(client);
-                if method == AuthMethod::Password {
+                if matches!(method, AuthMethod::Password | AuthMethod::Md5) {
                     let offered = msg.into_password()?;
                     let ok = self
                         .handler
@@ -174,7 +177,13 @@ impl StartupHandler for Startup {
                         .get(&user)
                         .filter(|u| u.login)
                         .and_then(|u| u.password)
-                        .is_some_and(|v| v.matches(&offered.password));
+                        .is_some_and(|v| match method {
+                            AuthMethod::Md5 => {
+                                v.md5_response(&self.md5_salt).as_deref()
+                                    == Some(offered.password.as_str())
+                            }
+                            _ => v.matches(&offered.password),
+                        });
                     if !ok {
                         return Err(auth_failed(&user));
                     }
@@ -270,6 +279,7 @@ impl PgWireServerHandlers for WeirHandlers {
             refuse: self.refuse,
             require_tls: self.require_tls,
             scram,
+            md5_salt: rand::random(),
         })
     }
 

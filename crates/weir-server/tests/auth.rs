@@ -1,4 +1,4 @@
-//! Authentication: SCRAM-SHA-256 (and opt-in cleartext) against users
+//! Authentication: SCRAM-SHA-256 (and opt-in MD5 and cleartext) against users
 //! made with CREATE / ALTER / DROP USER, failures with 28P01, users kept
 //! across a restart, and only a superuser may manage them.
 
@@ -104,5 +104,49 @@ async fn scram_users_and_passwords() {
     assert_refused(port, "bob", "bob-pw").await;
     connect(port, "carol", "carol-pw").await.unwrap();
     connect(port, "weir", "root-pw").await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--auth md5` (opt-in): Postgres's MD5 challenge with a per-connection
+/// salt; passwords set under it keep their MD5 hash across a restart;
+/// passwords set under another method have none and are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_passwords() {
+    let dir = std::env::temp_dir().join(format!("weir-auth-md5-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = server(&dir, weir_server::AuthMethod::ScramSha256).await;
+    let port = s.local_addr().port();
+    let root = connect(port, "weir", "root-pw").await.unwrap();
+    root.batch_execute("CREATE USER early PASSWORD 'early-pw'")
+        .await
+        .unwrap();
+    drop(root);
+    s.shutdown().await;
+
+    let s = server(&dir, weir_server::AuthMethod::Md5).await;
+    let port = s.local_addr().port();
+    let root = connect(port, "weir", "root-pw").await.unwrap();
+    assert_refused(port, "weir", "wrong").await;
+    // Set before MD5 was on: no MD5 hash, refused until set again.
+    assert_refused(port, "early", "early-pw").await;
+    root.batch_execute("CREATE USER dave PASSWORD 'dave-pw'; ALTER USER early PASSWORD 'early-pw'")
+        .await
+        .unwrap();
+    connect(port, "dave", "dave-pw").await.unwrap();
+    connect(port, "early", "early-pw").await.unwrap();
+    assert_refused(port, "dave", "Dave-pw").await;
+    drop(root);
+    s.shutdown().await;
+
+    // Replayed from the WAL with their MD5 hashes; SCRAM still works too.
+    let s = server(&dir, weir_server::AuthMethod::Md5).await;
+    connect(s.local_addr().port(), "dave", "dave-pw")
+        .await
+        .unwrap();
+    s.shutdown().await;
+    let s = server(&dir, weir_server::AuthMethod::ScramSha256).await;
+    connect(s.local_addr().port(), "dave", "dave-pw")
+        .await
+        .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

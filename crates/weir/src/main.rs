@@ -67,8 +67,8 @@ enum Command {
         /// Refuse clients that do not use TLS.
         #[arg(long, requires = "tls_cert")]
         require_tls: bool,
-        /// How clients authenticate: trust (anyone), scram-sha-256, or
-        /// password (cleartext, opt-in). The superuser `weir` gets its
+        /// How clients authenticate: trust (anyone), scram-sha-256, md5
+        /// (opt-in, for old clients) or password (cleartext, opt-in). The superuser `weir` gets its
         /// password from the WEIR_PASSWORD environment variable.
         #[arg(long, default_value = "trust")]
         auth: weir_server::AuthMethod,

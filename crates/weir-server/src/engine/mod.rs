@@ -200,6 +200,7 @@ impl Engine {
         let catalog = Arc::new(RwLock::new(Catalog::new()));
         let system = Arc::new(system::SystemSchema::new());
         let users = Arc::new(crate::users::Users::default());
+        users.keep_md5(config.auth == crate::AuthMethod::Md5);
         let ctx = session_context(&catalog, &store, Arc::clone(&system), &users)?;
         let engine = Arc::new_cyclic(|me| Engine {
             store,
