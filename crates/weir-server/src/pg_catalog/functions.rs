@@ -190,6 +190,35 @@ pub fn register(ctx: &SessionContext, catalog: Arc<RwLock<Catalog>>) {
         function("pg_encoding_to_char", DataType::Utf8, |_| {
             text(Some("UTF8".into()))
         }),
+        // `x::regtype[]`: an oidvector (space-separated text) or an array
+        // of OIDs as type names.
+        function(
+            "pg_regtype_names",
+            DataType::new_list(DataType::Utf8, true),
+            |a| {
+                let oids: Option<Vec<Option<i64>>> = match a.first() {
+                    Some(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s))) => {
+                        Some(s.split_whitespace().map(|o| o.parse().ok()).collect())
+                    }
+                    Some(ScalarValue::List(l)) if !l.is_null(0) => {
+                        let values = l.value(0);
+                        (0..values.len())
+                            .map(|i| ScalarValue::try_from_array(&values, i).ok())
+                            .map(|v| Some(int(v.as_ref())))
+                            .collect()
+                    }
+                    _ => None,
+                };
+                let Some(oids) = oids else {
+                    return ScalarValue::new_null_list(DataType::Utf8, true, 1);
+                };
+                let names: Vec<ScalarValue> = oids
+                    .into_iter()
+                    .map(|o| text(o.map(|o| format_type(o, None).unwrap_or_else(|| o.to_string()))))
+                    .collect();
+                ScalarValue::List(ScalarValue::new_list(&names, &DataType::Utf8, true))
+            },
+        ),
         function("pg_get_expr", DataType::Utf8, |_| text(None)),
         function("obj_description", DataType::Utf8, |_| text(None)),
         function("col_description", DataType::Utf8, |_| text(None)),

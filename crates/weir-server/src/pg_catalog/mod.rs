@@ -978,6 +978,8 @@ impl PgCatalog {
                     "".into(),
                     V::N,
                     V::N,
+                    V::N,
+                    V::N,
                     name.clone().into(),
                     "i".into(),
                 ]
@@ -998,7 +1000,9 @@ impl PgCatalog {
                 ("prorettype", OID),
                 ("proargtypes", TEXT),
                 ("proallargtypes", text_array()),
+                ("proargmodes", text_array()),
                 ("proargnames", text_array()),
+                ("proargdefaults", TEXT),
                 ("prosrc", TEXT),
                 ("provolatile", TEXT),
             ],

@@ -30,10 +30,10 @@
 use std::ops::ControlFlow;
 
 use weir_common::datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, visit_relations_mut, AccessExpr, BinaryOperator, DataType as SqlType,
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, JoinOperator,
-    ObjectName, ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr, Statement,
-    TableAlias, TableFactor, TableWithJoins, Value, VisitMut, VisitorMut,
+    visit_expressions_mut, visit_relations_mut, AccessExpr, ArrayElemTypeDef, BinaryOperator,
+    DataType as SqlType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
+    JoinOperator, ObjectName, ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr,
+    Statement, TableAlias, TableFactor, TableWithJoins, Value, VisitMut, VisitorMut,
 };
 use weir_common::datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use weir_common::datafusion::sql::sqlparser::parser::Parser;
@@ -247,6 +247,41 @@ fn custom_type(t: &SqlType) -> Option<String> {
         SqlType::Custom(name, _) => last_part(name).map(|n| n.to_ascii_lowercase()),
         _ => None,
     }
+}
+
+/// `a::regtype = b::regtype` (and other comparisons, regclass too)
+/// compares OIDs, as Postgres does: a column cast in an operand stays its
+/// OID (the name is only how a regtype prints), a literal becomes its OID
+/// later.
+fn compare_oids(statement: &mut Statement) {
+    let _ = visit_expressions_mut(statement, |e| {
+        if let Expr::BinaryOp { left, op, right } = e {
+            let comparison = matches!(
+                op,
+                BinaryOperator::Eq
+                    | BinaryOperator::NotEq
+                    | BinaryOperator::Lt
+                    | BinaryOperator::LtEq
+                    | BinaryOperator::Gt
+                    | BinaryOperator::GtEq
+            );
+            if comparison {
+                for side in [left.as_mut(), right.as_mut()] {
+                    if let Expr::Cast {
+                        expr, data_type, ..
+                    } = side
+                    {
+                        let reg = custom_type(data_type)
+                            .is_some_and(|t| t == "regtype" || t == "regclass");
+                        if reg && string_literal(expr).is_none() {
+                            *data_type = SqlType::BigInt(None);
+                        }
+                    }
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// Catalog columns that are NULL in every row Weir has (no storage
@@ -466,6 +501,9 @@ fn returns_nothing(query: &Query) -> bool {
     let SetExpr::Select(select) = query.body.as_ref() else {
         return false;
     };
+    if asks_for_foreign_keys(select) {
+        return true;
+    }
     select.from.iter().any(|item| {
         let keeps_left_only = item.joins.iter().all(|j| {
             !matches!(
@@ -481,6 +519,55 @@ fn returns_nothing(query: &Query) -> bool {
                         JoinOperator::Join(_) | JoinOperator::Inner(_) | JoinOperator::CrossJoin(_)
                     )
             })
+    })
+}
+
+/// Whether `select` reads `pg_constraint` rows with `contype = 'f'` (a
+/// conjunct of its WHERE): Weir has no foreign keys, so none.
+fn asks_for_foreign_keys(select: &Select) -> bool {
+    fn conjuncts<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+        match e {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                conjuncts(left, out);
+                conjuncts(right, out);
+            }
+            Expr::Nested(inner) => conjuncts(inner, out),
+            other => out.push(other),
+        }
+    }
+    let reads_constraints = select.from.iter().any(|item| {
+        std::iter::once(&item.relation)
+            .chain(item.joins.iter().map(|j| &j.relation))
+            .any(|t| {
+                matches!(t, TableFactor::Table { name, args: None, .. }
+                    if last_part(name).is_some_and(|n| n.eq_ignore_ascii_case("pg_constraint")))
+            })
+    });
+    let Some(selection) = select.selection.as_ref().filter(|_| reads_constraints) else {
+        return false;
+    };
+    let mut all = Vec::new();
+    conjuncts(selection, &mut all);
+    all.iter().any(|c| {
+        let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = c
+        else {
+            return false;
+        };
+        let column = match left.as_ref() {
+            Expr::Identifier(i) => Some(i),
+            Expr::CompoundIdentifier(parts) => parts.last(),
+            _ => None,
+        };
+        column.is_some_and(|c| c.value.eq_ignore_ascii_case("contype"))
+            && string_literal(right) == Some("f")
     })
 }
 
@@ -519,6 +606,15 @@ fn null_subqueries(query: &mut Query) {
         };
         if is_subquery {
             *e = Expr::Value(Value::Null.into());
+        } else if let Expr::Function(f) = e {
+            // `unnest(NULL)` does not plan; an untyped NULL array does.
+            let unnest_null = last_part(&f.name).is_some_and(|n| n.eq_ignore_ascii_case("unnest"))
+                && f.args.to_string() == "(NULL)";
+            if unnest_null {
+                if let Some(x) = parse_expr("unnest(CAST(NULL AS TEXT[]))") {
+                    *e = x;
+                }
+            }
         }
         ControlFlow::<()>::Continue(())
     });
@@ -727,6 +823,7 @@ pub fn rewrite(
         ControlFlow::<()>::Continue(())
     });
     let _ = statement.visit(&mut FromItems { reads_catalog });
+    compare_oids(statement);
     if reads_catalog {
         array_subqueries(statement);
         if let Statement::Query(q) = statement {
@@ -808,6 +905,20 @@ pub fn rewrite(
                     if let Some(bytes) = string_literal(expr).and_then(decode_bytea) {
                         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                         *e = Expr::Value(Value::HexStringLiteral(hex).into());
+                    }
+                    return ControlFlow::Continue(());
+                }
+                if let SqlType::Array(inner) = data_type {
+                    let elem = match inner {
+                        ArrayElemTypeDef::SquareBracket(t, _)
+                        | ArrayElemTypeDef::AngleBracket(t)
+                        | ArrayElemTypeDef::Parenthesis(t) => custom_type(t),
+                        ArrayElemTypeDef::None => None,
+                    };
+                    if elem.as_deref() == Some("regtype") {
+                        if let Some(x) = parse_expr(&format!("pg_regtype_names({expr})")) {
+                            *e = x;
+                        }
                     }
                     return ControlFlow::Continue(());
                 }
