@@ -105,7 +105,7 @@ pub const SETTINGS: &[Setting] = &[
     user("default_transaction_isolation", "serializable", CLIENT, "enum", "Sets the transaction isolation level of each new transaction."),
     user("transaction_read_only", "off", CLIENT, "bool", "Sets the current transaction's read-only status."),
     internal(user("max_identifier_length", "63", PRESET, "integer", "Shows the maximum identifier length.")),
-    user("statement_timeout", "0", CLIENT, "integer", "Sets the maximum allowed duration of any statement (not enforced)."),
+    user("statement_timeout", "0", CLIENT, "integer", "Sets the maximum allowed duration of any statement (enforced for queries; writes run to completion)."),
     user("lock_timeout", "0", CLIENT, "integer", "Sets the maximum allowed duration of any wait for a lock (not enforced)."),
     user("idle_in_transaction_session_timeout", "0", CLIENT, "integer", "Sets the maximum allowed idle time between queries, when in a transaction (not enforced)."),
     user("client_min_messages", "notice", CLIENT, "enum", "Sets the message levels that are sent to the client."),

@@ -103,6 +103,14 @@ impl Session {
         self.cancel.notified().await;
     }
 
+    /// The session's `statement_timeout`, if one is set.
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        self.get("statement_timeout")
+            .and_then(|v| parse_ms(&v))
+            .filter(|ms| *ms > 0)
+            .map(std::time::Duration::from_millis)
+    }
+
     /// The process id the client was told (`pg_backend_pid()`).
     pub fn pid(&self) -> i32 {
         self.pid.load(std::sync::atomic::Ordering::Relaxed)
@@ -388,8 +396,61 @@ fn normalize(name: &str, value: &str) -> Result<String, Error> {
                 }
             },
         },
+        "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => {
+            match parse_ms(v) {
+                Some(ms) => format_ms(ms),
+                None => {
+                    return Err(bad_value(
+                        name,
+                        value,
+                        " (a duration: milliseconds, or a number with ms, s, min, h or d)",
+                    ))
+                }
+            }
+        }
         _ => v.to_string(),
     })
+}
+
+/// A duration setting in milliseconds, as Postgres reads it: a bare
+/// number is milliseconds; units ms, s, min, h, d.
+fn parse_ms(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" => 1.0,
+        "s" => 1e3,
+        "min" => 60e3,
+        "h" => 3600e3,
+        "d" => 86_400e3,
+        _ => return None,
+    };
+    let ms = (number * scale).round();
+    (0.0..=f64::from(i32::MAX))
+        .contains(&ms)
+        .then_some(ms as u64)
+}
+
+/// A duration as `SHOW` prints it: in the largest unit that divides it.
+fn format_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "0".into();
+    }
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("min", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 impl Transaction {

@@ -597,14 +597,28 @@ impl Engine {
             Some(t) => Arc::clone(&t.snapshot),
             None => Arc::clone(&self.store).snapshot(),
         };
-        // A CancelRequest stops a query (reads only: a write, once
-        // started, runs to its end so that it is wholly applied or not).
+        // A CancelRequest or statement_timeout stops a query (reads only:
+        // a write, once started, runs to its end so that it is wholly
+        // applied or not).
+        let timeout = session.statement_timeout();
+        let expired = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
         let batches = tokio::select! {
             batches = self.collect(plan, Some(&snapshot), Some(session)) => batches?,
             () = session.cancelled() => {
                 return Err(user(
                     SqlState::QUERY_CANCELED,
                     "canceling statement due to user request",
+                ))
+            }
+            () = expired => {
+                return Err(user(
+                    SqlState::QUERY_CANCELED,
+                    "canceling statement due to statement timeout",
                 ))
             }
         };
