@@ -278,7 +278,7 @@ fn psql_session_against_the_weir_binary() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "2\n5\nISO, DMY\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2\n5ms\nISO, DMY\n");
     let out = server.psql("SHOW no_such_setting;");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

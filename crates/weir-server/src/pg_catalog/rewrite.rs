@@ -249,6 +249,74 @@ fn custom_type(t: &SqlType) -> Option<String> {
     }
 }
 
+/// `'name'::regclass` (or `::regtype`) as a value of its own: a select
+/// item, or cast to text. Postgres prints such a value as the name (the
+/// relation's, the type's canonical one); elsewhere the literal is its
+/// OID (see [`rewrite`]).
+fn print_reg_literals(statement: &mut Statement) {
+    fn named(e: &Expr) -> Option<String> {
+        let Expr::Cast {
+            expr, data_type, ..
+        } = e
+        else {
+            return None;
+        };
+        string_literal(expr)?;
+        match custom_type(data_type)?.as_str() {
+            "regclass" => Some(format!("pg_regclass_name({e})")),
+            "regtype" => Some(format!("format_type({e}, NULL)")),
+            _ => None,
+        }
+    }
+    if let Statement::Query(q) = statement {
+        if let SetExpr::Select(select) = q.body.as_mut() {
+            let mut used = std::collections::HashSet::new();
+            for (i, item) in select.projection.iter_mut().enumerate() {
+                if let SelectItem::UnnamedExpr(e) = item {
+                    // Postgres names the column after the outer cast's type
+                    // (DataFusion needs distinct names: a repeat gets its
+                    // position appended).
+                    let (alias, name) = match e {
+                        Expr::Cast {
+                            data_type: SqlType::Text,
+                            expr,
+                            ..
+                        } => (Some("text".to_string()), named(expr)),
+                        Expr::Cast { data_type, .. } => (custom_type(data_type), named(e)),
+                        _ => (None, None),
+                    };
+                    if let (Some(x), Some(alias)) = (name.and_then(|n| parse_expr(&n)), alias) {
+                        let alias = if used.insert(alias.clone()) {
+                            alias
+                        } else {
+                            format!("{alias}{i}")
+                        };
+                        *item = SelectItem::ExprWithAlias {
+                            expr: x,
+                            alias: Ident::new(alias),
+                        };
+                    }
+                }
+            }
+        }
+    }
+    let _ = visit_expressions_mut(statement, |e| {
+        if let Expr::Cast {
+            expr, data_type, ..
+        } = e
+        {
+            let to_text = matches!(data_type, SqlType::Text | SqlType::Varchar(_))
+                || custom_type(data_type).is_some_and(|t| t == "text" || t == "name");
+            if to_text {
+                if let Some(x) = named(expr).and_then(|n| parse_expr(&n)) {
+                    *e = x;
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// `a::regtype = b::regtype` (and other comparisons, regclass too)
 /// compares OIDs, as Postgres does: a column cast in an operand stays its
 /// OID (the name is only how a regtype prints), a literal becomes its OID
@@ -824,6 +892,7 @@ pub fn rewrite(
     });
     let _ = statement.visit(&mut FromItems { reads_catalog });
     compare_oids(statement);
+    print_reg_literals(statement);
     if reads_catalog {
         array_subqueries(statement);
         if let Statement::Query(q) = statement {
