@@ -713,6 +713,34 @@ impl WeirHandler {
     }
 }
 
+/// The name a `DEALLOCATE [PREPARE] name | ALL` statement drops.
+fn deallocated(statement: &Statement) -> Option<String> {
+    match statement {
+        Statement::Sql(s) => match s.as_ref() {
+            weir_common::datafusion::sql::sqlparser::ast::Statement::Deallocate {
+                name, ..
+            } => Some(name.value.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `ROLLBACK TO SAVEPOINT` is what takes a failed transaction back to a
+/// usable one, which pgwire's status tracking cannot express (it only
+/// moves from error to idle): report "in transaction" from the start of
+/// such a statement; if it fails, its error puts the status back.
+fn leave_error_state_for<C: ClientInfo>(client: &mut C, statement: &Statement) {
+    use pgwire::messages::response::TransactionStatus;
+    let rollback_to = matches!(statement, Statement::Sql(s) if matches!(
+        s.as_ref(),
+        weir_common::datafusion::sql::sqlparser::ast::Statement::Rollback { savepoint: Some(_), .. }
+    ));
+    if rollback_to && client.transaction_status() == TransactionStatus::Error {
+        client.set_transaction_status(TransactionStatus::Transaction);
+    }
+}
+
 #[async_trait]
 impl SimpleQueryHandler for WeirHandler {
     /// `SUBSCRIBE` streams (and flushes) rows itself; everything else goes
@@ -729,6 +757,9 @@ impl SimpleQueryHandler for WeirHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if let Ok(statements) = parse(&query.query) {
+            if let Some(first) = statements.first() {
+                leave_error_state_for(client, first);
+            }
             if let [Statement::Subscribe { target }] = statements.as_slice() {
                 if matches!(
                     client.state(),
@@ -762,6 +793,14 @@ impl SimpleQueryHandler for WeirHandler {
         for s in &statements {
             let result = self.engine.execute(s, None, &session).await;
             report_changes(client, &session).await?;
+            if let (Ok(_), Some(name)) = (&result, deallocated(s)) {
+                // DEALLOCATE ALL keeps them: pgwire's store cannot list its
+                // statements (clients name new ones afresh; they go with
+                // the connection).
+                if !name.eq_ignore_ascii_case("all") {
+                    client.portal_store().rm_statement(&name);
+                }
+            }
             if let Ok(QueryResult::CopyIn(pending)) = &result {
                 *session.copy.lock() = Some(pending.clone());
             }
@@ -844,6 +883,30 @@ fn pg_type(t: &Option<DataType>) -> Type {
 impl ExtendedQueryHandler for WeirHandler {
     type Statement = Prepared;
     type QueryParser = WeirQueryParser;
+
+    async fn on_execute<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Execute,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or("");
+        let statement = match client.portal_store().get_portal(name) {
+            Some(pgwire::api::store::Entry::Value(portal)) => {
+                Some(portal.statement.statement.statement.clone())
+            }
+            _ => None,
+        };
+        if let Some(statement) = statement {
+            leave_error_state_for(client, &statement);
+        }
+        self._on_execute(client, message).await
+    }
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         Arc::clone(&self.parser)

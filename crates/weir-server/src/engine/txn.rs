@@ -171,6 +171,14 @@ impl Engine {
                 }
                 Ok(QueryResult::command(&format!("DISCARD {object_type}")))
             }
+            // Prepared statements live in the wire layer's store, which
+            // removes a named one; this answers the statement.
+            SqlStatement::Deallocate { .. } => {
+                if failed {
+                    return Some(aborted());
+                }
+                Ok(QueryResult::command("DEALLOCATE"))
+            }
             _ => return None,
         })
     }

@@ -156,6 +156,22 @@ def transactions():
         eq(conn.info.transaction_status, psycopg.pq.TransactionStatus.IDLE, "status after failed block")
         eq(ids(), [1, 2], "failed block changed nothing")
 
+        # An error inside a nested block (a savepoint) is rolled back to the
+        # savepoint: the outer block goes on ("in transaction" again, not
+        # "in error") and commits what it did before and after.
+        with conn.transaction():
+            conn.execute(f"INSERT INTO {table} VALUES (%s, %s)", (3, "three"))
+            try:
+                with conn.transaction():
+                    conn.execute(f"INSERT INTO {table} VALUES (%s, %s)", (1, "dup"))
+            except psycopg.errors.UniqueViolation:
+                pass
+            eq(conn.info.transaction_status, psycopg.pq.TransactionStatus.INTRANS,
+               "status after ROLLBACK TO SAVEPOINT")
+            conn.execute(f"INSERT INTO {table} VALUES (%s, %s)", (4, "four"))
+        eq(ids(), [1, 2, 3, 4], "outer block survives a failed savepoint")
+        conn.execute(f"DELETE FROM {table} WHERE id > 2")
+
     # Non-autocommit connection: psycopg sends BEGIN implicitly.
     with connect(autocommit=False) as conn, connect() as reader:
         conn.execute(f"INSERT INTO {table} VALUES (5, 'five')")
