@@ -7,7 +7,7 @@ use weir_dataflow::blackhole::SinkCounters;
 use weir_dataflow::restart::RestartTracker;
 use weir_dataflow::runtime::{spawn_graph, Fragment, Input};
 use weir_dataflow::DataflowHandle;
-use weir_sql::view_plan::{explain_fragments, StateTables};
+use weir_sql::view_plan::{explain_fragments, StateTables, ViewPlan};
 use weir_sql::SqlError;
 use weir_state::{StateContext, StateTableId};
 
@@ -300,6 +300,28 @@ impl Engine {
         Ok((dataflow, outlet))
     }
 
+    /// The operators of `plan` at the session's parallelism (0: the
+    /// server's), with scratch state tables in `ctx` that are never
+    /// checkpointed: for EXPLAIN, and for a `SUBSCRIBE (query)`'s dataflow.
+    pub(super) fn build_scratch(
+        &self,
+        mut plan: ViewPlan,
+        session_parallelism: usize,
+        ctx: &StateContext,
+    ) -> Result<Vec<Fragment>> {
+        plan.split_input = plan.append_only_input;
+        let parallelism = match session_parallelism {
+            0 => self.default_parallelism,
+            n => n,
+        };
+        let mut scratch = self.scratch_ids.lock();
+        let mut tables = ScratchTables {
+            next: &mut scratch,
+            ctx,
+        };
+        Ok(plan.build(parallelism, &mut tables)?)
+    }
+
     pub(super) async fn explain_view(
         &self,
         query: &Query,
@@ -312,18 +334,8 @@ impl Engine {
             .read()
             .get(&source)
             .is_some_and(|r| r.is_append_only());
-        plan.split_input = plan.append_only_input;
-        let parallelism = match session_parallelism {
-            0 => self.default_parallelism,
-            n => n,
-        };
         let ctx = StateContext::in_memory(Arc::clone(&self.store));
-        let mut scratch = self.scratch_ids.lock();
-        let mut tables = ScratchTables {
-            next: &mut scratch,
-            ctx: &ctx,
-        };
-        let fragments = plan.build(parallelism, &mut tables)?;
+        let fragments = self.build_scratch(plan, session_parallelism, &ctx)?;
         Ok(text_rows(
             "QUERY PLAN",
             explain_fragments(&fragments, &source),
@@ -549,9 +561,9 @@ impl StateTables for ReusedTables<'_> {
 
 /// Throwaway tables for EXPLAIN: ids counting down from the top, in memory
 /// only, never written.
-pub(super) struct ScratchTables<'a> {
-    pub(super) next: &'a mut u32,
-    pub(super) ctx: &'a StateContext,
+struct ScratchTables<'a> {
+    next: &'a mut u32,
+    ctx: &'a StateContext,
 }
 
 impl StateTables for ScratchTables<'_> {

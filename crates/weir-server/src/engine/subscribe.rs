@@ -236,23 +236,12 @@ impl Engine {
         }
         plan.append_only_input = upstream.is_append_only();
         let schema = output_schema(&plan.schema);
-        let parallelism = match session_parallelism {
-            0 => self.default_parallelism,
-            n => n,
-        };
         let ctx = StateContext {
             store: Arc::new(weir_state::MemoryStateStore::new()),
             checkpoints: None,
             cache_bytes: self.state_ctx.cache_bytes,
         };
-        let operators = {
-            let mut scratch = self.scratch_ids.lock();
-            let mut tables = super::ddl::ScratchTables {
-                next: &mut scratch,
-                ctx: &ctx,
-            };
-            plan.build(parallelism, &mut tables)?
-        };
+        let operators = self.build_scratch(plan, session_parallelism, &ctx)?;
         let (dataflow, outlet) = self
             .start_dataflow("(subscribe)", &upstream, operators, DdlMode::Live)
             .await?;
