@@ -18,6 +18,9 @@
 //!   rows.
 //! - After an error, statements fail with 25P02 until ROLLBACK (or
 //!   ROLLBACK TO a savepoint).
+//! - Settings are transactional, as in Postgres: ROLLBACK (and ROLLBACK
+//!   TO a savepoint) undoes the SETs made since; `SET LOCAL` lasts until
+//!   the transaction ends either way.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,6 +44,27 @@ pub struct Session {
     cancel: tokio::sync::Notify,
     /// Open SUBSCRIBE cursors, closed with their transaction.
     cursors: Mutex<HashMap<String, Arc<crate::engine::Subscription>>>,
+}
+
+impl Inner {
+    /// Replace the settings, noting reported parameters whose value
+    /// changes (their ParameterStatus goes to the client).
+    fn restore_settings(&mut self, settings: HashMap<String, String>) {
+        let names: std::collections::HashSet<String> = self
+            .settings
+            .keys()
+            .chain(settings.keys())
+            .cloned()
+            .collect();
+        for name in names {
+            if self.settings.get(&name) != settings.get(&name) {
+                if let Some(s) = pg::setting(&name).filter(|s| s.reported) {
+                    self.changed.push(s.name);
+                }
+            }
+        }
+        self.settings = settings;
+    }
 }
 
 #[derive(Default)]
@@ -75,8 +99,21 @@ pub(crate) struct Transaction {
     pub writes: Vec<TableChange>,
     /// A statement failed: only ROLLBACK (TO) is accepted.
     pub failed: bool,
-    /// Savepoints, oldest first, with the writes made before each.
-    pub savepoints: Vec<(String, Vec<TableChange>)>,
+    /// Savepoints, oldest first, with the writes made and the settings
+    /// in force before each.
+    pub savepoints: Vec<Savepoint>,
+    /// The session's settings when the transaction began.
+    pub settings_at_begin: HashMap<String, String>,
+    /// Parameters `SET LOCAL` changed, with their value before (`None`:
+    /// unset), restored when the transaction ends.
+    pub local: Vec<(String, Option<String>)>,
+}
+
+/// A savepoint: its name, and what ROLLBACK TO it returns to.
+pub(crate) struct Savepoint {
+    pub name: String,
+    pub writes: Vec<TableChange>,
+    pub settings: HashMap<String, String>,
 }
 
 /// A transaction's snapshot and each table's version when it was taken.
@@ -146,17 +183,69 @@ impl Session {
             .settings
             .get("default_transaction_read_only")
             .is_some_and(|v| v == "on");
+        let settings_at_begin = inner.settings.clone();
         inner.txn = Some(Transaction {
             read_only: read_only.unwrap_or(default_read_only),
+            settings_at_begin,
             ..Transaction::default()
         });
         true
     }
 
-    /// Close the transaction (and its cursors), returning it.
+    /// Close the transaction (and its cursors), returning it. Settings
+    /// made with `SET LOCAL` go back to their values before it.
     pub(crate) fn end(&self) -> Option<Transaction> {
         self.cursors.lock().clear();
-        self.inner.lock().txn.take()
+        let mut inner = self.inner.lock();
+        let txn = inner.txn.take()?;
+        let mut settings = inner.settings.clone();
+        for (name, before) in txn.local.iter().rev() {
+            match before {
+                Some(v) => settings.insert(name.clone(), v.clone()),
+                None => settings.remove(name),
+            };
+        }
+        inner.restore_settings(settings);
+        Some(txn)
+    }
+
+    /// Close the transaction, undoing every SET made in it.
+    pub(crate) fn rollback(&self) -> Option<Transaction> {
+        let txn = self.end()?;
+        self.inner
+            .lock()
+            .restore_settings(txn.settings_at_begin.clone());
+        Some(txn)
+    }
+
+    /// The settings now, for a savepoint.
+    pub(crate) fn settings_snapshot(&self) -> HashMap<String, String> {
+        self.inner.lock().settings.clone()
+    }
+
+    /// Return the settings to `settings` (ROLLBACK TO a savepoint).
+    pub(crate) fn restore_settings(&self, settings: HashMap<String, String>) {
+        self.inner.lock().restore_settings(settings);
+    }
+
+    /// `SET LOCAL`: set `name` for the rest of the open transaction (no
+    /// effect outside one, as in Postgres).
+    pub fn set_local(&self, name: &str, value: Option<&str>) -> Result<(), Error> {
+        let lower = name.to_ascii_lowercase();
+        let before = {
+            let inner = self.inner.lock();
+            if inner.txn.is_none() {
+                return Ok(());
+            }
+            inner.settings.get(&lower).cloned()
+        };
+        self.set(name, value)?;
+        self.with_txn(|t| {
+            if !t.local.iter().any(|(n, _)| *n == lower) {
+                t.local.push((lower, before));
+            }
+        });
+        Ok(())
     }
 
     pub(crate) fn has_cursor(&self, name: &str) -> bool {

@@ -6,8 +6,8 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use weir_common::datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, Reset,
-    Set, Value,
+    visit_expressions_mut, ContextModifier, Expr as SqlExpr, FunctionArg, FunctionArgExpr,
+    FunctionArguments, Reset, Set, Value,
 };
 
 use super::*;
@@ -35,6 +35,23 @@ impl Engine {
     /// SET in all its Postgres forms.
     pub(super) fn set(&self, set: &Set, session: &Session) -> Result<QueryResult> {
         let (name, value) = match set {
+            Set::SingleAssignment {
+                scope: Some(ContextModifier::Local),
+                variable,
+                values,
+                ..
+            } => {
+                // Server-wide parameters are not transactional.
+                let name = variable.to_string();
+                if name.eq_ignore_ascii_case("checkpoint_interval") {
+                    return Err(user(
+                        SqlState::FEATURE_NOT_SUPPORTED,
+                        "SET LOCAL checkpoint_interval is not supported: it is server-wide",
+                    ));
+                }
+                session.set_local(&name, value_text(values).as_deref())?;
+                return Ok(QueryResult::command("SET"));
+            }
             Set::SingleAssignment {
                 variable, values, ..
             } => (variable.to_string(), value_text(values)),

@@ -11,7 +11,7 @@ use weir_common::datafusion::sql::sqlparser::ast::{
 
 use super::*;
 use crate::log_record::TableChange;
-use crate::session::{Session, TxnSnapshot};
+use crate::session::{Savepoint, Session, TxnSnapshot};
 
 /// What a statement inside a transaction reads: the transaction's
 /// snapshot, and the relations it must not read (tables it changed and
@@ -87,7 +87,7 @@ impl Engine {
             SqlStatement::Rollback {
                 savepoint: None, ..
             } => {
-                session.end();
+                session.rollback();
                 Ok(QueryResult::command("ROLLBACK"))
             }
             SqlStatement::Rollback {
@@ -98,9 +98,14 @@ impl Engine {
                 if failed {
                     return Some(aborted());
                 }
+                let settings = session.settings_snapshot();
                 match session.with_txn(|t| {
                     let writes = t.writes.clone();
-                    t.savepoints.push((name.value.clone(), writes));
+                    t.savepoints.push(Savepoint {
+                        name: name.value.clone(),
+                        writes,
+                        settings,
+                    });
                 }) {
                     Some(()) => Ok(QueryResult::command("SAVEPOINT")),
                     None => txn_error(
@@ -114,7 +119,7 @@ impl Engine {
                     return Some(aborted());
                 }
                 match session.with_txn(|t| {
-                    let at = t.savepoints.iter().rposition(|(n, _)| *n == name.value)?;
+                    let at = t.savepoints.iter().rposition(|p| p.name == name.value)?;
                     t.savepoints.truncate(at);
                     Some(())
                 }) {
@@ -186,13 +191,16 @@ impl Engine {
     /// ROLLBACK TO SAVEPOINT: drop the writes made since, keep the savepoint.
     fn rollback_to(session: &Session, name: &str) -> Result<QueryResult> {
         match session.with_txn(|t| {
-            let at = t.savepoints.iter().rposition(|(n, _)| n == name)?;
+            let at = t.savepoints.iter().rposition(|p| p.name == name)?;
             t.savepoints.truncate(at + 1);
-            t.writes = t.savepoints[at].1.clone();
+            t.writes = t.savepoints[at].writes.clone();
             t.failed = false;
-            Some(())
+            Some(t.savepoints[at].settings.clone())
         }) {
-            Some(Some(())) => Ok(QueryResult::command("ROLLBACK")),
+            Some(Some(settings)) => {
+                session.restore_settings(settings);
+                Ok(QueryResult::command("ROLLBACK"))
+            }
             Some(None) => {
                 session.fail();
                 no_savepoint(name)
@@ -209,12 +217,13 @@ impl Engine {
     /// fails, the transaction stays open and failed, so the client's
     /// ROLLBACK ends it.
     async fn commit(&self, session: &Session) -> Result<QueryResult> {
+        if session.failed() {
+            session.rollback();
+            return Ok(QueryResult::command("ROLLBACK"));
+        }
         let Some(txn) = session.end() else {
             return Ok(QueryResult::command("COMMIT"));
         };
-        if txn.failed {
-            return Ok(QueryResult::command("ROLLBACK"));
-        }
         if txn.writes.is_empty() {
             return Ok(QueryResult::command("COMMIT"));
         }
