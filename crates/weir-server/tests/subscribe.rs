@@ -30,20 +30,30 @@ async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_cursor_streams_every_change_once() {
-    let server = common::start("subscribe").await;
-    let config = server.conninfo.clone();
-    let sub = connect(&config).await;
-    let writer = connect(&config).await;
+/// A server with table `t` (ids 1..3 in groups a, a, b) and view `per_g`
+/// defined by `view`; a subscriber and a writer connection.
+async fn start_with_view(name: &str, view: &str) -> (common::TestServer, Client, Client) {
+    let server = common::start(name).await;
+    let sub = connect(&server.conninfo).await;
+    let writer = connect(&server.conninfo).await;
     writer
-        .batch_execute(
+        .batch_execute(&format!(
             "CREATE TABLE t (id INT PRIMARY KEY, g TEXT, v INT);
              INSERT INTO t VALUES (1, 'a', 1), (2, 'a', 2), (3, 'b', 3);
-             CREATE MATERIALIZED VIEW per_g AS SELECT g, count(*) AS n, sum(v) AS s FROM t GROUP BY g;",
-        )
+             CREATE MATERIALIZED VIEW per_g AS {view};"
+        ))
         .await
         .unwrap();
+    (server, sub, writer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_cursor_streams_every_change_once() {
+    let (_server, sub, writer) = start_with_view(
+        "subscribe",
+        "SELECT g, count(*) AS n, sum(v) AS s FROM t GROUP BY g",
+    )
+    .await;
 
     // Cursors need a transaction block, as in Postgres.
     let err = sub
@@ -229,18 +239,11 @@ fn fold(rows: &[Vec<String>]) -> Vec<Vec<String>> {
 /// the subscription with its error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_to_a_query() {
-    let server = common::start("subscribe-query").await;
-    let config = server.conninfo.clone();
-    let sub = connect(&config).await;
-    let writer = connect(&config).await;
-    writer
-        .batch_execute(
-            "CREATE TABLE t (id INT PRIMARY KEY, g TEXT, v INT);
-             INSERT INTO t VALUES (1, 'a', 1), (2, 'a', 2), (3, 'b', 3);
-             CREATE MATERIALIZED VIEW per_g AS SELECT g, count(*) AS n FROM t GROUP BY g;",
-        )
-        .await
-        .unwrap();
+    let (_server, sub, writer) = start_with_view(
+        "subscribe-query",
+        "SELECT g, count(*) AS n FROM t GROUP BY g",
+    )
+    .await;
     const QUERY: &str = "SELECT g, count(*) AS n, sum(v) AS s FROM t WHERE v > 1 GROUP BY g";
     const OVER_VIEW: &str = "SELECT count(*) AS groups, sum(n) AS rows FROM per_g";
     sub.batch_execute(&format!(

@@ -451,19 +451,9 @@ fn in_subquery_as_array(e: &mut Expr) -> ControlFlow<()> {
     else {
         return ControlFlow::Continue(());
     };
-    let mut q = subquery.as_ref().clone();
-    let SetExpr::Select(select) = q.body.as_mut() else {
+    let Some(q) = array_agg_subquery(subquery) else {
         return ControlFlow::Continue(());
     };
-    let [SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. }] =
-        select.projection.as_slice()
-    else {
-        return ControlFlow::Continue(());
-    };
-    let Some(agg) = parse_expr(&format!("array_agg({x})")) else {
-        return ControlFlow::Continue(());
-    };
-    select.projection = vec![SelectItem::UnnamedExpr(agg)];
     let not = if *negated { "NOT " } else { "" };
     if let Some(x) = parse_expr(&format!("{not}coalesce(array_has(({q}), {expr}), false)")) {
         *e = x;
@@ -702,26 +692,31 @@ fn array_subqueries(statement: &mut Statement) {
         if !is_array {
             return ControlFlow::Continue(());
         }
-        let mut q = q.as_ref().clone();
-        let order = q.order_by.take();
-        let SetExpr::Select(select) = q.body.as_mut() else {
-            return ControlFlow::Continue(());
-        };
-        let [SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. }] =
-            select.projection.as_slice()
-        else {
-            return ControlFlow::Continue(());
-        };
-        let order = order.map(|o| format!(" {o}")).unwrap_or_default();
-        let agg = Parser::new(&PostgreSqlDialect {})
-            .try_with_sql(&format!("array_agg({x}{order})"))
-            .and_then(|mut p| p.parse_expr());
-        if let Ok(agg) = agg {
-            select.projection = vec![SelectItem::UnnamedExpr(agg)];
+        if let Some(q) = array_agg_subquery(q) {
             *e = Expr::Subquery(Box::new(q));
         }
         ControlFlow::Continue(())
     });
+}
+
+/// `q`, a query selecting one expression `x` (a plain SELECT), as one
+/// selecting `array_agg(x ORDER BY ...)`: its rows as one array, in its
+/// order. `None` for other queries.
+fn array_agg_subquery(q: &Query) -> Option<Query> {
+    let mut q = q.clone();
+    let order = q.order_by.take();
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return None;
+    };
+    let [SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. }] =
+        select.projection.as_slice()
+    else {
+        return None;
+    };
+    let order = order.map(|o| format!(" {o}")).unwrap_or_default();
+    let agg = parse_expr(&format!("array_agg({x}{order})"))?;
+    select.projection = vec![SelectItem::UnnamedExpr(agg)];
+    Some(q)
 }
 
 /// Give repeated unnamed select items (`SELECT pubname, NULL, NULL`)
