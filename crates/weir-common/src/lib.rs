@@ -6,6 +6,7 @@
 //! it and it depends on nothing of Weir's.
 
 pub mod change;
+pub mod char_type;
 pub mod error;
 pub mod failpoint;
 pub mod message;

@@ -27,6 +27,7 @@ impl SqlState {
     pub const NUMERIC_VALUE_OUT_OF_RANGE: SqlState = SqlState("22003");
     pub const INVALID_TEXT_REPRESENTATION: SqlState = SqlState("22P02");
     pub const DATA_EXCEPTION: SqlState = SqlState("22000");
+    pub const STRING_DATA_RIGHT_TRUNCATION: SqlState = SqlState("22001");
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
     pub const PROTOCOL_VIOLATION: SqlState = SqlState("08P01");
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: SqlState = SqlState("55000");

@@ -149,6 +149,7 @@ impl TableStore {
         }
         if let Some(i) = inserts {
             self.check_not_null(i)?;
+            self.check_lengths(i)?;
             self.stage_rows(i, Op::Insert)?;
         }
         Ok(())
@@ -165,6 +166,17 @@ impl TableStore {
                         self.name
                     ),
                 )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Values of `varchar(n)` / `char(n)` columns fit their length.
+    fn check_lengths(&self, batch: &RecordBatch) -> Result<(), DataflowError> {
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            if let Some(t) = weir_common::char_type::CharType::of(field) {
+                t.check(batch.column(i).as_ref())
+                    .map_err(DataflowError::Constraint)?;
             }
         }
         Ok(())

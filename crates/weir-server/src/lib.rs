@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 
 pub use engine::{Engine, QueryResult};
 pub use error::ServerError;
+pub use weir_state::MemoryUsage;
 
 /// How to run a server.
 #[derive(Debug, Clone)]
@@ -64,6 +65,9 @@ pub struct ServerConfig {
     pub auth: AuthMethod,
     /// Password of the superuser `weir`, set at every start.
     pub superuser_password: Option<String>,
+    /// The process allocator's statistics, for `weir_catalog.memory`: the
+    /// binary chooses the allocator, so it says how to measure it.
+    pub heap_stats: Option<fn() -> Vec<weir_state::MemoryUsage>>,
 }
 
 /// How clients authenticate.
@@ -113,6 +117,7 @@ impl ServerConfig {
             require_tls: false,
             auth: AuthMethod::Trust,
             superuser_password: None,
+            heap_stats: None,
         }
     }
 }

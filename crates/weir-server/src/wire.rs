@@ -545,7 +545,26 @@ fn pg_error(e: Error) -> PgWireError {
 }
 
 fn fields(schema: &SchemaRef, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
-    arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)
+    let mut fields = arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)?;
+    // Declared `varchar(n)` / `char(n)` columns are Utf8 in Arrow: describe
+    // them as their declared type, with the length as the type modifier.
+    for (info, field) in fields.iter_mut().zip(schema.fields()) {
+        if let Some(t) = weir_common::char_type::CharType::of(field) {
+            let datatype = match t {
+                weir_common::char_type::CharType::Varchar(_) => Type::VARCHAR,
+                weir_common::char_type::CharType::Char(_) => Type::BPCHAR,
+            };
+            *info = FieldInfo::new(
+                info.name().to_string(),
+                info.table_id(),
+                info.column_id(),
+                datatype,
+                info.format(),
+            )
+            .with_type_modifier(t.typmod());
+        }
+    }
+    Ok(fields)
 }
 
 /// How a statement moves the connection's transaction status: `Some(true)`

@@ -21,8 +21,14 @@ pub fn output_names(plan: &LogicalPlan) -> Vec<String> {
     }
 }
 
+/// Prefix of the aliases given to repeated select items (`SELECT a, a`):
+/// DataFusion needs distinct names, Postgres repeats the name, so
+/// [`output_names`] names such an item by its expression.
+pub const DUPLICATE_ALIAS_PREFIX: &str = "__weir_dup_";
+
 fn expr_name(e: &Expr) -> String {
     match e {
+        Expr::Alias(a) if a.name.starts_with(DUPLICATE_ALIAS_PREFIX) => expr_name(&a.expr),
         // DataFusion aliases its own rewrites with display names such as
         // "count(*)"; a user alias with parentheses would need quoting.
         Expr::Alias(a) if a.name.contains('(') => name_from_display(&a.name),

@@ -315,7 +315,12 @@ pub async fn plan_view(state: &SessionState, query: &Query) -> Result<ViewPlan, 
                 format!("column \"{name}\" specified more than once"),
             )));
         }
-        fields.push(Field::new(name, field.data_type().clone(), true));
+        let column = Field::new(name, field.data_type().clone(), true);
+        // A column passed through keeps its declared type (varchar(n)).
+        fields.push(match weir_common::char_type::CharType::of(field) {
+            Some(t) => t.attach(column),
+            None => column,
+        });
     }
     Ok(ViewPlan {
         source,

@@ -67,6 +67,22 @@ pub trait StateStore: Send + Sync + 'static {
     /// Several scans of one snapshot agree with each other (one SELECT
     /// reading two views, or every statement of a transaction).
     fn snapshot(self: Arc<Self>) -> SnapshotRef;
+    /// What the store holds in memory now, by part: `(name, bytes,
+    /// description)`. Empty for stores that do not measure it.
+    fn memory_usage(&self) -> Vec<MemoryUsage> {
+        Vec::new()
+    }
+}
+
+/// One part of a component's memory (see [`StateStore::memory_usage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Short stable name, e.g. `rocksdb_block_cache`.
+    pub name: &'static str,
+    /// Bytes it holds now.
+    pub bytes: u64,
+    /// What it is, for people reading the system view.
+    pub description: &'static str,
 }
 
 /// A read-only, consistent view of a [`StateStore`] at one moment.

@@ -18,7 +18,8 @@ use rocksdb::{
 use std::sync::Arc;
 
 use crate::{
-    Entries, EntryVisitor, SnapshotRef, StateError, StateStore, StoreSnapshot, WriteBatch,
+    Entries, EntryVisitor, MemoryUsage, SnapshotRef, StateError, StateStore, StoreSnapshot,
+    WriteBatch,
 };
 
 /// A RocksDB snapshot, which borrows its database.
@@ -166,6 +167,37 @@ impl RocksStateStore {
 }
 
 impl StateStore for RocksStateStore {
+    fn memory_usage(&self) -> Vec<MemoryUsage> {
+        const PARTS: &[(&str, &str, &str)] = &[
+            (
+                "rocksdb_block_cache",
+                "rocksdb.block-cache-usage",
+                "RocksDB block cache (data blocks read from state files)",
+            ),
+            (
+                "rocksdb_memtables",
+                "rocksdb.size-all-mem-tables",
+                "RocksDB memtables, active and waiting to be flushed",
+            ),
+            (
+                "rocksdb_table_readers",
+                "rocksdb.estimate-table-readers-mem",
+                "RocksDB index and bloom filter blocks of open state files",
+            ),
+        ];
+        PARTS
+            .iter()
+            .filter_map(|&(name, property, description)| {
+                let bytes = self.db.property_int_value(property).ok().flatten()?;
+                Some(MemoryUsage {
+                    name,
+                    bytes,
+                    description,
+                })
+            })
+            .collect()
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         self.db.get(key).map_err(|e| backend("get", &self.path, e))
     }

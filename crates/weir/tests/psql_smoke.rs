@@ -350,6 +350,28 @@ fn psql_meta_commands() {
         "\\d+ per_customer: {text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Declared character types show as declared; values too long for them
+    // are refused (22001).
+    server.psql_ok("CREATE TABLE people (name VARCHAR(20), code CHAR(2), note CHARACTER VARYING);");
+    assert_eq!(
+        server.psql_ok("\\d people"),
+        "name|character varying(20)|||\n\
+         code|character(2)|||\n\
+         note|character varying|||\n"
+    );
+    let out = server.psql("INSERT INTO people VALUES ('x', 'abc', NULL);");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("value too long for type character(2)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.psql_ok("DROP TABLE people;");
+    // A column named twice keeps its name twice, as in Postgres (psql's
+    // column header, printed with tuples_only off).
+    assert_eq!(
+        server.psql_ok("\\pset tuples_only off\nSELECT 1, 1, o.id, o.* FROM orders o LIMIT 0;"),
+        "?column?|?column?|id|id|customer|amount|at\n(0 rows)\n"
+    );
     // \x switches to expanded output.
     assert_eq!(
         server.psql_ok("\\x\nSELECT 1 AS a, 'x' AS b;"),

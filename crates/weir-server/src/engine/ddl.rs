@@ -39,7 +39,7 @@ impl Engine {
         mode: DdlMode,
     ) -> Result<QueryResult> {
         let _guard = self.ddl_guard(mode).await;
-        let plan = self.plan(s, None).await?;
+        let plan = self.plan(&plain_char_types(s), None).await?;
         let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = plan else {
             return Err(user(
                 SqlState::FEATURE_NOT_SUPPORTED,
@@ -72,13 +72,18 @@ impl Engine {
             }
         }
         let input_schema = create.input.schema().as_arrow();
+        let declared = declared_char_types(s);
         let fields: Vec<Field> = input_schema
             .fields()
             .iter()
             .enumerate()
             .map(|(i, f)| {
                 let nullable = f.is_nullable() && !pk.contains(&i);
-                Field::new(f.name(), f.data_type().clone(), nullable)
+                let field = Field::new(f.name(), f.data_type().clone(), nullable);
+                match declared.get(i).copied().flatten() {
+                    Some(t) => t.attach(field),
+                    None => field,
+                }
             })
             .collect();
         let schema = Arc::new(Schema::new(fields));
@@ -601,4 +606,48 @@ pub(super) fn parse_parallelism(text: &str) -> Option<usize> {
         .parse::<usize>()
         .ok()
         .filter(|p| (1..=MAX_PARALLELISM).contains(p))
+}
+
+/// The declared character types (`varchar(n)`, `char(n)`) of a CREATE
+/// TABLE's columns, in column order: DataFusion plans them all as Utf8.
+fn declared_char_types(s: &SqlStatement) -> Vec<Option<weir_common::char_type::CharType>> {
+    use weir_common::char_type::CharType;
+    use weir_common::datafusion::sql::sqlparser::ast::{CharacterLength, DataType as SqlType};
+    let SqlStatement::CreateTable(ct) = s else {
+        return Vec::new();
+    };
+    let length = |l: &Option<CharacterLength>| match l {
+        Some(CharacterLength::IntegerLength { length, .. }) => u32::try_from(*length).ok(),
+        _ => None,
+    };
+    ct.columns
+        .iter()
+        .map(|c| match &c.data_type {
+            SqlType::Varchar(l)
+            | SqlType::CharacterVarying(l)
+            | SqlType::CharVarying(l)
+            | SqlType::Nvarchar(l) => Some(CharType::Varchar(length(l))),
+            SqlType::Char(l) | SqlType::Character(l) => {
+                Some(CharType::Char(length(l).unwrap_or(1)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// `s` with the spellings of `varchar` DataFusion does not plan
+/// (`CHARACTER VARYING`, `CHAR VARYING`, `NVARCHAR`) written as `VARCHAR`.
+fn plain_char_types(s: &SqlStatement) -> SqlStatement {
+    use weir_common::datafusion::sql::sqlparser::ast::DataType as SqlType;
+    let mut s = s.clone();
+    if let SqlStatement::CreateTable(ct) = &mut s {
+        for c in &mut ct.columns {
+            if let SqlType::CharacterVarying(l) | SqlType::CharVarying(l) | SqlType::Nvarchar(l) =
+                &c.data_type
+            {
+                c.data_type = SqlType::Varchar(l.clone());
+            }
+        }
+    }
+    s
 }

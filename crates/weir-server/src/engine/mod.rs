@@ -116,6 +116,8 @@ pub struct Engine {
     users: Arc<crate::users::Users>,
     /// How clients authenticate.
     auth: crate::AuthMethod,
+    /// The allocator's statistics (see `ServerConfig::heap_stats`).
+    heap_stats: Option<fn() -> Vec<weir_state::MemoryUsage>>,
     /// This engine, for the tasks it spawns (coordinator, supervisors).
     me: Weak<Engine>,
 }
@@ -218,6 +220,7 @@ impl Engine {
                 .clamp(1, weir_common::vnode::MAX_PARALLELISM),
             users,
             auth: config.auth,
+            heap_stats: config.heap_stats,
             me: me.clone(),
         });
         system.attach(Arc::downgrade(&engine));
@@ -769,7 +772,8 @@ fn pg_schema(plan: &LogicalPlan) -> SchemaRef {
         .enumerate()
         .map(|(i, f)| {
             let name = names.get(i).cloned().unwrap_or_else(|| f.name().clone());
-            Field::new(name, f.data_type().clone(), f.is_nullable())
+            // Metadata kept: it carries declared types such as varchar(n).
+            f.as_ref().clone().with_name(name)
         })
         .collect();
     Arc::new(Schema::new(fields))

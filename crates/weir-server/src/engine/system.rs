@@ -9,6 +9,9 @@
 //! - `weir_catalog.checkpoints`: the last completed checkpoint and counters.
 //! - `weir_catalog.recovery`: what the last start recovered and how long it
 //!   took.
+//! - `weir_catalog.memory`: where the server's memory is, by part: the
+//!   process's resident set, the allocator's heap, RocksDB's block cache,
+//!   memtables and index/filter blocks, and the state budget they share.
 
 use std::sync::OnceLock;
 
@@ -23,7 +26,7 @@ use super::*;
 /// Name of the system schema.
 pub const SYSTEM_SCHEMA: &str = "weir_catalog";
 
-const TABLES: &[&str] = &["dataflows", "checkpoints", "recovery"];
+const TABLES: &[&str] = &["dataflows", "checkpoints", "recovery", "memory"];
 
 /// The `weir_catalog` schema.
 pub struct SystemSchema {
@@ -214,6 +217,41 @@ impl Engine {
         )
     }
 
+    fn memory_table(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let mut parts = vec![
+            weir_state::MemoryUsage {
+                name: "process_resident",
+                bytes: resident_bytes().unwrap_or(0),
+                description: "the server process's resident set (RSS)",
+            },
+            weir_state::MemoryUsage {
+                name: "state_budget",
+                bytes: (self.state_ctx.cache_bytes as u64) * 4,
+                description:
+                    "--state-cache-mb: 1/2 block cache, 1/4 memtables, 1/4 operator caches",
+            },
+        ];
+        parts.extend(self.heap_stats.map(|f| f()).unwrap_or_default());
+        parts.extend(self.store.memory_usage());
+        table(
+            vec![
+                ("name", DataType::Utf8),
+                ("bytes", DataType::Int64),
+                ("description", DataType::Utf8),
+            ],
+            vec![
+                text(parts.iter().map(|p| Some(p.name.to_string())).collect()),
+                int(parts.iter().map(|p| p.bytes as i64).collect()),
+                text(
+                    parts
+                        .iter()
+                        .map(|p| Some(p.description.to_string()))
+                        .collect(),
+                ),
+            ],
+        )
+    }
+
     fn recovery_table(&self) -> DfResult<Arc<dyn TableProvider>> {
         let r = self.durable.recovery.lock().clone();
         table(
@@ -233,6 +271,14 @@ impl Engine {
     }
 }
 
+/// The process's resident set size, from `/proc/self/status` (Linux).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
+}
+
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
@@ -247,6 +293,7 @@ impl SchemaProvider for SystemSchema {
             "dataflows" => engine.dataflows_table()?,
             "checkpoints" => engine.checkpoints_table()?,
             "recovery" => engine.recovery_table()?,
+            "memory" => engine.memory_table()?,
             _ => return Ok(None),
         }))
     }

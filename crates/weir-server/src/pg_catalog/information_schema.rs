@@ -12,8 +12,8 @@ use weir_common::datafusion::catalog::{SchemaProvider, TableProvider};
 use weir_common::datafusion::error::Result;
 
 use super::{
-    functions::format_type, mem_table, pg_type, primary_key, type_modifier, type_oid, visible,
-    DATABASE_NAME, INT4, TEXT, V,
+    column_type, functions::format_type, mem_table, pg_type, primary_key, visible, DATABASE_NAME,
+    INT4, TEXT, V,
 };
 use crate::catalog::{Catalog, ObjectKind, RelationKind};
 
@@ -148,9 +148,18 @@ impl InformationSchema {
                 for r in &relations {
                     let pk = primary_key(r);
                     for (i, f) in r.schema.fields().iter().enumerate() {
-                        let oid = type_oid(f.data_type());
-                        let typmod = type_modifier(f.data_type());
+                        let (oid, typmod) = column_type(f);
                         let data_type = format_type(oid, None).unwrap_or_else(|| "text".into());
+                        let char_length = weir_common::char_type::CharType::of(f)
+                            .and_then(|t| t.limit())
+                            .map_or(V::N, |n| V::I(i64::from(n)));
+                        let octet_length = match (f.data_type(), &char_length) {
+                            (_, V::I(n)) => V::I(n * 4),
+                            (DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8, _) => {
+                                V::I(1_073_741_824)
+                            }
+                            _ => V::N,
+                        };
                         let (precision, radix, scale) = match f.data_type() {
                             DataType::Int16 => (V::I(16), V::I(2), V::I(0)),
                             DataType::Int32 => (V::I(32), V::I(2), V::I(0)),
@@ -172,8 +181,8 @@ impl InformationSchema {
                             V::N,
                             (if nullable { "YES" } else { "NO" }).into(),
                             data_type.into(),
-                            V::N,
-                            V::N,
+                            char_length,
+                            octet_length,
                             precision,
                             radix,
                             scale,

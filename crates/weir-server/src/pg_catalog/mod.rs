@@ -296,6 +296,15 @@ pub fn type_oid(dt: &DataType) -> i64 {
         .unwrap_or(25)
 }
 
+/// A column's Postgres type OID and `atttypmod`: from its declared
+/// character type if it has one (`varchar(n)`), else from its Arrow type.
+pub fn column_type(f: &Field) -> (i64, i32) {
+    match weir_common::char_type::CharType::of(f) {
+        Some(t) => (i64::from(t.oid()), t.typmod()),
+        None => (type_oid(f.data_type()), type_modifier(f.data_type())),
+    }
+}
+
 /// `atttypmod` of an Arrow column: `numeric(p, s)` carries its precision.
 pub fn type_modifier(dt: &DataType) -> i32 {
     match dt {
@@ -1139,7 +1148,7 @@ fn attributes(relations: &[Arc<Relation>]) -> Result<Arc<dyn TableProvider>> {
         let o = rel_oids(r);
         let pk = primary_key(r);
         for (i, f) in r.schema.fields().iter().enumerate() {
-            let t = type_oid(f.data_type());
+            let (t, typmod) = column_type(f);
             let len = pg_type(t).map_or(-1, |t| i64::from(t.len));
             let not_null = !f.is_nullable() || pk.contains(&i);
             rows.push(attribute_row(
@@ -1148,13 +1157,13 @@ fn attributes(relations: &[Arc<Relation>]) -> Result<Arc<dyn TableProvider>> {
                 t,
                 len,
                 i as i64 + 1,
-                type_modifier(f.data_type()),
+                typmod,
                 not_null,
             ));
         }
         for (k, col) in pk.iter().enumerate() {
             if let Some(f) = r.schema.fields().get(*col) {
-                let t = type_oid(f.data_type());
+                let (t, _) = column_type(f);
                 let len = pg_type(t).map_or(-1, |t| i64::from(t.len));
                 rows.push(attribute_row(
                     o.index,

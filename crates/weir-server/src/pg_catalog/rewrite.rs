@@ -32,8 +32,8 @@ use std::ops::ControlFlow;
 use weir_common::datafusion::sql::sqlparser::ast::{
     visit_expressions_mut, visit_relations_mut, AccessExpr, ArrayElemTypeDef, BinaryOperator,
     DataType as SqlType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
-    JoinOperator, ObjectName, ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr,
-    Statement, TableAlias, TableFactor, TableWithJoins, Value, VisitMut, VisitorMut,
+    Insert, JoinOperator, ObjectName, ObjectNamePart, OrderByKind, Query, Select, SelectItem,
+    SetExpr, Statement, TableAlias, TableFactor, TableWithJoins, Value, VisitMut, VisitorMut,
 };
 use weir_common::datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use weir_common::datafusion::sql::sqlparser::parser::Parser;
@@ -750,7 +750,10 @@ fn name_duplicate_columns(body: &mut SetExpr) {
                         let expr = std::mem::replace(e, Expr::Value(Value::Null.into()));
                         *item = SelectItem::ExprWithAlias {
                             expr,
-                            alias: Ident::new(format!("?column?{i}")),
+                            alias: Ident::new(format!(
+                                "{}{i}",
+                                weir_sql::naming::DUPLICATE_ALIAS_PREFIX
+                            )),
                         };
                     }
                 }
@@ -888,13 +891,19 @@ pub fn rewrite(
     let _ = statement.visit(&mut FromItems { reads_catalog });
     compare_oids(statement);
     print_reg_literals(statement);
+    match statement {
+        Statement::Query(q) => name_duplicate_columns(q.body.as_mut()),
+        Statement::Insert(Insert {
+            source: Some(q), ..
+        }) => name_duplicate_columns(q.body.as_mut()),
+        _ => {}
+    }
     if reads_catalog {
         array_subqueries(statement);
         if let Statement::Query(q) = statement {
             if returns_nothing(q) {
                 null_subqueries(q);
             }
-            name_duplicate_columns(q.body.as_mut());
         }
         fold_empty_subqueries(statement);
         aggregate_scalar_subqueries(statement);
