@@ -175,7 +175,7 @@ fn session_context(
         ))),
     )?;
     ctx.register_catalog(CATALOG, Arc::new(weir_catalog));
-    crate::pg_catalog::register(&ctx, Arc::clone(catalog));
+    crate::pg_catalog::register(&ctx, Arc::clone(catalog), pg.procs());
     pg.set_functions(&ctx);
     Ok(ctx)
 }

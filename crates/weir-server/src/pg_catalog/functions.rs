@@ -151,8 +151,42 @@ pub fn format_type(oid: i64, typmod: Option<i64>) -> Option<String> {
 
 /// Register the functions with `ctx`; those reading the catalog see
 /// `catalog`.
-pub fn register(ctx: &SessionContext, catalog: Arc<RwLock<Catalog>>) {
+pub fn register(
+    ctx: &SessionContext,
+    catalog: Arc<RwLock<Catalog>>,
+    procs: Arc<RwLock<Vec<super::procs::Proc>>>,
+) {
+    // pg_get_function_result / _arguments / _identity_arguments of a
+    // pg_proc OID.
+    let describe = |name: &'static str, result: bool| {
+        let procs = Arc::clone(&procs);
+        function(name, DataType::Utf8, move |a| {
+            let oid = int(a.first());
+            let procs = procs.read();
+            let Some(p) = oid.and_then(|o| procs.iter().find(|p| p.oid == o)) else {
+                return text(None);
+            };
+            let name_of = |t: i64| format_type(t, None).unwrap_or_else(|| t.to_string());
+            text(Some(if result {
+                let each = name_of(p.ret);
+                if p.retset {
+                    format!("SETOF {each}")
+                } else {
+                    each
+                }
+            } else {
+                p.args
+                    .iter()
+                    .map(|t| name_of(*t))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }))
+        })
+    };
     let udfs = vec![
+        describe("pg_get_function_result", true),
+        describe("pg_get_function_arguments", false),
+        describe("pg_get_function_identity_arguments", false),
         function("format_type", DataType::Utf8, |a| {
             text(int(a.first()).and_then(|oid| format_type(oid, int(a.get(1)))))
         }),
@@ -233,11 +267,6 @@ pub fn register(ctx: &SessionContext, catalog: Arc<RwLock<Catalog>>) {
         function("pg_get_triggerdef", DataType::Utf8, |_| text(None)),
         function("pg_get_ruledef", DataType::Utf8, |_| text(None)),
         function("pg_get_serial_sequence", DataType::Utf8, |_| text(None)),
-        function("pg_get_function_result", DataType::Utf8, |_| text(None)),
-        function("pg_get_function_arguments", DataType::Utf8, |_| text(None)),
-        function("pg_get_function_identity_arguments", DataType::Utf8, |_| {
-            text(None)
-        }),
         function("pg_relation_is_publishable", DataType::Boolean, |_| {
             ScalarValue::Boolean(Some(false))
         }),

@@ -14,6 +14,7 @@
 pub(crate) mod functions;
 mod information_schema;
 mod keywords;
+pub mod procs;
 pub mod rewrite;
 
 use std::hash::{Hash, Hasher};
@@ -427,9 +428,9 @@ pub(crate) fn mem_table(
 pub struct PgCatalog {
     catalog: Arc<RwLock<Catalog>>,
     users: Arc<crate::users::Users>,
-    /// Function names with their `prokind` (`f`, `a` aggregate, `w`
-    /// window), for `pg_proc`.
-    functions: RwLock<Vec<(String, &'static str)>>,
+    /// `pg_proc`'s rows, shared with `pg_get_function_result` and
+    /// friends (see [`PgCatalog::procs`]).
+    procs: Arc<RwLock<Vec<procs::Proc>>>,
 }
 
 impl std::fmt::Debug for PgCatalog {
@@ -513,23 +514,18 @@ impl PgCatalog {
         PgCatalog {
             catalog,
             users,
-            functions: RwLock::new(Vec::new()),
+            procs: Arc::new(RwLock::new(Vec::new())),
         }
     }
 
     /// Remember the functions of `ctx` for `pg_proc`.
     pub fn set_functions(&self, ctx: &SessionContext) {
-        let state = ctx.state();
-        let mut names: Vec<(String, &'static str)> = state
-            .scalar_functions()
-            .keys()
-            .map(|n| (n.clone(), "f"))
-            .collect();
-        names.extend(state.aggregate_functions().keys().map(|n| (n.clone(), "a")));
-        names.extend(state.window_functions().keys().map(|n| (n.clone(), "w")));
-        names.sort();
-        names.dedup_by(|a, b| a.0 == b.0);
-        *self.functions.write() = names;
+        *self.procs.write() = procs::procs(ctx);
+    }
+
+    /// `pg_proc`'s rows, filled by [`PgCatalog::set_functions`].
+    pub fn procs(&self) -> Arc<RwLock<Vec<procs::Proc>>> {
+        Arc::clone(&self.procs)
     }
 
     fn build(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -682,7 +678,7 @@ impl PgCatalog {
                     ],
                 ],
             ),
-            "pg_proc" => self.procs(),
+            "pg_proc" => self.proc_table(),
             "pg_tables" => mem_table(
                 &[
                     ("schemaname", TEXT),
@@ -965,31 +961,31 @@ impl PgCatalog {
             .collect()
     }
 
-    fn procs(&self) -> Result<Arc<dyn TableProvider>> {
+    fn proc_table(&self) -> Result<Arc<dyn TableProvider>> {
         let rows: Vec<Vec<V>> = self
-            .functions
+            .procs
             .read()
             .iter()
-            .enumerate()
-            .map(|(i, (name, kind))| {
+            .map(|p| {
+                let argtypes: Vec<String> = p.args.iter().map(|a| a.to_string()).collect();
                 vec![
-                    (oid::PG_PROC_FIRST + i as i64).into(),
-                    name.clone().into(),
+                    p.oid.into(),
+                    p.name.clone().into(),
                     oid::PG_CATALOG.into(),
                     oid::SUPERUSER.into(),
                     12i64.into(),
-                    (*kind).into(),
+                    p.kind.into(),
+                    p.retset.into(),
                     false.into(),
-                    false.into(),
+                    V::I(p.args.len() as i64),
                     V::I(0),
-                    V::I(0),
-                    V::I(25),
-                    "".into(),
+                    V::I(p.ret),
+                    argtypes.join(" ").into(),
                     V::N,
                     V::N,
                     V::N,
                     V::N,
-                    name.clone().into(),
+                    p.name.clone().into(),
                     "i".into(),
                 ]
             })
