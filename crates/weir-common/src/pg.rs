@@ -91,7 +91,7 @@ pub const SETTINGS: &[Setting] = &[
     reported(user("client_encoding", "UTF8", LOCALE, "string", "Sets the client's character set encoding (UTF8 only).")),
     reported(user("DateStyle", "ISO, MDY", LOCALE, "string", "Sets the display format for date and time values (ISO only).")),
     reported(user("IntervalStyle", "postgres", LOCALE, "enum", "Sets the display format for interval values (postgres only).")),
-    reported(user("TimeZone", "UTC", LOCALE, "string", "Sets the time zone reported to clients; timestamptz values are shown in UTC.")),
+    reported(user("TimeZone", "UTC", LOCALE, "string", "Sets the time zone for displaying time stamps (TIMESTAMPTZ values are shown in it).")),
     reported(internal(user("integer_datetimes", "on", PRESET, "bool", "Shows whether datetimes are integer based."))),
     reported(user("standard_conforming_strings", "on", CLIENT, "bool", "Causes '...' strings to treat backslashes literally (on only).")),
     reported(internal(user("is_superuser", "on", PRESET, "bool", "Shows whether the current user is a superuser."))),

@@ -237,14 +237,16 @@ impl CopyFormat {
 pub fn batch_lines(
     format: &CopyFormat,
     batches: &[weir_common::arrow::array::RecordBatch],
+    time_zone: Option<chrono_tz::Tz>,
 ) -> Result<Vec<String>, Error> {
     use pgwire::api::portal::Format;
     use weir_common::arrow::array::{Array, BinaryArray, BooleanArray};
     use weir_common::arrow::util::display::{ArrayFormatter, FormatOptions};
     let mut lines = Vec::new();
     for b in batches {
-        let b = crate::text_format::postgres_text_columns(b.clone(), &Format::UnifiedText)
-            .map_err(Error::from)?;
+        let b =
+            crate::text_format::postgres_text_columns(b.clone(), &Format::UnifiedText, time_zone)
+                .map_err(Error::from)?;
         let options = FormatOptions::default();
         let formatters = b
             .columns()

@@ -140,6 +140,12 @@ impl Session {
         self.cancel.notified().await;
     }
 
+    /// The zone TIMESTAMPTZ values are shown in (`TimeZone`); `None` for UTC.
+    pub fn time_zone(&self) -> Option<chrono_tz::Tz> {
+        let tz = time_zone_named(&self.get("TimeZone")?)?;
+        (tz != chrono_tz::Tz::UTC).then_some(tz)
+    }
+
     /// The session's `statement_timeout`, if one is set.
     pub fn statement_timeout(&self) -> Option<std::time::Duration> {
         self.get("statement_timeout")
@@ -485,6 +491,16 @@ fn normalize(name: &str, value: &str) -> Result<String, Error> {
                 }
             },
         },
+        "timezone" => match time_zone_named(v) {
+            Some(tz) => tz.name().to_string(),
+            None => {
+                return Err(bad_value(
+                    "TimeZone",
+                    value,
+                    " (Weir knows time zone names such as UTC or Europe/Berlin)",
+                ))
+            }
+        },
         "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => {
             match parse_ms(v) {
                 Some(ms) => format_ms(ms),
@@ -499,6 +515,22 @@ fn normalize(name: &str, value: &str) -> Result<String, Error> {
         }
         _ => v.to_string(),
     })
+}
+
+/// The IANA time zone named `name`, case-insensitively as Postgres
+/// (`utc`, `europe/berlin`); `GMT`, `Z` and `Zulu` are UTC.
+pub fn time_zone_named(name: &str) -> Option<chrono_tz::Tz> {
+    let name = name.trim().trim_matches('\'');
+    if ["z", "zulu", "gmt", "utc"]
+        .iter()
+        .any(|u| u.eq_ignore_ascii_case(name))
+    {
+        return Some(chrono_tz::Tz::UTC);
+    }
+    chrono_tz::TZ_VARIANTS
+        .iter()
+        .find(|tz| tz.name().eq_ignore_ascii_case(name))
+        .copied()
 }
 
 /// A duration setting in milliseconds, as Postgres reads it: a bare

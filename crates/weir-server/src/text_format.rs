@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use chrono::DateTime;
+use chrono::{DateTime, Offset};
+use chrono_tz::Tz;
 use pgwire::api::portal::Format;
 use weir_common::arrow::array::{
     Array, ArrayRef, Decimal128Array, Float64Array, IntervalMonthDayNanoArray, RecordBatch,
@@ -24,6 +25,7 @@ use weir_common::arrow::error::ArrowError;
 pub fn postgres_text_columns(
     batch: RecordBatch,
     format: &Format,
+    time_zone: Option<Tz>,
 ) -> Result<RecordBatch, ArrowError> {
     let mut columns: Option<Vec<ArrayRef>> = None;
     for (i, column) in batch.columns().iter().enumerate() {
@@ -34,7 +36,9 @@ pub fn postgres_text_columns(
             continue;
         }
         let text = match column.data_type() {
-            DataType::Timestamp(_, tz) => format_timestamps(column, tz.is_some())?,
+            DataType::Timestamp(_, tz) => {
+                format_timestamps(column, tz.is_some().then_some(time_zone))?
+            }
             DataType::Float64 | DataType::Float32 => format_floats(column)?,
             DataType::Interval(IntervalUnit::MonthDayNano) => format_intervals(column)?,
             DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => {
@@ -62,7 +66,9 @@ pub fn postgres_text_columns(
     }
 }
 
-fn format_timestamps(column: &ArrayRef, with_offset: bool) -> Result<ArrayRef, ArrowError> {
+/// TIMESTAMP columns (`zone` `None`) or TIMESTAMPTZ ones, shown in `zone`
+/// (`Some(None)` is UTC).
+fn format_timestamps(column: &ArrayRef, zone: Option<Option<Tz>>) -> Result<ArrayRef, ArrowError> {
     let micros = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
     let micros = micros
         .as_any()
@@ -74,13 +80,29 @@ fn format_timestamps(column: &ArrayRef, with_offset: bool) -> Result<ArrayRef, A
             out.append_null();
             continue;
         }
-        out.append_value(format_micros(micros.value(i), with_offset));
+        out.append_value(match zone {
+            None => format_micros(micros.value(i), None),
+            Some(tz) => format_micros_in(micros.value(i), tz),
+        });
     }
     Ok(Arc::new(out.finish()))
 }
 
-/// One timestamp, as Postgres prints it with DateStyle ISO in UTC.
-pub fn format_micros(micros: i64, with_offset: bool) -> String {
+/// A TIMESTAMPTZ as Postgres prints it with DateStyle ISO in time zone
+/// `tz` (UTC when `None`): local time, then the offset (`+00`, `-05`,
+/// `+05:30`).
+pub fn format_micros_in(micros: i64, tz: Option<Tz>) -> String {
+    let offset_secs = match (tz, DateTime::from_timestamp_micros(micros)) {
+        (Some(tz), Some(utc)) => utc.with_timezone(&tz).offset().fix().local_minus_utc(),
+        _ => 0,
+    };
+    let local = micros.saturating_add(i64::from(offset_secs) * 1_000_000);
+    format_micros(local, Some(offset_secs))
+}
+
+/// One timestamp, as Postgres prints it with DateStyle ISO, followed by
+/// the UTC offset `offset_secs` when it is a TIMESTAMPTZ.
+pub fn format_micros(micros: i64, offset_secs: Option<i32>) -> String {
     let Some(dt) = DateTime::from_timestamp_micros(micros) else {
         return micros.to_string();
     };
@@ -91,8 +113,16 @@ pub fn format_micros(micros: i64, with_offset: bool) -> String {
         s.push('.');
         s.push_str(digits.trim_end_matches('0'));
     }
-    if with_offset {
-        s.push_str("+00");
+    if let Some(offset) = offset_secs {
+        let sign = if offset < 0 { '-' } else { '+' };
+        let abs = offset.unsigned_abs();
+        s.push_str(&format!("{sign}{:02}", abs / 3600));
+        if abs % 3600 != 0 {
+            s.push_str(&format!(":{:02}", abs % 3600 / 60));
+        }
+        if abs % 60 != 0 {
+            s.push_str(&format!(":{:02}", abs % 60));
+        }
     }
     s
 }
@@ -244,8 +274,21 @@ mod tests {
 
     #[test]
     fn like_postgres() {
-        assert_eq!(format_micros(0, false), "1970-01-01 00:00:00");
-        assert_eq!(format_micros(1_500_000, true), "1970-01-01 00:00:01.5+00");
-        assert_eq!(format_micros(-1, false), "1969-12-31 23:59:59.999999");
+        assert_eq!(format_micros(0, None), "1970-01-01 00:00:00");
+        assert_eq!(
+            format_micros(1_500_000, Some(0)),
+            "1970-01-01 00:00:01.5+00"
+        );
+        assert_eq!(format_micros(-1, None), "1969-12-31 23:59:59.999999");
+        // TIMESTAMPTZ in a session time zone: local time and its offset,
+        // daylight saving time included.
+        let jan = 1_704_164_645_000_000; // 2024-01-02 03:04:05 UTC
+        let jul = 1_719_889_445_000_000; // 2024-07-02 03:04:05 UTC
+        assert_eq!(format_micros_in(jan, None), "2024-01-02 03:04:05+00");
+        let ny = Some(chrono_tz::Tz::America__New_York);
+        assert_eq!(format_micros_in(jan, ny), "2024-01-01 22:04:05-05");
+        assert_eq!(format_micros_in(jul, ny), "2024-07-01 23:04:05-04");
+        let kolkata = Some(chrono_tz::Tz::Asia__Kolkata);
+        assert_eq!(format_micros_in(jan, kolkata), "2024-01-02 08:34:05+05:30");
     }
 }

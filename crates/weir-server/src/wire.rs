@@ -585,7 +585,12 @@ fn transaction_effect(statement: &Statement) -> Option<bool> {
 }
 
 /// The wire response to `statement`'s `result`.
-fn response(statement: &Statement, result: QueryResult, format: &Format) -> PgWireResult<Response> {
+fn response(
+    statement: &Statement,
+    result: QueryResult,
+    format: &Format,
+    time_zone: Option<chrono_tz::Tz>,
+) -> PgWireResult<Response> {
     if let QueryResult::Command { tag, .. } = &result {
         match transaction_effect(statement) {
             Some(true) => return Ok(Response::TransactionStart(Tag::new(tag))),
@@ -614,7 +619,8 @@ fn response(statement: &Statement, result: QueryResult, format: &Format) -> PgWi
             schema,
             batches,
         } => {
-            let lines = crate::copy_format::batch_lines(&copy, &batches).map_err(pg_error)?;
+            let lines =
+                crate::copy_format::batch_lines(&copy, &batches, time_zone).map_err(pg_error)?;
             let data: Vec<PgWireResult<CopyData>> = lines
                 .into_iter()
                 .map(|l| Ok(CopyData::new(Bytes::from(l))))
@@ -629,7 +635,7 @@ fn response(statement: &Statement, result: QueryResult, format: &Format) -> PgWi
             let header = Arc::new(fields(&schema, format)?);
             let mut rows = Vec::new();
             for b in batches {
-                let b = crate::text_format::postgres_text_columns(b, format)
+                let b = crate::text_format::postgres_text_columns(b, format, time_zone)
                     .map_err(|e| pg_error(e.into()))?;
                 rows.extend(arrow_pg::datatypes::encode_recordbatch(
                     Arc::clone(&header),
@@ -694,8 +700,12 @@ impl WeirHandler {
                     .await
                     .map_err(|e| pg_error(e.into()))?;
                 if let Some(b) = batch.filter(|b| b.num_rows() > 0) {
-                    let b = crate::text_format::postgres_text_columns(b, &Format::UnifiedText)
-                        .map_err(|e| pg_error(e.into()))?;
+                    let b = crate::text_format::postgres_text_columns(
+                        b,
+                        &Format::UnifiedText,
+                        session.time_zone(),
+                    )
+                    .map_err(|e| pg_error(e.into()))?;
                     for row in arrow_pg::datatypes::encode_recordbatch(Arc::clone(&header), b) {
                         client.feed(PgWireBackendMessage::DataRow(row?)).await?;
                         sent += 1;
@@ -824,7 +834,7 @@ impl SimpleQueryHandler for WeirHandler {
                 *session.copy.lock() = Some(pending.clone());
             }
             match result {
-                Ok(r) => responses.push(response(s, r, &Format::UnifiedText)?),
+                Ok(r) => responses.push(response(s, r, &Format::UnifiedText, session.time_zone())?),
                 Err(e) => {
                     // Postgres stops at the first failing statement.
                     responses.push(Response::Error(Box::new(error_info(&locate(
@@ -1048,7 +1058,12 @@ impl ExtendedQueryHandler for WeirHandler {
         if let QueryResult::CopyIn(pending) = &result {
             *session.copy.lock() = Some(pending.clone());
         }
-        response(statement, result, &portal.result_column_format)
+        response(
+            statement,
+            result,
+            &portal.result_column_format,
+            session.time_zone(),
+        )
     }
 }
 

@@ -10,13 +10,28 @@ use weir_dataflow::restart::RestartStrategy;
 
 /// jemalloc rather than glibc malloc: with a thread per operator instance
 /// and RocksDB's background threads, glibc's arenas kept freed memory and
-/// fragmented (see bench/RESULTS.md, "Memory").
+/// fragmented (see bench/RESULTS.md, "Memory"). It also replaces `malloc`
+/// for the whole process, so RocksDB's C++ allocates from it too.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's view of the heap, for `weir_catalog.memory`. RocksDB's C++
-/// allocates with the C library's malloc, so it is not included here (it
-/// is in the process's resident set and RocksDB's own rows).
+/// jemalloc's options, read before `main`: a background thread returns
+/// freed pages to the system about a second after they are freed (by
+/// default they stay resident for ten, and only while the arena is busy).
+/// `MALLOC_CONF` in the environment still overrides them.
+#[allow(non_upper_case_globals)]
+#[export_name = "malloc_conf"]
+pub static malloc_conf: Option<&'static std::ffi::c_char> = Some(
+    // SAFETY: a pointer to the first byte of a NUL-terminated static string,
+    // which is what jemalloc reads `malloc_conf` as.
+    unsafe {
+        &*(b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0".as_ptr()
+            as *const std::ffi::c_char)
+    },
+);
+
+/// jemalloc's view of the heap, for `weir_catalog.memory`: Weir's and
+/// RocksDB's allocations alike.
 fn heap_stats() -> Vec<weir_server::MemoryUsage> {
     use tikv_jemalloc_ctl::{epoch, stats};
     // Statistics are cached until the epoch advances.
@@ -27,7 +42,7 @@ fn heap_stats() -> Vec<weir_server::MemoryUsage> {
         (
             "heap_allocated",
             stats::allocated::read(),
-            "bytes Weir's own code has allocated (jemalloc)",
+            "bytes allocated by Weir and RocksDB (jemalloc)",
         ),
         (
             "heap_active",

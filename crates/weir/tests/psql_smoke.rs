@@ -350,6 +350,30 @@ fn psql_meta_commands() {
         "\\d+ per_customer: {text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // TIMESTAMPTZ results are shown in the session's TimeZone (names in
+    // any case, daylight saving time applied), as in Postgres.
+    assert_eq!(
+        server.psql_ok(
+            "SET TimeZone = 'america/new_york';\n\
+             SELECT TIMESTAMPTZ '2024-01-02 03:04:05+00', TIMESTAMPTZ '2024-07-02 03:04:05.5+00';\n\
+             SHOW TimeZone;\n\
+             SET TIME ZONE 'Asia/Kolkata';\n\
+             SELECT TIMESTAMPTZ '2024-01-02 03:04:05+00';\n\
+             RESET TimeZone;\n\
+             SELECT TIMESTAMPTZ '2024-01-02 03:04:05+00';"
+        ),
+        "2024-01-01 22:04:05-05|2024-07-01 23:04:05.5-04\n\
+         America/New_York\n\
+         2024-01-02 08:34:05+05:30\n\
+         2024-01-02 03:04:05+00\n"
+    );
+    let out = server.psql("SET TimeZone = 'Nowhere/Bad';");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("invalid value for parameter \"TimeZone\": \"Nowhere/Bad\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Declared character types show as declared; values too long for them
     // are refused (22001).
     server.psql_ok("CREATE TABLE people (name VARCHAR(20), code CHAR(2), note CHARACTER VARYING);");
