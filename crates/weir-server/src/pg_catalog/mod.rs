@@ -431,7 +431,31 @@ pub struct PgCatalog {
     /// `pg_proc`'s rows, shared with `pg_get_function_result` and
     /// friends (see [`PgCatalog::procs`]).
     procs: Arc<RwLock<Vec<procs::Proc>>>,
+    /// pg_catalog's own tables, for their rows in `pg_class` and
+    /// `pg_attribute` (computed once: their columns never change).
+    system: std::sync::OnceLock<Vec<SystemTable>>,
 }
+
+/// One of pg_catalog's own tables as `pg_class` lists it.
+struct SystemTable {
+    oid: i64,
+    name: &'static str,
+    /// `r` for catalogs, `v` for the system views (`pg_tables`, ...).
+    kind: &'static str,
+    schema: SchemaRef,
+}
+
+/// pg_catalog relations that are views in Postgres.
+const SYSTEM_VIEWS: &[&str] = &[
+    "pg_matviews",
+    "pg_publication_tables",
+    "pg_roles",
+    "pg_settings",
+    "pg_stat_user_tables",
+    "pg_tables",
+    "pg_user",
+    "pg_views",
+];
 
 impl std::fmt::Debug for PgCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -515,6 +539,7 @@ impl PgCatalog {
             catalog,
             users,
             procs: Arc::new(RwLock::new(Vec::new())),
+            system: std::sync::OnceLock::new(),
         }
     }
 
@@ -528,12 +553,46 @@ impl PgCatalog {
         Arc::clone(&self.procs)
     }
 
+    /// pg_catalog's own tables (built once, without their own rows).
+    fn system_tables(&self) -> &[SystemTable] {
+        self.system.get_or_init(|| {
+            TABLES
+                .iter()
+                .filter_map(|&name| {
+                    let table = self.build_with(name, &[]).ok().flatten()?;
+                    Some(SystemTable {
+                        oid: catalog_table_oid(name)?,
+                        name,
+                        kind: if SYSTEM_VIEWS.contains(&name) {
+                            "v"
+                        } else {
+                            "r"
+                        },
+                        schema: table.schema(),
+                    })
+                })
+                .collect()
+        })
+    }
+
     fn build(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        match name {
+            "pg_class" | "pg_attribute" => self.build_with(name, self.system_tables()),
+            _ => self.build_with(name, &[]),
+        }
+    }
+
+    /// Table `name`; `pg_class` and `pg_attribute` also list `system`.
+    fn build_with(
+        &self,
+        name: &str,
+        system: &[SystemTable],
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
         let relations = visible(&self.catalog.read());
         let t = match name {
             "pg_namespace" => namespaces(),
-            "pg_class" => classes(&relations),
-            "pg_attribute" => attributes(&relations),
+            "pg_class" => classes(&relations, system),
+            "pg_attribute" => attributes(&relations, system),
             "pg_type" => types(&relations),
             "pg_database" => mem_table(
                 &[
@@ -1040,42 +1099,58 @@ fn namespaces() -> Result<Arc<dyn TableProvider>> {
     )
 }
 
-fn classes(relations: &[Arc<Relation>]) -> Result<Arc<dyn TableProvider>> {
+fn classes(relations: &[Arc<Relation>], system: &[SystemTable]) -> Result<Arc<dyn TableProvider>> {
     let mut rows = Vec::new();
+    let row_in =
+        |namespace: i64, oid: i64, name: &str, kind: &str, row_type: i64, am: i64, natts: usize| {
+            vec![
+                oid.into(),
+                name.into(),
+                namespace.into(),
+                row_type.into(),
+                V::I(0),
+                oid::SUPERUSER.into(),
+                am.into(),
+                oid.into(),
+                V::I(0),
+                V::I(0),
+                V::F(-1.0),
+                V::I(0),
+                V::I(0),
+                false.into(),
+                false.into(),
+                "p".into(),
+                kind.into(),
+                V::I(natts as i64),
+                V::I(0),
+                false.into(),
+                false.into(),
+                false.into(),
+                false.into(),
+                false.into(),
+                true.into(),
+                "d".into(),
+                false.into(),
+                V::N,
+                V::N,
+                V::N,
+            ]
+        };
     let class_row = |oid: i64, name: &str, kind: &str, row_type: i64, am: i64, natts: usize| {
-        vec![
-            oid.into(),
-            name.into(),
-            oid::PUBLIC.into(),
-            row_type.into(),
-            V::I(0),
-            oid::SUPERUSER.into(),
-            am.into(),
-            oid.into(),
-            V::I(0),
-            V::I(0),
-            V::F(-1.0),
-            V::I(0),
-            V::I(0),
-            false.into(),
-            false.into(),
-            "p".into(),
-            kind.into(),
-            V::I(natts as i64),
-            V::I(0),
-            false.into(),
-            false.into(),
-            false.into(),
-            false.into(),
-            false.into(),
-            true.into(),
-            "d".into(),
-            false.into(),
-            V::N,
-            V::N,
-            V::N,
-        ]
+        row_in(oid::PUBLIC, oid, name, kind, row_type, am, natts)
     };
+    for t in system {
+        let am = if t.kind == "r" { oid::HEAP_AM } else { 0 };
+        rows.push(row_in(
+            oid::PG_CATALOG,
+            t.oid,
+            t.name,
+            t.kind,
+            0,
+            am,
+            t.schema.fields().len(),
+        ));
+    }
     for r in relations {
         let o = rel_oids(r);
         let pk = primary_key(r);
@@ -1138,8 +1213,26 @@ fn classes(relations: &[Arc<Relation>]) -> Result<Arc<dyn TableProvider>> {
     )
 }
 
-fn attributes(relations: &[Arc<Relation>]) -> Result<Arc<dyn TableProvider>> {
+fn attributes(
+    relations: &[Arc<Relation>],
+    system: &[SystemTable],
+) -> Result<Arc<dyn TableProvider>> {
     let mut rows = Vec::new();
+    for t in system {
+        for (i, f) in t.schema.fields().iter().enumerate() {
+            let (ty, typmod) = column_type(f);
+            let len = pg_type(ty).map_or(-1, |p| i64::from(p.len));
+            rows.push(attribute_row(
+                t.oid,
+                f.name(),
+                ty,
+                len,
+                i as i64 + 1,
+                typmod,
+                false,
+            ));
+        }
+    }
     for r in relations {
         let o = rel_oids(r);
         let pk = primary_key(r);
