@@ -144,3 +144,30 @@ pub fn reported_settings() -> impl Iterator<Item = &'static Setting> {
 pub fn default_setting(name: &str) -> Option<&'static str> {
     setting(name).map(|s| s.default)
 }
+
+/// Field metadata naming the table column a query's output column is
+/// (`pg_class` OID and attribute number), which Postgres reports in
+/// RowDescription and drivers use for result-set metadata (pgJDBC's
+/// `getBaseTableName`, `isNullable`). Set on the columns of a relation as
+/// queries scan it; columns computed from others lose it, as in Postgres.
+pub mod origin {
+    use datafusion::arrow::datatypes::Field;
+
+    const TABLE_OID: &str = "weir.table_oid";
+    const ATTNUM: &str = "weir.attnum";
+
+    /// `field` marked as column `attnum` of relation `table_oid`.
+    pub fn attach(field: Field, table_oid: i64, attnum: usize) -> Field {
+        let mut metadata = field.metadata().clone();
+        metadata.insert(TABLE_OID.to_string(), table_oid.to_string());
+        metadata.insert(ATTNUM.to_string(), attnum.to_string());
+        field.with_metadata(metadata)
+    }
+
+    /// The relation OID and attribute number `field` comes from, if known.
+    pub fn of(field: &Field) -> Option<(i32, i16)> {
+        let oid = field.metadata().get(TABLE_OID)?.parse().ok()?;
+        let attnum = field.metadata().get(ATTNUM)?.parse().ok()?;
+        Some((oid, attnum))
+    }
+}

@@ -92,11 +92,16 @@ impl RelationTable {
             )),
             _ => None,
         };
+        // Columns carry their table OID and number for RowDescription.
+        let oid = crate::pg_catalog::rel_oids(&relation).rel;
         let fields: Vec<Field> = relation
             .schema
             .fields()
             .iter()
-            .map(|f| f.as_ref().clone().with_nullable(true))
+            .enumerate()
+            .map(|(i, f)| {
+                weir_common::pg::origin::attach(f.as_ref().clone().with_nullable(true), oid, i + 1)
+            })
             .collect();
         RelationTable {
             schema: Arc::new(Schema::new(fields)),

@@ -548,21 +548,27 @@ fn fields(schema: &SchemaRef, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
     let mut fields = arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)?;
     // Declared `varchar(n)` / `char(n)` columns are Utf8 in Arrow: describe
     // them as their declared type, with the length as the type modifier.
+    // Columns read straight from a relation name it (table OID, column
+    // number), as Postgres does.
     for (info, field) in fields.iter_mut().zip(schema.fields()) {
-        if let Some(t) = weir_common::char_type::CharType::of(field) {
-            let datatype = match t {
-                weir_common::char_type::CharType::Varchar(_) => Type::VARCHAR,
-                weir_common::char_type::CharType::Char(_) => Type::BPCHAR,
-            };
-            *info = FieldInfo::new(
-                info.name().to_string(),
-                info.table_id(),
-                info.column_id(),
-                datatype,
-                info.format(),
-            )
-            .with_type_modifier(t.typmod());
+        let declared = weir_common::char_type::CharType::of(field);
+        let origin = weir_common::pg::origin::of(field);
+        if declared.is_none() && origin.is_none() {
+            continue;
         }
+        let datatype = match declared {
+            Some(weir_common::char_type::CharType::Varchar(_)) => Type::VARCHAR,
+            Some(weir_common::char_type::CharType::Char(_)) => Type::BPCHAR,
+            None => info.datatype().clone(),
+        };
+        *info = FieldInfo::new(
+            info.name().to_string(),
+            origin.map(|o| o.0).or(info.table_id()),
+            origin.map(|o| o.1).or(info.column_id()),
+            datatype,
+            info.format(),
+        )
+        .with_type_modifier(declared.map_or(info.type_modifier(), |t| t.typmod()));
     }
     Ok(fields)
 }

@@ -450,6 +450,26 @@ public class JdbcTest {
             }
         });
 
+        // ResultSetMetaData beyond the RowDescription's types: pgJDBC asks
+        // the catalog about the table OID and column number each result
+        // column names (tools such as DBeaver use these to edit results).
+        check("result_set_metadata", () -> {
+            try (Connection c = connect(); Statement s = c.createStatement()) {
+                s.execute("CREATE TABLE jdbc_rsmd (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL, note TEXT)");
+                try (ResultSet rs = s.executeQuery("SELECT id, name, note, id + 1 AS next FROM jdbc_rsmd")) {
+                    java.sql.ResultSetMetaData md = rs.getMetaData();
+                    PGResultSetMetaData pg = md.unwrap(PGResultSetMetaData.class);
+                    List<String> got = new ArrayList<>();
+                    for (int i = 1; i <= md.getColumnCount(); i++) {
+                        got.add(md.getColumnName(i) + ":" + pg.getBaseTableName(i) + ":" + pg.getBaseColumnName(i)
+                                + ":" + md.isNullable(i) + ":" + md.getColumnTypeName(i) + ":" + md.getPrecision(i));
+                    }
+                    eq(got, List.of("id:jdbc_rsmd:id:0:int4:10", "name:jdbc_rsmd:name:0:varchar:20",
+                            "note:jdbc_rsmd:note:1:text:2147483647", "next:::2:int8:19"), "ResultSetMetaData");
+                }
+            }
+        });
+
         check("metadata_get_primary_keys", () -> {
             try (Connection c = connect(); Statement s = c.createStatement()) {
                 s.execute("CREATE TABLE jdbc_meta_pk (a INT, b TEXT, v INT, PRIMARY KEY (a, b))");
