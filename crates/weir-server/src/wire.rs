@@ -930,7 +930,7 @@ impl ExtendedQueryHandler for WeirHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let name = message.name.as_deref().unwrap_or("");
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         let statement = match client.portal_store().get_portal(name) {
             Some(pgwire::api::store::Entry::Value(portal)) => {
                 Some(portal.statement.statement.statement.clone())

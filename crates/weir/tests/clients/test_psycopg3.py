@@ -172,6 +172,22 @@ def transactions():
         eq(ids(), [1, 2, 3, 4], "outer block survives a failed savepoint")
         conn.execute(f"DELETE FROM {table} WHERE id > 2")
 
+        # The same by hand, with ROLLBACK TO over the extended protocol as
+        # a named prepared statement and as the unnamed one.
+        for prepare in (True, False):
+            with conn.transaction():
+                conn.execute("SAVEPOINT s1")
+                try:
+                    conn.execute(f"INSERT INTO {table} VALUES (%s, %s)", (1, "dup"))
+                except psycopg.errors.UniqueViolation:
+                    pass
+                eq(conn.info.transaction_status, psycopg.pq.TransactionStatus.INERROR,
+                   f"status after the error (prepare={prepare})")
+                conn.execute("ROLLBACK TO SAVEPOINT s1", prepare=prepare, binary=not prepare)
+                eq(conn.info.transaction_status, psycopg.pq.TransactionStatus.INTRANS,
+                   f"status after ROLLBACK TO (prepare={prepare})")
+        eq(ids(), [1, 2], "nothing kept from the failed statements")
+
     # Non-autocommit connection: psycopg sends BEGIN implicitly.
     with connect(autocommit=False) as conn, connect() as reader:
         conn.execute(f"INSERT INTO {table} VALUES (5, 'five')")
