@@ -24,10 +24,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: Option<&'static std::ffi::c_char> = Some(
     // SAFETY: a pointer to the first byte of a NUL-terminated static string,
     // which is what jemalloc reads `malloc_conf` as.
-    unsafe {
-        &*(b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0".as_ptr()
-            as *const std::ffi::c_char)
-    },
+    unsafe { &*c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr() },
 );
 
 /// jemalloc's view of the heap, for `weir_catalog.memory`: Weir's and

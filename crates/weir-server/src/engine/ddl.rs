@@ -645,7 +645,7 @@ fn plain_char_types(s: &SqlStatement) -> SqlStatement {
             if let SqlType::CharacterVarying(l) | SqlType::CharVarying(l) | SqlType::Nvarchar(l) =
                 &c.data_type
             {
-                c.data_type = SqlType::Varchar(l.clone());
+                c.data_type = SqlType::Varchar(*l);
             }
         }
     }

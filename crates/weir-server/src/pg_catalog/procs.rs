@@ -126,7 +126,7 @@ fn overloads(
 ) -> Vec<(Vec<i64>, Option<DataType>)> {
     let examples: Vec<Vec<DataType>> = match sig {
         TypeSignature::Nullary => vec![vec![]],
-        TypeSignature::OneOf(sigs) if sigs.iter().any(|s| *s == TypeSignature::Nullary) => {
+        TypeSignature::OneOf(sigs) if sigs.contains(&TypeSignature::Nullary) => {
             let mut all = vec![vec![]];
             all.extend(sig.get_example_types());
             all
