@@ -13,6 +13,7 @@ shift
 R=${CARGO_TARGET_DIR:-$HOME/.cache/weir-target-release}/release
 OUT=${OUT:-$(mktemp -d /tmp/weir-memory.XXXX)}
 PORT=${PORT:-6890}
+mkdir -p "$OUT"
 rm -rf "$OUT/data"
 "$R/weir" serve --data-dir "$OUT/data" --listen "127.0.0.1:$PORT" --state-cache-mb 256 "$@" \
     > "$OUT/server.log" 2>&1 &

@@ -1220,49 +1220,20 @@ fn attributes(
     let mut rows = Vec::new();
     for t in system {
         for (i, f) in t.schema.fields().iter().enumerate() {
-            let (ty, typmod) = column_type(f);
-            let len = pg_type(ty).map_or(-1, |p| i64::from(p.len));
-            rows.push(attribute_row(
-                t.oid,
-                f.name(),
-                ty,
-                len,
-                i as i64 + 1,
-                typmod,
-                false,
-            ));
+            rows.push(field_attribute(t.oid, f, i + 1, true, false));
         }
     }
     for r in relations {
         let o = rel_oids(r);
         let pk = primary_key(r);
         for (i, f) in r.schema.fields().iter().enumerate() {
-            let (t, typmod) = column_type(f);
-            let len = pg_type(t).map_or(-1, |t| i64::from(t.len));
             let not_null = !f.is_nullable() || pk.contains(&i);
-            rows.push(attribute_row(
-                o.rel,
-                f.name(),
-                t,
-                len,
-                i as i64 + 1,
-                typmod,
-                not_null,
-            ));
+            rows.push(field_attribute(o.rel, f, i + 1, true, not_null));
         }
+        // The primary key index's columns.
         for (k, col) in pk.iter().enumerate() {
             if let Some(f) = r.schema.fields().get(*col) {
-                let (t, _) = column_type(f);
-                let len = pg_type(t).map_or(-1, |t| i64::from(t.len));
-                rows.push(attribute_row(
-                    o.index,
-                    f.name(),
-                    t,
-                    len,
-                    k as i64 + 1,
-                    -1,
-                    true,
-                ));
+                rows.push(field_attribute(o.index, f, k + 1, false, true));
             }
         }
     }
@@ -1297,6 +1268,15 @@ fn attributes(
         ],
         &rows,
     )
+}
+
+/// The `pg_attribute` row of column `num` of relation `rel`, typed from
+/// the Arrow field (its type modifier only if `with_typmod`).
+fn field_attribute(rel: i64, f: &Field, num: usize, with_typmod: bool, not_null: bool) -> Vec<V> {
+    let (t, typmod) = column_type(f);
+    let len = pg_type(t).map_or(-1, |p| i64::from(p.len));
+    let typmod = if with_typmod { typmod } else { -1 };
+    attribute_row(rel, f.name(), t, len, num as i64, typmod, not_null)
 }
 
 fn attribute_row(
