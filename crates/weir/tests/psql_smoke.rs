@@ -396,6 +396,14 @@ fn psql_meta_commands() {
         server.psql_ok("\\pset tuples_only off\nSELECT 1, 1, o.id, o.* FROM orders o LIMIT 0;"),
         "?column?|?column?|id|id|customer|amount|at\n(0 rows)\n"
     );
+    // Window functions DataFusion types as unsigned are bigint, as in
+    // Postgres (psql's \gdesc reads the RowDescription).
+    assert_eq!(
+        server.psql_ok(
+            "SELECT row_number() OVER (ORDER BY id) AS r, rank() OVER (ORDER BY id) AS k, id FROM orders \\gdesc"
+        ),
+        "r|bigint\nk|bigint\nid|bigint\n"
+    );
     // \x switches to expanded output.
     assert_eq!(
         server.psql_ok("\\x\nSELECT 1 AS a, 'x' AS b;"),

@@ -773,7 +773,8 @@ fn pg_schema(plan: &LogicalPlan) -> SchemaRef {
         .map(|(i, f)| {
             let name = names.get(i).cloned().unwrap_or_else(|| f.name().clone());
             // Metadata kept: it carries declared types such as varchar(n).
-            f.as_ref().clone().with_name(name)
+            let data_type = crate::pg_catalog::signed(f.data_type());
+            f.as_ref().clone().with_name(name).with_data_type(data_type)
         })
         .collect();
     Arc::new(Schema::new(fields))

@@ -292,9 +292,22 @@ pub fn pg_type_named(name: &str) -> Option<&'static PgType> {
 
 /// The Postgres type of an Arrow column, as the wire reports it.
 pub fn type_oid(dt: &DataType) -> i64 {
-    arrow_pg::datatypes::into_pg_type(dt)
+    arrow_pg::datatypes::into_pg_type(&signed(dt))
         .map(|t| i64::from(t.oid()))
         .unwrap_or(25)
+}
+
+/// The type a client sees for `dt`: Postgres has no unsigned integers, so
+/// DataFusion's (`row_number()` and `rank()` are UInt64) become the signed
+/// type that holds them (UInt64 stays 64-bit: bigint, as Postgres's
+/// `row_number()`).
+pub fn signed(dt: &DataType) -> DataType {
+    match dt {
+        DataType::UInt8 => DataType::Int16,
+        DataType::UInt16 => DataType::Int32,
+        DataType::UInt32 | DataType::UInt64 => DataType::Int64,
+        other => other.clone(),
+    }
 }
 
 /// A column's Postgres type OID and `atttypmod`: from its declared
