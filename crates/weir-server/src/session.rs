@@ -527,10 +527,14 @@ pub fn time_zone_named(name: &str) -> Option<chrono_tz::Tz> {
     {
         return Some(chrono_tz::Tz::UTC);
     }
-    chrono_tz::TZ_VARIANTS
-        .iter()
-        .find(|tz| tz.name().eq_ignore_ascii_case(name))
-        .copied()
+    // Stored values are canonical names (one lookup); what users type may
+    // differ in case (a scan of the zone list).
+    name.parse::<chrono_tz::Tz>().ok().or_else(|| {
+        chrono_tz::TZ_VARIANTS
+            .iter()
+            .find(|tz| tz.name().eq_ignore_ascii_case(name))
+            .copied()
+    })
 }
 
 /// A duration setting in milliseconds, as Postgres reads it: a bare

@@ -40,8 +40,7 @@ pub struct Proc {
 /// [`oid::PG_PROC_FIRST`] in name order.
 pub fn procs(ctx: &SessionContext) -> Vec<Proc> {
     let state = ctx.state();
-    // (name, kind, args, ret) before OIDs are given.
-    let mut rows: BTreeSet<(String, &'static str, Vec<i64>, Option<DataType>)> = BTreeSet::new();
+    let mut rows = Rows::new();
     for (name, udf) in state.scalar_functions() {
         let ret = |args: &[DataType]| {
             udf.return_type(args).ok().or_else(|| {
@@ -55,9 +54,7 @@ pub fn procs(ctx: &SessionContext) -> Vec<Proc> {
                 .map(|f| f.data_type().clone())
             })
         };
-        for (args, r) in overloads(&udf.signature().type_signature, ret) {
-            rows.insert((name.clone(), "f", args, r));
-        }
+        add(&mut rows, name, "f", &udf.signature().type_signature, ret);
     }
     for (name, udaf) in state.aggregate_functions() {
         let ret = |args: &[DataType]| {
@@ -67,9 +64,7 @@ pub fn procs(ctx: &SessionContext) -> Vec<Proc> {
                     .map(|f| f.data_type().clone())
             })
         };
-        for (args, r) in overloads(&udaf.signature().type_signature, ret) {
-            rows.insert((name.clone(), "a", args, r));
-        }
+        add(&mut rows, name, "a", &udaf.signature().type_signature, ret);
     }
     for (name, udwf) in state.window_functions() {
         let ret = |args: &[DataType]| {
@@ -77,9 +72,7 @@ pub fn procs(ctx: &SessionContext) -> Vec<Proc> {
                 .ok()
                 .map(|f| f.data_type().clone())
         };
-        for (args, r) in overloads(&udwf.signature().type_signature, ret) {
-            rows.insert((name.clone(), "w", args, r));
-        }
+        add(&mut rows, name, "w", &udwf.signature().type_signature, ret);
     }
     rows.into_iter()
         .enumerate()
@@ -104,6 +97,23 @@ pub fn procs(ctx: &SessionContext) -> Vec<Proc> {
             }
         })
         .collect()
+}
+
+/// `(name, kind, argument type OIDs, return type)` before OIDs are given,
+/// in the order OIDs are given.
+type Rows = BTreeSet<(String, &'static str, Vec<i64>, Option<DataType>)>;
+
+/// Add the overloads of function `name` of `kind` with signature `sig`.
+fn add(
+    rows: &mut Rows,
+    name: &str,
+    kind: &'static str,
+    sig: &TypeSignature,
+    ret: impl Fn(&[DataType]) -> Option<DataType>,
+) {
+    for (args, r) in overloads(sig, ret) {
+        rows.insert((name.to_string(), kind, args, r));
+    }
 }
 
 /// Functions that return a set of rows, as Postgres's `proretset`.
