@@ -13,6 +13,12 @@
 //! before and an insert of its new row; a group whose last input row left
 //! emits only the delete and is forgotten. A global aggregate (no GROUP BY)
 //! always has exactly one row, as in Postgres.
+//!
+//! Memory: cached groups are bounded by the state table's cache budget. When
+//! one epoch touches more groups than fit (a large statement with many new
+//! keys), the touched groups emit and write their state before the barrier,
+//! which makes them clean and evictable; so memory follows the budget, not
+//! the size of a statement.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +37,7 @@ use weir_state::StateTable;
 use crate::float_sum::RetractableFloatSum;
 use crate::min_max::RetractableMinMax;
 use crate::row_codec::{batch_with_columns, RowCodec};
-use crate::{DataflowError, Operator};
+use crate::{DataflowError, Operator, CHUNK_ROWS};
 
 /// How to make a fresh accumulator for one aggregate call.
 #[derive(Clone)]
@@ -120,7 +126,10 @@ struct Group {
     /// Input rows currently in the group (inserts minus deletes).
     rows: i64,
     accumulators: Vec<Box<dyn Accumulator>>,
-    /// Aggregate values of the row this group last emitted.
+    /// Aggregate values of the row this group last emitted, kept only while
+    /// the group is dirty (taken when it is first touched in an epoch, since
+    /// a clean group's accumulators still evaluate to it) and for the global
+    /// aggregate's one row.
     emitted: Option<Vec<ScalarValue>>,
     dirty: bool,
 }
@@ -179,7 +188,7 @@ impl HashAggregate {
         if agg.is_global() {
             // The one row of a global aggregate exists before any input.
             let slot = agg.open_group(&[])?;
-            agg.mark_dirty(slot);
+            agg.mark_dirty(slot)?;
         }
         Ok(agg)
     }
@@ -202,11 +211,9 @@ impl HashAggregate {
         let mut emitted = None;
         if let Some(bytes) = self.state.get(vnode_of(key), key)? {
             rows = self.restore(&bytes, &mut accumulators)?;
-            let values = accumulators
-                .iter_mut()
-                .map(|a| a.evaluate())
-                .collect::<Result<Vec<_>, _>>()?;
-            emitted = Some(values);
+            if self.is_global() {
+                emitted = Some(evaluate(&mut accumulators)?);
+            }
         }
         let group = Group {
             key: key.to_vec(),
@@ -295,13 +302,20 @@ impl HashAggregate {
         Ok(())
     }
 
-    fn mark_dirty(&mut self, slot: u32) {
+    /// Note that `slot` changes in this epoch, before its first change:
+    /// a group that had emitted a row remembers it, to retract it.
+    fn mark_dirty(&mut self, slot: u32) -> Result<(), DataflowError> {
+        let global = self.is_global();
         if let Some(g) = self.groups[slot as usize].as_mut() {
             if !g.dirty {
                 g.dirty = true;
+                if !global && g.rows > 0 {
+                    g.emitted = Some(evaluate(&mut g.accumulators)?);
+                }
                 self.dirty.push(slot);
             }
         }
+        Ok(())
     }
 
     /// Group slot of every row of the chunk.
@@ -389,7 +403,7 @@ impl Operator for HashAggregate {
     fn process(
         &mut self,
         chunk: StreamChunk,
-        _out: &mut Vec<StreamChunk>,
+        out: &mut Vec<StreamChunk>,
     ) -> Result<(), DataflowError> {
         if chunk.is_empty() {
             return Ok(());
@@ -398,6 +412,13 @@ impl Operator for HashAggregate {
         self.buffered.push(chunk);
         if self.buffered_rows >= MINI_BATCH_ROWS {
             self.fold_buffered()?;
+            if self.dirty.len() > self.cache_limit() {
+                // More touched groups than the cache holds: emit them now
+                // so they can be evicted, instead of growing until the
+                // barrier.
+                self.emit_dirty(out)?;
+                self.bound_cache();
+            }
         }
         Ok(())
     }
@@ -471,6 +492,7 @@ impl HashAggregate {
             call_args.push(args);
         }
         for (slot, op, start, end) in ranges {
+            self.mark_dirty(slot)?;
             let len = end - start;
             let group = self.groups[slot as usize]
                 .as_mut()
@@ -483,7 +505,6 @@ impl HashAggregate {
                     Op::Delete => acc.retract_batch(&slice)?,
                 }
             }
-            self.mark_dirty(slot);
         }
         Ok(())
     }
@@ -495,10 +516,7 @@ impl HashAggregate {
             return Ok(());
         }
         let global = self.is_global();
-        // Output rows: (group key, aggregate values, op).
-        let mut keys: Vec<Vec<u8>> = Vec::new();
-        let mut values: Vec<Vec<ScalarValue>> = Vec::new();
-        let mut ops: Vec<i8> = Vec::new();
+        let mut rows = OutputRows::default();
         for slot in dirty {
             let Some(group) = self.groups[slot as usize].as_mut() else {
                 continue;
@@ -511,49 +529,53 @@ impl HashAggregate {
                         group.rows
                     )));
                 }
+                let key = std::mem::take(&mut group.key);
                 if let Some(old) = group.emitted.take() {
-                    keys.push(group.key.clone());
-                    values.push(old);
-                    ops.push(Op::Delete.code());
+                    rows.push(key.clone(), old, Op::Delete);
                 }
-                let key = group.key.clone();
                 self.groups[slot as usize] = None;
                 self.index.remove(&key);
                 self.free_slots.push(slot);
                 self.state.delete(vnode_of(&key), &key);
-                continue;
-            }
-            let new = group
-                .accumulators
-                .iter_mut()
-                .map(|a| a.evaluate())
-                .collect::<Result<Vec<_>, _>>()?;
-            if group.emitted.as_ref() != Some(&new) {
-                if let Some(old) = group.emitted.take() {
-                    keys.push(group.key.clone());
-                    values.push(old);
-                    ops.push(Op::Delete.code());
+            } else {
+                let new = evaluate(&mut group.accumulators)?;
+                let old = group.emitted.take();
+                if old.as_ref() != Some(&new) {
+                    if let Some(old) = old {
+                        rows.push(group.key.clone(), old, Op::Delete);
+                    }
+                    if global {
+                        group.emitted = Some(new.clone());
+                    }
+                    rows.push(group.key.clone(), new, Op::Insert);
+                } else if global {
+                    group.emitted = old;
                 }
-                keys.push(group.key.clone());
-                values.push(new.clone());
-                ops.push(Op::Insert.code());
-                group.emitted = Some(new);
+                self.persist(slot)?;
             }
-            self.persist(slot)?;
+            if rows.len() >= CHUNK_ROWS {
+                out.push(self.output_chunk(std::mem::take(&mut rows))?);
+            }
         }
         self.state.commit()?;
-        if ops.is_empty() {
-            return Ok(());
+        if rows.len() > 0 {
+            out.push(self.output_chunk(rows)?);
         }
-        let mut columns: Vec<ArrayRef> = if global {
+        Ok(())
+    }
+
+    /// One output chunk of `rows`.
+    fn output_chunk(&self, rows: OutputRows) -> Result<StreamChunk, DataflowError> {
+        let mut columns: Vec<ArrayRef> = if self.is_global() {
             Vec::new()
         } else {
-            self.group_codec.decode(keys.iter().map(|k| k.as_slice()))?
+            self.group_codec
+                .decode(rows.keys.iter().map(|k| k.as_slice()))?
         };
         let group_cols = columns.len();
         for (i, field) in self.schema.fields().iter().enumerate().skip(group_cols) {
             let call_idx = i - group_cols;
-            let col = ScalarValue::iter_to_array(values.iter().map(|v| v[call_idx].clone()))?;
+            let col = ScalarValue::iter_to_array(rows.values.iter().map(|v| v[call_idx].clone()))?;
             let col = if col.data_type() == field.data_type() {
                 col
             } else {
@@ -562,9 +584,36 @@ impl HashAggregate {
             columns.push(col);
         }
         let data = batch_with_columns(&self.schema, columns)?;
-        out.push(StreamChunk::new(data, ops.into()));
-        Ok(())
+        Ok(StreamChunk::new(data, rows.ops.into()))
     }
+}
+
+/// Output rows being gathered into a chunk: (group key, aggregate values, op).
+#[derive(Default)]
+struct OutputRows {
+    keys: Vec<Vec<u8>>,
+    values: Vec<Vec<ScalarValue>>,
+    ops: Vec<i8>,
+}
+
+impl OutputRows {
+    fn push(&mut self, key: Vec<u8>, values: Vec<ScalarValue>, op: Op) {
+        self.keys.push(key);
+        self.values.push(values);
+        self.ops.push(op.code());
+    }
+
+    fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+/// The current values of a group's aggregates.
+fn evaluate(accumulators: &mut [Box<dyn Accumulator>]) -> Result<Vec<ScalarValue>, DataflowError> {
+    Ok(accumulators
+        .iter_mut()
+        .map(|a| a.evaluate())
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 impl HashAggregate {
@@ -576,8 +625,13 @@ impl HashAggregate {
     /// Keep the cached groups within the state table's cache budget: past
     /// it, clean groups are evicted (down to half the budget) and reload from
     /// state on their next change.
+    /// How many groups the cache budget holds.
+    fn cache_limit(&self) -> usize {
+        (self.state.cache_bytes() / self.group_bytes()).max(1024)
+    }
+
     fn bound_cache(&mut self) {
-        let limit = (self.state.cache_bytes() / self.group_bytes()).max(1024);
+        let limit = self.cache_limit();
         if self.index.len() <= limit {
             return;
         }
@@ -681,6 +735,17 @@ mod tests {
         .unwrap()
     }
 
+    /// [`aggregate`] with a cache budget of `cache_bytes`.
+    fn aggregate_with_cache(store: &StateStoreRef, cache_bytes: usize) -> HashAggregate {
+        let mut agg = aggregate(store);
+        let ctx = weir_state::StateContext {
+            cache_bytes,
+            ..weir_state::StateContext::in_memory(Arc::clone(store))
+        };
+        agg.state = StateTable::with_context(&ctx, 9);
+        agg
+    }
+
     fn chunk(rows: &[(i64, Option<i64>, Op)]) -> StreamChunk {
         let k = Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());
         let v = Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>());
@@ -759,5 +824,64 @@ mod tests {
             view.keys().cloned().collect::<Vec<_>>(),
             vec!["3,7,1,7".to_string()]
         );
+    }
+
+    /// An epoch touching far more groups than the cache holds emits before
+    /// the barrier, keeps memory bounded, and still ends exact.
+    #[test]
+    fn large_epochs_stay_within_the_cache() {
+        let store: StateStoreRef = Arc::new(MemoryStateStore::new());
+        let mut agg = aggregate_with_cache(&store, 0);
+        let limit = agg.cache_limit();
+        let keys = 5 * limit as i64;
+        // model: key -> values inserted and not deleted
+        let mut model: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        let mut view = BTreeMap::new();
+        let mut out = Vec::new();
+        let mut emitted_before_barrier = false;
+        for epoch in 1..=3u64 {
+            for c in 0..40i64 {
+                let mut rows = Vec::new();
+                for i in 0..CHUNK_ROWS as i64 {
+                    let n = (epoch as i64 * 1_000_000) + c * CHUNK_ROWS as i64 + i;
+                    let k = (n * 7919) % keys;
+                    // Every third row deletes one of the key's earlier values.
+                    let earlier = model.get(&k).and_then(|v| v.first().copied());
+                    match earlier {
+                        Some(v) if n % 3 == 0 => {
+                            rows.push((k, Some(v), Op::Delete));
+                            model.get_mut(&k).unwrap().remove(0);
+                        }
+                        _ => {
+                            rows.push((k, Some(n % 1000), Op::Insert));
+                            model.entry(k).or_default().push(n % 1000);
+                        }
+                    }
+                }
+                agg.process(chunk(&rows), &mut out).unwrap();
+                emitted_before_barrier |= !out.is_empty();
+                assert!(
+                    agg.index.len() <= limit + MINI_BATCH_ROWS,
+                    "{} groups cached, limit {limit}",
+                    agg.index.len()
+                );
+                apply(&mut view, &out);
+                out.clear();
+            }
+            agg.on_barrier(Barrier::new(epoch), &mut out).unwrap();
+            apply(&mut view, &out);
+            out.clear();
+            let expected: BTreeMap<String, i64> = model
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| {
+                    let sum: i64 = v.iter().sum();
+                    let max = v.iter().max().unwrap();
+                    (format!("{k},{sum},{},{max}", v.len()), 1)
+                })
+                .collect();
+            assert_eq!(view, expected, "epoch {epoch}");
+        }
+        assert!(emitted_before_barrier);
     }
 }

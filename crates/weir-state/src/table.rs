@@ -17,12 +17,81 @@ use crate::{Entries, StateError, StateStoreRef};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
+/// Committed changes since the last checkpoint, in commit order: every
+/// key and value in one buffer, so an entry costs its bytes plus 12 (a map
+/// of owned keys and values cost about three times that). A key changed
+/// several times appears several times; the last one wins.
+#[derive(Default)]
+struct ChangeLog {
+    bytes: Vec<u8>,
+    /// `(start in bytes, key length, value length or DELETED)`.
+    entries: Vec<(u32, u32, u32)>,
+}
+
+const DELETED: u32 = u32::MAX;
+
+impl ChangeLog {
+    /// Bytes of keys and values logged.
+    fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Log `key = value` (`None`: deleted). False when the log would pass
+    /// 4 GiB, which its offsets cannot address.
+    fn push(&mut self, key: &[u8], value: Option<&[u8]>) -> bool {
+        let start = self.bytes.len();
+        let total = start + key.len() + value.map_or(0, <[u8]>::len);
+        if total >= DELETED as usize {
+            return false;
+        }
+        self.bytes.extend_from_slice(key);
+        if let Some(v) = value {
+            self.bytes.extend_from_slice(v);
+        }
+        let vlen = value.map_or(DELETED, |v| v.len() as u32);
+        self.entries.push((start as u32, key.len() as u32, vlen));
+        true
+    }
+
+    fn key(&self, e: &(u32, u32, u32)) -> &[u8] {
+        &self.bytes[e.0 as usize..(e.0 + e.1) as usize]
+    }
+
+    /// The last change of each key, in key order.
+    fn net(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        let mut order: Vec<usize> = (0..self.entries.len()).collect();
+        // Stable: equal keys stay in commit order, so the last is the newest.
+        order.sort_by(|a, b| self.key(&self.entries[*a]).cmp(self.key(&self.entries[*b])));
+        let last: Vec<usize> = order
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| {
+                order
+                    .get(i + 1)
+                    .is_none_or(|n| self.key(&self.entries[*n]) != self.key(&self.entries[**e]))
+            })
+            .map(|(_, e)| *e)
+            .collect();
+        last.into_iter().map(|i| {
+            let e = &self.entries[i];
+            let value = (e.2 != DELETED).then(|| {
+                let start = (e.0 + e.1) as usize;
+                &self.bytes[start..start + e.2 as usize]
+            });
+            (self.key(e), value)
+        })
+    }
+}
+
 /// What a state table remembers for its next checkpoint file.
 struct CheckpointTrack {
     sink: Arc<CheckpointSink>,
-    /// Committed changes since the last checkpoint (`None` = deleted).
-    changes: FastMap<Vec<u8>, Option<Vec<u8>>>,
-    changes_bytes: usize,
+    /// Committed changes since the last checkpoint.
+    changes: ChangeLog,
     /// The next file must be a full snapshot (new chain, or the changes
     /// outgrew [`MAX_DELTA_BYTES`]).
     needs_full: bool,
@@ -75,8 +144,7 @@ impl StateTable {
             let restored = sink.take_restored(id, vnodes);
             CheckpointTrack {
                 sink: Arc::clone(sink),
-                changes: FastMap::default(),
-                changes_bytes: 0,
+                changes: ChangeLog::default(),
                 needs_full: restored.is_none(),
                 chain: restored.unwrap_or_default(),
                 last_full_epoch: 0,
@@ -200,14 +268,12 @@ impl StateTable {
         // (each insert starts where the previous one ended).
         batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if let Some(track) = self.track.as_mut().filter(|t| !t.needs_full) {
-            for (k, v) in &batch {
-                track.changes_bytes += k.len() + v.as_ref().map_or(0, |v| v.len());
-                track.changes.insert(k.clone(), v.clone());
-            }
-            if track.changes_bytes > MAX_DELTA_BYTES {
+            let logged = batch
+                .iter()
+                .all(|(k, v)| track.changes.push(k, v.as_deref()));
+            if !logged || track.changes.len_bytes() > MAX_DELTA_BYTES {
                 track.needs_full = true;
-                track.changes = FastMap::default();
-                track.changes_bytes = 0;
+                track.changes = ChangeLog::default();
             }
         }
         self.store.write(batch)
@@ -263,8 +329,7 @@ impl StateTable {
             if track.changes.is_empty() {
                 return Ok(());
             }
-            let mut changes: Vec<_> = std::mem::take(&mut track.changes).into_iter().collect();
-            changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let changes = std::mem::take(&mut track.changes);
             let mut writer = StateFileWriter::create(
                 track.sink.dir(),
                 self.id,
@@ -272,9 +337,9 @@ impl StateTable {
                 FileKind::Delta,
                 self.vnodes,
             )?;
-            for (k, v) in &changes {
+            for (k, v) in changes.net() {
                 if let Some([vnode, key @ ..]) = k.get(4..) {
-                    writer.push(*vnode, key, v.as_deref())?;
+                    writer.push(*vnode, key, v)?;
                 }
             }
             let meta = writer.finish()?;
@@ -282,8 +347,7 @@ impl StateTable {
             track.chain.delta_bytes += meta.size;
             meta
         };
-        track.changes = FastMap::default();
-        track.changes_bytes = 0;
+        track.changes = ChangeLog::default();
         track.sink.register(meta);
         weir_common::failpoint::hit("checkpoint-after-file");
         Ok(())
@@ -334,5 +398,27 @@ mod tests {
         // Another table's keys never show up.
         let other = StateTable::new(store, 8);
         assert!(other.scan_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn change_log_keeps_the_last_change_per_key_in_key_order() {
+        let mut log = ChangeLog::default();
+        assert!(log.push(b"b", Some(b"1")));
+        assert!(log.push(b"a", Some(b"2")));
+        assert!(log.push(b"b", None));
+        assert!(log.push(b"c", Some(b"")));
+        assert!(log.push(b"a", Some(b"3")));
+        let net: Vec<(Vec<u8>, Option<Vec<u8>>)> = log
+            .net()
+            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+            .collect();
+        assert_eq!(
+            net,
+            vec![
+                (b"a".to_vec(), Some(b"3".to_vec())),
+                (b"b".to_vec(), None),
+                (b"c".to_vec(), Some(Vec::new())),
+            ]
+        );
     }
 }

@@ -275,13 +275,8 @@ impl Engine {
         params: Option<ParamValues>,
         session: &Session,
     ) -> Result<QueryResult> {
-        if session.in_transaction() {
-            if let Some(what) = ddl_name(statement) {
-                return Err(user(
-                    SqlState::ACTIVE_SQL_TRANSACTION,
-                    format!("{what} cannot run inside a transaction block"),
-                ));
-            }
+        if let Some(what) = ddl_name(statement) {
+            Self::ddl_in_transaction(what, session)?;
         }
         match statement {
             Statement::Flush => {

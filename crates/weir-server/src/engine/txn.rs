@@ -292,6 +292,39 @@ impl Engine {
         .await
     }
 
+    /// Whether DDL (`what`) may run in the session's transaction block, if
+    /// one is open. DDL is not transactional in Weir: inside a block that
+    /// has not written anything it runs at once, as it would outside (a
+    /// later ROLLBACK does not undo it), and the block's snapshot ends, so
+    /// its next read sees the new object. Drivers that open a block before
+    /// every statement (psycopg2, psqlODBC, SQLAlchemy without autocommit)
+    /// can so create tables and views. After writes it is refused: they
+    /// would commit after the DDL, out of order.
+    pub(super) fn ddl_in_transaction(what: &str, session: &Session) -> Result<()> {
+        let refusal = session.with_txn(|t| {
+            if t.read_only {
+                Some(user(
+                    SqlState::READ_ONLY_SQL_TRANSACTION,
+                    format!("cannot execute {what} in a read-only transaction"),
+                ))
+            } else if t.writes.is_empty() {
+                t.snapshot = None;
+                None
+            } else {
+                Some(user(
+                    SqlState::ACTIVE_SQL_TRANSACTION,
+                    format!(
+                        "{what} cannot run inside a transaction block that has uncommitted writes"
+                    ),
+                ))
+            }
+        });
+        match refusal.flatten() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Inside a transaction, what the next statement reads (taking the
     /// transaction's snapshot at its first statement); `None` outside one.
     pub(super) async fn txn_read(&self, session: &Session) -> Option<TxnRead> {

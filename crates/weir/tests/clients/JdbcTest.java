@@ -16,8 +16,7 @@
 //     setTimestamp are untyped (OID 0) text with a zone offset appended.
 //   - executeBatch sends many Parse/Bind/Execute and one Sync.
 //
-// Checks print PASS/FAIL; "pending" ones (DatabaseMetaData, which needs
-// pg_catalog) print XFAIL/XPASS and do not change the exit status unless
+// Checks print PASS/FAIL; "pending" ones (none today) print XFAIL/XPASS and do not change the exit status unless
 // WEIR_STRICT=1.  WEIR_CHECKS=name,name runs only those checks.
 
 import java.math.BigDecimal;

@@ -5,8 +5,8 @@ psycopg2 binds parameters on the client: %s placeholders become quoted SQL
 literals ('...'::date, '\\x..'::bytea, ...) sent with the simple protocol, so
 this exercises Weir's literal parsing and its text result encoding.  With
 autocommit off (psycopg2's default) the driver sends BEGIN before the first
-statement, so DDL (refused inside a block by Weir, 25001) runs on autocommit
-connections.  (Note: psycopg2 >= 2.9's `with conn:` opens a transaction even
+statement; DDL then runs at once inside that block (see `ddl_by_default`).
+Most checks use autocommit connections.  (Note: psycopg2 >= 2.9's `with conn:` opens a transaction even
 in autocommit mode, so connections are wrapped in contextlib.closing.)
 
     WEIR_PORT=5466 ~/.cache/weir-pyenv/bin/python test_psycopg2.py
@@ -189,6 +189,31 @@ def transactions():
     eq(ids(), [1, 2, 3], "failed transaction changed nothing")
     conn.close()
     reader.close()
+
+
+@check
+def ddl_by_default():
+    # psycopg2's default: BEGIN before the first statement, then commit().
+    # Weir runs DDL in such a block at once; the view sees the rows
+    # committed with it.
+    conn = connect(autocommit=False)
+    try:
+        cur = conn.cursor()
+        cur.execute(f"CREATE TABLE {P}ddl (id INT PRIMARY KEY, v INT)")
+        cur.execute(f"CREATE MATERIALIZED VIEW {P}ddl_sum AS SELECT sum(v) AS s FROM {P}ddl")
+        cur.execute(f"INSERT INTO {P}ddl VALUES (1, 10), (2, 32)")
+        conn.commit()
+        eq(scalar(cur, f"SELECT s FROM {P}ddl_sum"), 42, "view over a table made in a block")
+        conn.commit()
+        cur.execute(f"INSERT INTO {P}ddl VALUES (3, 1)")
+        expect_sqlstate(lambda: cur.execute(f"DROP TABLE {P}ddl"), "25001", pgcode,
+                        "DDL after the block's own writes")
+        conn.rollback()
+        cur.execute(f"DROP MATERIALIZED VIEW {P}ddl_sum")
+        cur.execute(f"DROP TABLE {P}ddl")
+        conn.commit()
+    finally:
+        conn.close()
 
 
 @check

@@ -13,13 +13,10 @@ On its first connection the psycopg2 dialect runs (capture/sqlalchemy-psycopg2.t
     show transaction isolation level
     show standard_conforming_strings
 
-and Weir has no pg_type / pg_namespace, pg_catalog.version() or
-current_schema() yet (create_engine(..., use_native_hstore=False) skips the
-hstore lookup; the rest is unconditional).  The inspector checks need
-pg_catalog (pg_class, pg_namespace, pg_attribute, pg_type, pg_constraint,
-pg_index, pg_description, pg_collation, ...); the exact SQL each inspector
-method sends is listed in README.md in this directory.  When a check starts
-passing, the run prints XPASS: turn its @pending into @check.
+and the inspector reads pg_catalog (pg_class, pg_namespace, pg_attribute,
+pg_type, pg_constraint, pg_index, pg_description, pg_collation, ...); the
+exact SQL each inspector method sends is listed in README.md in this
+directory.
 
     WEIR_PORT=5466 ~/.cache/weir-pyenv/bin/python test_sqlalchemy.py
     WEIR_SQL_ECHO=1 ...   # log every statement SQLAlchemy sends (to stderr)
