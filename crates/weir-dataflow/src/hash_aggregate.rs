@@ -410,11 +410,11 @@ impl Operator for HashAggregate {
         }
         self.buffered_rows += chunk.len();
         self.buffered.push(chunk);
-        if self.buffered_rows >= MINI_BATCH_ROWS {
+        if self.buffered_rows >= self.fold_rows() {
             self.fold_buffered()?;
-            if self.dirty.len() > self.cache_limit() {
-                // More touched groups than the cache holds: emit them now
-                // so they can be evicted, instead of growing until the
+            if self.index.len() > self.cache_limit() {
+                // More groups than the cache holds: emit the touched ones
+                // now so they can be evicted, instead of growing until the
                 // barrier.
                 self.emit_dirty(out)?;
                 self.bound_cache();
@@ -630,6 +630,12 @@ impl HashAggregate {
         (self.state.cache_bytes() / self.group_bytes()).max(1024)
     }
 
+    /// Input rows gathered before a fold: [`MINI_BATCH_ROWS`], or fewer
+    /// when the cache is small, since one fold can open a group per row.
+    fn fold_rows(&self) -> usize {
+        MINI_BATCH_ROWS.min(self.cache_limit() / 4).max(256)
+    }
+
     fn bound_cache(&mut self) {
         let limit = self.cache_limit();
         if self.index.len() <= limit {
@@ -840,7 +846,7 @@ mod tests {
         let mut out = Vec::new();
         let mut emitted_before_barrier = false;
         for epoch in 1..=3u64 {
-            for c in 0..40i64 {
+            for c in 0..12i64 {
                 let mut rows = Vec::new();
                 for i in 0..CHUNK_ROWS as i64 {
                     let n = (epoch as i64 * 1_000_000) + c * CHUNK_ROWS as i64 + i;
@@ -861,7 +867,7 @@ mod tests {
                 agg.process(chunk(&rows), &mut out).unwrap();
                 emitted_before_barrier |= !out.is_empty();
                 assert!(
-                    agg.index.len() <= limit + MINI_BATCH_ROWS,
+                    agg.index.len() <= limit + agg.fold_rows(),
                     "{} groups cached, limit {limit}",
                     agg.index.len()
                 );

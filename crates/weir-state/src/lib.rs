@@ -7,6 +7,7 @@
 //! The store is in memory today ([`MemoryStateStore`]); a RocksDB backend
 //! replaces it behind the same trait without touching operator code.
 
+mod arena;
 mod checkpoint;
 mod error;
 mod memory;
@@ -49,6 +50,19 @@ pub trait StateStore: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
     /// Apply all writes atomically with respect to readers.
     fn write(&self, batch: WriteBatch) -> Result<(), StateError>;
+    /// [`StateStore::write`] from borrowed `(key, value)` pairs (`None`
+    /// deletes), so a caller need not copy its writes into a batch first.
+    /// Backends that can take them directly override this.
+    fn write_entries(
+        &self,
+        entries: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>,
+    ) -> Result<(), StateError> {
+        self.write(
+            entries
+                .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                .collect(),
+        )
+    }
     /// All entries whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StateError>;
     /// Remove every key starting with `prefix` (used when an object is dropped).

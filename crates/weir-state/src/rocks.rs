@@ -203,8 +203,15 @@ impl StateStore for RocksStateStore {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+        self.write_entries(&mut batch.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))
+    }
+
+    fn write_entries(
+        &self,
+        entries: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>,
+    ) -> Result<(), StateError> {
         let mut wb = rocksdb::WriteBatch::default();
-        for (k, v) in batch {
+        for (k, v) in entries {
             match v {
                 Some(v) => wb.put(k, v),
                 None => wb.delete(k),

@@ -5,87 +5,16 @@
 //! scan within one vnode returns keys in SQL order; this is what MIN/MAX use to
 //! find the current extreme.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use weir_common::vnode::{Vnode, VnodeRange, VNODE_COUNT};
 use weir_common::Epoch;
 
+use crate::arena::{ChangeLog, Staged};
 use crate::checkpoint::{FileKind, StateFileWriter};
 use crate::sink::{compaction_due, ChainPosition, CheckpointSink, StateContext, MAX_DELTA_BYTES};
 use crate::{Entries, StateError, StateStoreRef};
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
-
-/// Committed changes since the last checkpoint, in commit order: every
-/// key and value in one buffer, so an entry costs its bytes plus 12 (a map
-/// of owned keys and values cost about three times that). A key changed
-/// several times appears several times; the last one wins.
-#[derive(Default)]
-struct ChangeLog {
-    bytes: Vec<u8>,
-    /// `(start in bytes, key length, value length or DELETED)`.
-    entries: Vec<(u32, u32, u32)>,
-}
-
-const DELETED: u32 = u32::MAX;
-
-impl ChangeLog {
-    /// Bytes of keys and values logged.
-    fn len_bytes(&self) -> usize {
-        self.bytes.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Log `key = value` (`None`: deleted). False when the log would pass
-    /// 4 GiB, which its offsets cannot address.
-    fn push(&mut self, key: &[u8], value: Option<&[u8]>) -> bool {
-        let start = self.bytes.len();
-        let total = start + key.len() + value.map_or(0, <[u8]>::len);
-        if total >= DELETED as usize {
-            return false;
-        }
-        self.bytes.extend_from_slice(key);
-        if let Some(v) = value {
-            self.bytes.extend_from_slice(v);
-        }
-        let vlen = value.map_or(DELETED, |v| v.len() as u32);
-        self.entries.push((start as u32, key.len() as u32, vlen));
-        true
-    }
-
-    fn key(&self, e: &(u32, u32, u32)) -> &[u8] {
-        &self.bytes[e.0 as usize..(e.0 + e.1) as usize]
-    }
-
-    /// The last change of each key, in key order.
-    fn net(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        let mut order: Vec<usize> = (0..self.entries.len()).collect();
-        // Stable: equal keys stay in commit order, so the last is the newest.
-        order.sort_by(|a, b| self.key(&self.entries[*a]).cmp(self.key(&self.entries[*b])));
-        let last: Vec<usize> = order
-            .iter()
-            .enumerate()
-            .filter(|(i, e)| {
-                order
-                    .get(i + 1)
-                    .is_none_or(|n| self.key(&self.entries[*n]) != self.key(&self.entries[**e]))
-            })
-            .map(|(_, e)| *e)
-            .collect();
-        last.into_iter().map(|i| {
-            let e = &self.entries[i];
-            let value = (e.2 != DELETED).then(|| {
-                let start = (e.0 + e.1) as usize;
-                &self.bytes[start..start + e.2 as usize]
-            });
-            (self.key(e), value)
-        })
-    }
-}
 
 /// What a state table remembers for its next checkpoint file.
 struct CheckpointTrack {
@@ -111,8 +40,8 @@ pub struct StateTable {
     store: StateStoreRef,
     id: StateTableId,
     /// Writes since the last commit (`None` = delete), keyed by full key.
-    /// Point operations dominate, so this is a hash map; scans merge it.
-    pending: FastMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Point operations dominate, so this is hashed; scans merge it.
+    pending: Staged,
     /// Set when the server takes checkpoints.
     track: Option<CheckpointTrack>,
     cache_bytes: usize,
@@ -153,7 +82,7 @@ impl StateTable {
         StateTable {
             store: Arc::clone(&ctx.store),
             id,
-            pending: FastMap::default(),
+            pending: Staged::default(),
             track,
             // Instances of one operator share its cache budget, in
             // proportion to the vnodes they own.
@@ -190,7 +119,7 @@ impl StateTable {
     pub fn get(&self, vnode: Vnode, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         let full = self.full_key(vnode, key);
         if let Some(v) = self.pending.get(&full) {
-            return Ok(v.clone());
+            return Ok(v.map(<[u8]>::to_vec));
         }
         self.store.get(&full)
     }
@@ -198,13 +127,13 @@ impl StateTable {
     /// Stage `key = value`.
     pub fn put(&mut self, vnode: Vnode, key: &[u8], value: Vec<u8>) {
         let full = self.full_key(vnode, key);
-        self.pending.insert(full, Some(value));
+        self.pending.insert(&full, Some(&value));
     }
 
     /// Stage the removal of `key`.
     pub fn delete(&mut self, vnode: Vnode, key: &[u8]) {
         let full = self.full_key(vnode, key);
-        self.pending.insert(full, None);
+        self.pending.insert(&full, None);
     }
 
     /// Entries of `vnode` whose key starts with `prefix`, in key order,
@@ -235,7 +164,7 @@ impl StateTable {
         for (k, v) in self.pending.iter().filter(|(k, _)| k.starts_with(prefix)) {
             match v {
                 Some(v) => {
-                    merged.insert(k.clone(), v.clone());
+                    merged.insert(k.to_vec(), v.to_vec());
                 }
                 None => {
                     merged.remove(k);
@@ -263,20 +192,20 @@ impl StateTable {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut batch: crate::WriteBatch = std::mem::take(&mut self.pending).into_iter().collect();
-        // In key order: RocksDB's memtable inserts a sorted batch far faster
-        // (each insert starts where the previous one ended).
-        batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if let Some(track) = self.track.as_mut().filter(|t| !t.needs_full) {
-            let logged = batch
-                .iter()
-                .all(|(k, v)| track.changes.push(k, v.as_deref()));
-            if !logged || track.changes.len_bytes() > MAX_DELTA_BYTES {
+            for (k, v) in self.pending.sorted() {
+                track.changes.push(k, v);
+            }
+            if track.changes.len_bytes() > MAX_DELTA_BYTES {
                 track.needs_full = true;
                 track.changes = ChangeLog::default();
             }
         }
-        self.store.write(batch)
+        // In key order: RocksDB's memtable inserts a sorted batch far faster
+        // (each insert starts where the previous one ended).
+        let written = self.store.write_entries(&mut self.pending.sorted());
+        self.pending.clear();
+        written
     }
 
     /// Commit, then write this table's part of checkpoint `epoch`: the
@@ -398,27 +327,5 @@ mod tests {
         // Another table's keys never show up.
         let other = StateTable::new(store, 8);
         assert!(other.scan_all().unwrap().is_empty());
-    }
-
-    #[test]
-    fn change_log_keeps_the_last_change_per_key_in_key_order() {
-        let mut log = ChangeLog::default();
-        assert!(log.push(b"b", Some(b"1")));
-        assert!(log.push(b"a", Some(b"2")));
-        assert!(log.push(b"b", None));
-        assert!(log.push(b"c", Some(b"")));
-        assert!(log.push(b"a", Some(b"3")));
-        let net: Vec<(Vec<u8>, Option<Vec<u8>>)> = log
-            .net()
-            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
-            .collect();
-        assert_eq!(
-            net,
-            vec![
-                (b"a".to_vec(), Some(b"3".to_vec())),
-                (b"b".to_vec(), None),
-                (b"c".to_vec(), Some(Vec::new())),
-            ]
-        );
     }
 }
