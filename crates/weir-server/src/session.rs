@@ -297,6 +297,15 @@ impl Session {
         Ok(())
     }
 
+    /// Set a parameter clients cannot change (`is_superuser`) for the
+    /// session's life, as the server does at startup.
+    pub fn set_preset(&self, name: &str, value: &str) {
+        let lower = name.to_ascii_lowercase();
+        let mut inner = self.inner.lock();
+        inner.settings.insert(lower.clone(), value.to_string());
+        inner.startup.insert(lower, value.to_string());
+    }
+
     /// The value of parameter `name` in this session, `None` if Weir does
     /// not know it (and the session did not set it as a custom one).
     pub fn get(&self, name: &str) -> Option<String> {

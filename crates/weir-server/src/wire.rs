@@ -399,6 +399,14 @@ impl WeirHandler {
         client.set_pid_and_secret_key(pid, secret);
         session.set_pid(pid);
         apply_startup(&session, client.metadata());
+        // A role created NOSUPERUSER is told so; anyone else is a superuser
+        // (with trust authentication any name connects, with every right).
+        let superuser = client
+            .metadata()
+            .get(METADATA_USER)
+            .and_then(|u| self.engine.users().get(u))
+            .is_none_or(|u| u.superuser);
+        session.set_preset("is_superuser", if superuser { "on" } else { "off" });
         finish_authentication(client, &WeirParameters(session.reported())).await
     }
 }

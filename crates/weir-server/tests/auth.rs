@@ -65,6 +65,33 @@ async fn scram_users_and_passwords() {
         .batch_execute("INSERT INTO t VALUES (1)")
         .await
         .unwrap();
+    // ParameterStatus and SHOW say who is a superuser; pg_roles lists both.
+    for (client, expected) in [(&root, "on"), (&alice, "off")] {
+        let rows = client.simple_query("SHOW is_superuser").await.unwrap();
+        let value = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        });
+        assert_eq!(value.as_deref(), Some(expected));
+    }
+    let rows = root
+        .query(
+            "SELECT rolname, rolsuper, rolcanlogin FROM pg_roles ORDER BY rolname",
+            &[],
+        )
+        .await
+        .unwrap();
+    let roles: Vec<(String, bool, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            ("alice".to_string(), false, true),
+            ("weir".to_string(), true, true)
+        ]
+    );
     // Only a superuser manages users.
     let e = alice
         .batch_execute("CREATE USER mallory PASSWORD 'x'")

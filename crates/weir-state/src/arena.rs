@@ -187,7 +187,8 @@ mod tests {
     fn owned<'a>(
         it: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
     ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        it.map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect()
+        it.map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+            .collect()
     }
 
     #[test]

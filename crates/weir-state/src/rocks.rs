@@ -6,8 +6,10 @@
 //! recovery wipes this store ([`RocksStateStore::open_fresh`]) and rebuilds
 //! it from the latest checkpoint.
 //!
-//! Memory is bounded by the block cache (which also holds index and filter
-//! blocks) plus at most a few write buffers sized from the same budget.
+//! Memory is bounded by the block cache plus at most two write buffers,
+//! sized from the same budget. Index and filter blocks stay outside the
+//! cache (see `open`), so the cache gives up what they take: its capacity is
+//! its share of the budget minus their size, down to a quarter of it.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,7 @@ use rocksdb::{
     BlockBasedOptions, Cache, DBCompressionType, Options, ReadOptions, WriteOptions, DB,
 };
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::{
@@ -61,7 +64,15 @@ pub struct RocksStateStore {
     /// Writes skip RocksDB's WAL and are not synced (see the module docs).
     write_opts: WriteOptions,
     path: PathBuf,
+    /// The block cache, and the bytes it and the index and filter blocks
+    /// share (see [`RocksStateStore::fit_cache`]).
+    cache: Cache,
+    cache_budget: usize,
+    writes: AtomicU32,
 }
+
+/// The block cache is resized every this many writes.
+const FIT_CACHE_EVERY: u32 = 16;
 
 /// Map a RocksDB error, saying what was being done.
 fn backend(what: &str, path: &Path, e: rocksdb::Error) -> StateError {
@@ -117,7 +128,29 @@ impl RocksStateStore {
             db,
             write_opts,
             path: path.to_path_buf(),
+            cache,
+            cache_budget: cache_bytes,
+            writes: AtomicU32::new(0),
         })
+    }
+
+    /// Give the block cache what the index and filter blocks of the open
+    /// state files leave of its budget (they grow with the keys, about 10
+    /// bits each), but never less than a quarter of it.
+    fn fit_cache(&self) {
+        let readers = self
+            .db
+            .property_int_value("rocksdb.estimate-table-readers-mem")
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        let readers = usize::try_from(readers).unwrap_or(usize::MAX);
+        let capacity = self
+            .cache_budget
+            .saturating_sub(readers)
+            .max(self.cache_budget / 4);
+        // The handle is shared: resizing a clone resizes the cache.
+        self.cache.clone().set_capacity(capacity);
     }
 
     /// Delete whatever is at `path`, then open an empty store there
@@ -219,7 +252,15 @@ impl StateStore for RocksStateStore {
         }
         self.db
             .write_opt(wb, &self.write_opts)
-            .map_err(|e| backend("write", &self.path, e))
+            .map_err(|e| backend("write", &self.path, e))?;
+        if self
+            .writes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(FIT_CACHE_EVERY)
+        {
+            self.fit_cache();
+        }
+        Ok(())
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StateError> {

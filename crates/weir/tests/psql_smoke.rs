@@ -314,6 +314,22 @@ fn psql_meta_commands() {
         server.psql_ok("\\d"),
         "public|notes|table|weir\npublic|orders|table|weir\npublic|per_customer|materialized view|weir\n"
     );
+    // \df lists user functions (Weir has none); \dfS the built-in ones,
+    // one row per argument type, and \dfS+ adds volatility, language...
+    assert_eq!(server.psql_ok("\\df"), "");
+    let abs = server.psql_ok("\\dfS abs");
+    assert!(
+        abs.contains("pg_catalog|abs|bigint|bigint|func\n")
+            && abs.contains("pg_catalog|abs|double precision|double precision|func\n"),
+        "\\dfS abs: {abs}"
+    );
+    let upper = server.psql_ok("\\dfS+ upper");
+    assert!(
+        upper.starts_with(
+            "pg_catalog|upper|text|text|func|immutable|safe|weir|invoker||internal|upper|"
+        ),
+        "\\dfS+ upper: {upper}"
+    );
     let schemas = server.psql_ok("\\dn");
     assert!(schemas.contains("public|weir\n"), "\\dn: {schemas}");
     let databases = server.psql_ok("\\l");

@@ -258,6 +258,9 @@ pub fn register(
         function("col_description", DataType::Utf8, |_| text(None)),
         function("shobj_description", DataType::Utf8, |_| text(None)),
         function("pg_get_partkeydef", DataType::Utf8, |_| text(None)),
+        // The body of a SQL-standard function (psql's \df+): Weir's
+        // functions are all built in.
+        function("pg_get_function_sqlbody", DataType::Utf8, |_| text(None)),
         // Definitions of objects Weir never has (statistics objects,
         // triggers, rules, sequences): no row ever asks, but psql's queries
         // name them.

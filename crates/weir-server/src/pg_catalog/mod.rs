@@ -1059,6 +1059,8 @@ impl PgCatalog {
                     V::N,
                     p.name.clone().into(),
                     "i".into(),
+                    "s".into(),
+                    V::N,
                 ]
             })
             .collect();
@@ -1082,6 +1084,8 @@ impl PgCatalog {
                 ("proargdefaults", TEXT),
                 ("prosrc", TEXT),
                 ("provolatile", TEXT),
+                ("proparallel", TEXT),
+                ("proacl", text_array()),
             ],
             &rows,
         )

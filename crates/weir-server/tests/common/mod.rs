@@ -57,3 +57,31 @@ pub async fn try_connect(conninfo: &str) -> Result<Client, tokio_postgres::Error
 pub async fn connect(conninfo: &str) -> Client {
     try_connect(conninfo).await.unwrap()
 }
+
+/// A startup packet (protocol 3.0) for user `weir`, database `weir`, with
+/// more `(name, value)` parameters.
+pub fn startup_with(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&196_608i32.to_be_bytes());
+    for (k, v) in [("user", "weir"), ("database", "weir")]
+        .iter()
+        .chain(params)
+    {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// A frontend message: type byte, length, body.
+pub fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind];
+    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
