@@ -26,14 +26,21 @@ pub fn decode<S: Clone>(
             .filter(|t| *t != Type::UNKNOWN);
         let pg_type = match declared {
             Some(t) => t,
-            None => match inferred.get(i).cloned().flatten() {
-                Some(dt) => arrow_pg::datatypes::into_pg_type(&dt).unwrap_or(Type::TEXT),
-                None => Type::TEXT,
-            },
+            None => pg_type(inferred.get(i).and_then(Option::as_ref)),
         };
         values.push(decode_one(portal, i, &pg_type)?);
     }
     Ok(ParamValues::from(values))
+}
+
+/// The Postgres type a parameter of inferred type `t` is described as
+/// (text when unknown).
+pub fn pg_type(t: Option<&DataType>) -> Type {
+    match t {
+        Some(dt) if *dt == weir_common::char_type::UUID_PARAMETER => Type::UUID,
+        Some(dt) => arrow_pg::datatypes::into_pg_type(dt).unwrap_or(Type::TEXT),
+        None => Type::TEXT,
+    }
 }
 
 fn bad(i: usize, e: impl std::fmt::Display) -> Error {
@@ -74,6 +81,22 @@ fn decode_one<S: Clone>(portal: &Portal<S>, i: usize, t: &Type) -> Result<Scalar
                 .map_err(|e| bad(i, e))?
                 .map(|d| d.timestamp_micros()),
             Some("+00:00".into()),
+        ),
+        // uuid, kept as its canonical text: in binary the 16 bytes.
+        Type::UUID if portal.parameter_format.is_binary(i) => ScalarValue::Utf8(
+            portal
+                .parameter::<Vec<u8>>(i, &Type::BYTEA)
+                .map_err(|e| bad(i, e))?
+                .map(|b| uuid::Uuid::from_slice(&b).map(|u| u.hyphenated().to_string()))
+                .transpose()
+                .map_err(|e| bad(i, e))?,
+        ),
+        Type::UUID => ScalarValue::Utf8(
+            portal
+                .parameter::<String>(i, &Type::TEXT)
+                .map_err(|e| bad(i, e))?
+                .map(|t| weir_common::char_type::canonical_uuid(&t))
+                .transpose()?,
         ),
         Type::BYTEA => {
             ScalarValue::Binary(portal.parameter::<Vec<u8>>(i, t).map_err(|e| bad(i, e))?)

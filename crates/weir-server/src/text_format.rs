@@ -11,9 +11,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Offset};
 use chrono_tz::Tz;
 use pgwire::api::portal::Format;
+use pgwire::api::results::{FieldFormat, FieldInfo};
+use pgwire::api::Type;
 use weir_common::arrow::array::{
-    Array, ArrayRef, Decimal128Array, Float64Array, IntervalMonthDayNanoArray, RecordBatch,
-    StringBuilder, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, BinaryArray, Decimal128Array, Float64Array,
+    IntervalMonthDayNanoArray, RecordBatch, StringBuilder, TimestampMicrosecondArray,
 };
 use weir_common::arrow::compute::cast;
 use weir_common::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
@@ -50,20 +52,57 @@ pub fn postgres_text_columns(
     }
     match columns {
         None => Ok(batch),
-        Some(cols) => {
-            let fields: Vec<_> = batch
-                .schema()
-                .fields()
-                .iter()
-                .zip(&cols)
-                .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
-                .collect();
-            RecordBatch::try_new(
-                Arc::new(weir_common::arrow::datatypes::Schema::new(fields)),
-                cols,
-            )
-        }
+        Some(cols) => with_columns(&batch, cols),
     }
+}
+
+/// `batch` with its columns replaced by `columns` (same names, their types).
+fn with_columns(batch: &RecordBatch, columns: Vec<ArrayRef>) -> Result<RecordBatch, ArrowError> {
+    let fields: Vec<_> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(weir_common::arrow::datatypes::Schema::new(fields)),
+        columns,
+    )
+}
+
+/// Columns the row description sends as binary `uuid`: Weir keeps uuids as
+/// their canonical text, Postgres's binary form is the 16 bytes.
+pub fn binary_uuids(batch: RecordBatch, header: &[FieldInfo]) -> Result<RecordBatch, ArrowError> {
+    let uuid_columns: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.datatype() == &Type::UUID && f.format() == FieldFormat::Binary)
+        .map(|(i, _)| i)
+        .collect();
+    if uuid_columns.is_empty() {
+        return Ok(batch);
+    }
+    let mut columns = batch.columns().to_vec();
+    for i in uuid_columns {
+        let Some(column) = columns.get(i) else {
+            continue;
+        };
+        let text = cast(column, &DataType::Utf8)?;
+        let bytes = text
+            .as_string::<i32>()
+            .iter()
+            .map(|v| {
+                v.map(weir_common::char_type::uuid_bytes)
+                    .transpose()
+                    .map_err(|e| ArrowError::ComputeError(e.message))
+            })
+            .collect::<Result<Vec<Option<[u8; 16]>>, ArrowError>>()?;
+        columns[i] = Arc::new(BinaryArray::from_iter(
+            bytes.iter().map(|b| b.as_ref().map(|b| &b[..])),
+        ));
+    }
+    with_columns(&batch, columns)
 }
 
 /// TIMESTAMP columns (`zone` `None`) or TIMESTAMPTZ ones, shown in `zone`

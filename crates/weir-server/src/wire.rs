@@ -567,6 +567,7 @@ fn fields(schema: &SchemaRef, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
         let datatype = match declared {
             Some(weir_common::char_type::CharType::Varchar(_)) => Type::VARCHAR,
             Some(weir_common::char_type::CharType::Char(_)) => Type::BPCHAR,
+            Some(weir_common::char_type::CharType::Uuid) => Type::UUID,
             None => info.datatype().clone(),
         };
         *info = FieldInfo::new(
@@ -650,6 +651,7 @@ fn response(
             let mut rows = Vec::new();
             for b in batches {
                 let b = crate::text_format::postgres_text_columns(b, format, time_zone)
+                    .and_then(|b| crate::text_format::binary_uuids(b, &header))
                     .map_err(|e| pg_error(e.into()))?;
                 rows.extend(arrow_pg::datatypes::encode_recordbatch(
                     Arc::clone(&header),
@@ -916,10 +918,7 @@ impl QueryParser for WeirQueryParser {
 }
 
 fn pg_type(t: &Option<DataType>) -> Type {
-    match t {
-        Some(dt) => arrow_pg::datatypes::into_pg_type(dt).unwrap_or(Type::TEXT),
-        None => Type::TEXT,
-    }
+    crate::params::pg_type(t.as_ref())
 }
 
 #[async_trait]

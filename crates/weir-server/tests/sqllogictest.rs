@@ -330,6 +330,7 @@ impl Raw {
             Type::INT4 => i32::from_be_bytes(be(b)?).to_string(),
             Type::INT8 => i64::from_be_bytes(be(b)?).to_string(),
             Type::OID => u32::from_be_bytes(be(b)?).to_string(),
+            Type::UUID => uuid::Uuid::from_slice(b).ok()?.hyphenated().to_string(),
             Type::FLOAT4 => {
                 let v = f32::from_be_bytes(be(b)?);
                 format_float(v as f64, format!("{v:e}"), 6)

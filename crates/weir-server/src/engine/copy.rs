@@ -145,6 +145,10 @@ impl Engine {
                     ),
                 )
             })?;
+            let typed = match weir_common::char_type::CharType::of(field) {
+                Some(declared) => declared.conform(&typed).map_err(ServerError::Statement)?,
+                None => typed,
+            };
             columns.push(typed);
         }
         let nullable: SchemaRef = Arc::new(Schema::new(

@@ -630,13 +630,15 @@ fn declared_char_types(s: &SqlStatement) -> Vec<Option<weir_common::char_type::C
             SqlType::Char(l) | SqlType::Character(l) => {
                 Some(CharType::Char(length(l).unwrap_or(1)))
             }
+            SqlType::Uuid => Some(CharType::Uuid),
             _ => None,
         })
         .collect()
 }
 
 /// `s` with the spellings of `varchar` DataFusion does not plan
-/// (`CHARACTER VARYING`, `CHAR VARYING`, `NVARCHAR`) written as `VARCHAR`.
+/// (`CHARACTER VARYING`, `CHAR VARYING`, `NVARCHAR`) written as `VARCHAR`,
+/// and `UUID` as `TEXT` (its declared type is kept in the field metadata).
 fn plain_char_types(s: &SqlStatement) -> SqlStatement {
     use weir_common::datafusion::sql::sqlparser::ast::DataType as SqlType;
     let mut s = s.clone();
@@ -646,6 +648,8 @@ fn plain_char_types(s: &SqlStatement) -> SqlStatement {
                 &c.data_type
             {
                 c.data_type = SqlType::Varchar(*l);
+            } else if c.data_type == SqlType::Uuid {
+                c.data_type = SqlType::Text;
             }
         }
     }

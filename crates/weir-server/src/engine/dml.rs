@@ -316,15 +316,20 @@ fn conform(schema: &SchemaRef, batches: &[RecordBatch], offset: usize) -> Result
         let cols = (0..width)
             .map(|i| {
                 let c = b.column(offset + i);
-                let t = schema.field(i).data_type();
-                if c.data_type() == t {
-                    Ok(Arc::clone(c))
+                let field = schema.field(i);
+                let t = field.data_type();
+                let c = if c.data_type() == t {
+                    Arc::clone(c)
                 } else {
-                    cast(c, t)
+                    cast(c, t).map_err(|e| ServerError::Statement(e.into()))?
+                };
+                // uuid values are stored in canonical form.
+                match weir_common::char_type::CharType::of(field) {
+                    Some(declared) => declared.conform(&c).map_err(ServerError::Statement),
+                    None => Ok(c),
                 }
             })
-            .collect::<std::result::Result<Vec<ArrayRef>, _>>()
-            .map_err(|e| ServerError::Statement(e.into()))?;
+            .collect::<Result<Vec<ArrayRef>>>()?;
         out.push(
             RecordBatch::try_new_with_options(
                 Arc::clone(schema),

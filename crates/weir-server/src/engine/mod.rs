@@ -743,6 +743,15 @@ fn infer_cast_parameters(
                 let (inner, to) = match e {
                     Expr::Cast(c) => (c.expr.as_ref(), c.field.data_type()),
                     Expr::TryCast(c) => (c.expr.as_ref(), c.field.data_type()),
+                    // `$n::uuid`: described to clients as uuid.
+                    Expr::ScalarFunction(f) if f.name() == "pg_uuid" => {
+                        if let Some(Expr::Placeholder(p)) = f.args.first() {
+                            if let Some(slot) = types.get_mut(&p.id) {
+                                *slot = Some(weir_common::char_type::UUID_PARAMETER);
+                            }
+                        }
+                        return Ok(TreeNodeRecursion::Continue);
+                    }
                     _ => return Ok(TreeNodeRecursion::Continue),
                 };
                 if let Expr::Placeholder(p) = inner {

@@ -100,6 +100,54 @@ impl ScalarUDFImpl for PgFunction {
     }
 }
 
+/// `pg_uuid(text)`: what `x::uuid` becomes. The canonical text of a UUID
+/// (Weir keeps uuids as text) or 22P02; its result is typed `uuid` for
+/// clients (field metadata).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgUuid {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for PgUuid {
+    fn name(&self) -> &str {
+        "pg_uuid"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn return_field_from_args(
+        &self,
+        _args: weir_common::datafusion::logical_expr::ReturnFieldArgs,
+    ) -> Result<weir_common::arrow::datatypes::FieldRef> {
+        let field = Field::new(self.name(), DataType::Utf8, true);
+        Ok(Arc::new(
+            weir_common::char_type::CharType::Uuid.attach(field),
+        ))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = matches!(args.args.first(), Some(ColumnarValue::Scalar(_)));
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let Some(input) = arrays.first() else {
+            return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)));
+        };
+        let out = weir_common::char_type::CharType::Uuid
+            .conform(input)
+            .map_err(|e| weir_common::datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let out = weir_common::arrow::compute::cast(&out, &DataType::Utf8)?;
+        if scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?));
+        }
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
 fn function(
     name: &'static str,
     returns: DataType,
@@ -431,6 +479,9 @@ pub fn register(
         }))
     }));
     let c = catalog;
+    ctx.register_udf(ScalarUDF::from(PgUuid {
+        signature: Signature::string(1, Volatility::Immutable),
+    }));
     ctx.register_udf(function("pg_get_viewdef", DataType::Utf8, move |a| {
         let by_oid = int(a.first());
         let by_name = match a.first() {

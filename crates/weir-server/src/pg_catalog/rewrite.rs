@@ -974,6 +974,12 @@ pub fn rewrite(
             Expr::Cast {
                 expr, data_type, ..
             } => {
+                if matches!(data_type, SqlType::Uuid) {
+                    if let Some(x) = parse_expr(&format!("pg_uuid({expr})")) {
+                        *e = x;
+                    }
+                    return ControlFlow::Continue(());
+                }
                 if matches!(data_type, SqlType::Bytea) {
                     if let Some(bytes) = string_literal(expr).and_then(decode_bytea) {
                         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

@@ -14,6 +14,7 @@ simple protocol.
 """
 
 import asyncio
+import uuid
 
 import asyncpg
 
@@ -95,6 +96,35 @@ async def types_roundtrip():
                                f"AND at = $4 AND at_tz = $5 AND active = $6 AND score = $7 AND name = $8",
                                r[1], r[5], r[6], r[7], r[8], r[4], r[3], r[2])
         eq_rows(got, [(1,)], "WHERE with one parameter of each type")
+    finally:
+        await conn.close()
+
+
+@check
+@sync
+async def uuid_roundtrip():
+    # asyncpg asks for binary results and encodes parameters in binary with
+    # the types Weir describes: `$1::uuid` is a uuid parameter (16 bytes).
+    table = P + "uuid"
+    conn = await connect()
+    try:
+        await conn.execute(f"CREATE TABLE {table} (id UUID PRIMARY KEY, n INT)")
+        ids = [uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), uuid.uuid4()]
+        insert = await conn.prepare(f"INSERT INTO {table} VALUES ($1::uuid, $2)")
+        eq([t.name for t in insert.get_parameters()], ["uuid", "int4"], "parameter types")
+        for n, u in enumerate(ids):
+            await insert.fetch(u, n)
+        # Text input in Postgres's other spellings is normalized.
+        await conn.execute(f"INSERT INTO {table} VALUES ('{{B0EEBC999C0B4EF8BB6D6BB9BD380A11}}', 9)")
+        got = await conn.fetch(f"SELECT id, n FROM {table} ORDER BY n")
+        eq([(r["id"], r["n"]) for r in got],
+           [(ids[0], 0), (ids[1], 1), (uuid.UUID("b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), 9)],
+           "uuid values read back (binary)")
+        eq(await conn.fetchval(f"SELECT n FROM {table} WHERE id = $1::uuid", ids[1]), 1,
+           "uuid parameter in WHERE")
+        await expect_sqlstate_async(conn.execute(f"INSERT INTO {table} VALUES ('nope', 5)"), "22P02",
+                                    "bad uuid text")
+        await conn.execute(f"DROP TABLE {table}")
     finally:
         await conn.close()
 

@@ -13,6 +13,8 @@ prepare=True makes a named server-side prepared statement.
     WEIR_PORT=5466 ~/.cache/weir-pyenv/bin/python test_psycopg3.py
 """
 
+import uuid
+
 import psycopg
 import psycopg.errors
 
@@ -116,6 +118,23 @@ def materialized_view():
         cur.execute(f"DELETE FROM {src} WHERE id IN (%s, %s)", (1, 3))
         eq(cur.rowcount, 2, "DELETE rowcount")
         eq_rows(read(bcur), [("a", 1, 100)], "view after DELETE (binary)")
+
+
+@check
+def uuid_roundtrip():
+    # psycopg 3 sends uuid.UUID values as type uuid (%b: the 16 bytes) and
+    # loads uuid results, text or binary, as uuid.UUID.
+    table = P + "uuid"
+    u = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+    with connect() as conn:
+        conn.execute(f"CREATE TABLE {table} (id UUID PRIMARY KEY, n INT)")
+        conn.execute(f"INSERT INTO {table} VALUES (%b, %b)", (u, 1))
+        conn.execute(f"INSERT INTO {table} VALUES (%s, %s)", (uuid.UUID(int=7), 2))
+        for binary in (False, True):
+            rows = conn.cursor(binary=binary).execute(
+                f"SELECT id, n FROM {table} WHERE id = %b OR n = 2 ORDER BY n", (u,)).fetchall()
+            eq_rows(rows, [(u, 1), (uuid.UUID(int=7), 2)], f"uuid results (binary={binary})")
+        conn.execute(f"DROP TABLE {table}")
 
 
 @check
