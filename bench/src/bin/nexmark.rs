@@ -15,6 +15,13 @@
 //! - `nexmark`: Weir's Nexmark generator (`connector = 'nexmark'`, Bid
 //!   table); `--events` counts events of all types, of which 46/50 are bids.
 //!
+//! The multi-stream queries (q3, q4, q20, q23: joins) take their tables and
+//! SQL from the Flink peer (`run_flink_peer.py Q EVENTS --print-sql`), so
+//! both systems run identical DDL over identical events (`--events` counts
+//! persons, auctions and bids); RisingWave's extended queries q101-q104
+//! (outer join to an aggregate, HAVING with a scalar subquery, semi and
+//! anti join) run over the same tables.
+//!
 //! The last line per query is:
 //! `weir query=Q events=N parallelism=P seconds=S events_per_s=E cpu_s=C peak_rss_mb=M`
 
@@ -45,11 +52,41 @@ const QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Multi-stream queries whose tables and query text come from the Flink
+/// peer (`run_flink_peer.py QUERY EVENTS --print-sql`), so both systems run
+/// the same DDL and SQL over the same events; and RisingWave's extended
+/// queries over the same tables (q101-q104, written here in its form).
+const PEER_QUERIES: &[&str] = &["q3", "q4", "q20", "q23"];
+
+/// RisingWave's extended Nexmark queries (joins and subqueries), over the
+/// peer's `person`, `auction` and `bid` tables.
+const EXTENDED: &[(&str, &str)] = &[
+    // q101: the highest bid of each auction (outer join to an aggregate).
+    (
+        "q101",
+        "SELECT a.id AS auction_id, a.item_name AS auction_item_name, b.max_price AS current_highest_bid          FROM auction a LEFT OUTER JOIN (SELECT b1.auction, MAX(b1.price) AS max_price FROM bid b1          GROUP BY b1.auction) b ON a.id = b.auction",
+    ),
+    // q102: auctions with at least the average number of bids (HAVING with
+    // a scalar subquery).
+    (
+        "q102",
+        "SELECT a.id AS auction_id, a.item_name AS auction_item_name, COUNT(b.auction) AS bid_count          FROM auction a JOIN bid b ON a.id = b.auction GROUP BY a.id, a.item_name          HAVING COUNT(b.auction) >= (SELECT COUNT(*) / COUNT(DISTINCT auction) FROM bid)",
+    ),
+    // q103: auctions with at least 20 bids (semi join).
+    (
+        "q103",
+        "SELECT a.id AS auction_id, a.item_name AS auction_item_name FROM auction a          WHERE a.id IN (SELECT b.auction FROM bid b GROUP BY b.auction HAVING COUNT(*) >= 20)",
+    ),
+    // q104: auctions with fewer than 20 bids (anti join).
+    (
+        "q104",
+        "SELECT a.id AS auction_id, a.item_name AS auction_item_name FROM auction a          WHERE a.id NOT IN (SELECT b.auction FROM bid b GROUP BY b.auction HAVING COUNT(*) < 20)",
+    ),
+];
+
 /// Queries of the suite Weir does not run yet, and what they need.
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("tumble", "tumbling windows (TUMBLE table function)"),
-    ("q3", "joins"),
-    ("q4", "joins, windows"),
     ("q5", "windows (HOP)"),
     ("q6", "joins, window functions"),
     ("q7", "windows, joins"),
@@ -68,7 +105,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("q17", "GROUP BY with date_format"),
     ("q18", "window functions (ROW_NUMBER)"),
     ("q19", "window functions (ROW_NUMBER)"),
-    ("q20", "joins"),
     ("q21", "regexp_extract / CASE over channels"),
     ("q22", "split_index"),
 ];
@@ -99,6 +135,10 @@ struct Args {
     /// Instances per stateful operator (`weir serve --parallelism`).
     #[arg(long, default_value_t = 1)]
     parallelism: usize,
+    /// The Flink peer's `run_flink_peer.py` (default: `../shared/peers/flink/`
+    /// beside the repository), for the multi-stream queries' DDL and SQL.
+    #[arg(long)]
+    peer_script: Option<PathBuf>,
 }
 
 /// The Flink peer's Bid table, verbatim but for the row count.
@@ -129,6 +169,59 @@ fn datagen_ddl(rows: u64) -> String {
     )
 }
 
+/// The peer's statements for `query` over `events` events: its source
+/// DDL (the tables the query reads) and the SELECT its INSERT runs.
+fn peer_sql(args: &Args, query: &str) -> Result<(Vec<String>, String), BoxError> {
+    let script = args.peer_script.clone().unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/flink/run_flink_peer.py")
+    });
+    // The extended queries read the tables of q23 (person, auction, bid).
+    let peer_query = if PEER_QUERIES.contains(&query) {
+        query
+    } else {
+        "q23"
+    };
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(peer_query)
+        .arg(args.events.to_string())
+        .arg("--print-sql")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} --print-sql failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let mut ddl = Vec::new();
+    let mut select = None;
+    for statement in text.split(";\n") {
+        let statement: String = statement
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let trimmed = statement.trim();
+        if trimmed.is_empty() || trimmed.starts_with("CREATE TABLE sink") {
+            continue;
+        }
+        if let Some(rest) = trimmed.strip_prefix("INSERT INTO sink") {
+            select = Some(rest.trim().to_string());
+        } else {
+            ddl.push(trimmed.to_string());
+        }
+    }
+    let select = match EXTENDED.iter().find(|(n, _)| *n == query) {
+        Some((_, sql)) => sql.to_string(),
+        None => select.ok_or("the peer printed no INSERT INTO sink")?,
+    };
+    Ok((ddl, select))
+}
+
 fn nexmark_ddl(events: u64) -> String {
     format!(
         "CREATE SOURCE bid WITH (connector = 'nexmark', nexmark.table.type = 'Bid', \
@@ -151,7 +244,7 @@ struct Measured {
     peak_rss_mb: f64,
 }
 
-fn run_query(args: &Args, name: &str, sql: &str) -> Result<Measured, BoxError> {
+fn run_query(args: &Args, name: &str, sql: &str, ddl: &[String]) -> Result<Measured, BoxError> {
     let bin = weir_binary(args.weir_bin.as_deref())?;
     let mut server_args = args.server_args.clone();
     server_args.push(format!("--parallelism={}", args.parallelism));
@@ -160,12 +253,17 @@ fn run_query(args: &Args, name: &str, sql: &str) -> Result<Measured, BoxError> {
     let pid = server.child.id();
     let result = (|| -> Result<Measured, BoxError> {
         let mut client = Connection::connect(addr, "weir", "weir")?;
-        let ddl = match args.source.as_str() {
-            "datagen" => datagen_ddl(args.events),
-            "nexmark" => nexmark_ddl(args.events),
-            other => return Err(format!("unknown --source {other}").into()),
-        };
-        exec(&mut client, &ddl)?;
+        if ddl.is_empty() {
+            let ddl = match args.source.as_str() {
+                "datagen" => datagen_ddl(args.events),
+                "nexmark" => nexmark_ddl(args.events),
+                other => return Err(format!("unknown --source {other}").into()),
+            };
+            exec(&mut client, &ddl)?;
+        }
+        for statement in ddl {
+            exec(&mut client, statement)?;
+        }
         let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
         let started = Instant::now();
         exec(
@@ -221,6 +319,8 @@ fn run(args: Args) -> Result<(), BoxError> {
         QUERIES
             .iter()
             .map(|(q, _)| q.to_string())
+            .chain(PEER_QUERIES.iter().map(|q| q.to_string()))
+            .chain(EXTENDED.iter().map(|(q, _)| q.to_string()))
             .chain(UNSUPPORTED.iter().map(|(q, _)| q.to_string()))
             .collect()
     } else {
@@ -234,10 +334,16 @@ fn run(args: Args) -> Result<(), BoxError> {
             println!("weir query={q} unsupported=\"needs {why}\"");
             continue;
         }
-        let Some((_, sql)) = QUERIES.iter().find(|(n, _)| n == q) else {
-            return Err(format!("unknown query {q}").into());
-        };
-        let m = run_query(&args, q, sql)?;
+        let (ddl, sql) =
+            if PEER_QUERIES.contains(&q.as_str()) || EXTENDED.iter().any(|(n, _)| n == q) {
+                peer_sql(&args, q)?
+            } else {
+                let Some((_, sql)) = QUERIES.iter().find(|(n, _)| n == q) else {
+                    return Err(format!("unknown query {q}").into());
+                };
+                (Vec::new(), sql.to_string())
+            };
+        let m = run_query(&args, q, &sql, &ddl)?;
         // Pass-through queries deliver every bid; check it.
         let bids = match args.source.as_str() {
             "nexmark" => args.events / 50 * 46 + (args.events % 50).saturating_sub(4),

@@ -23,6 +23,8 @@ impl SqlState {
     pub const UNIQUE_VIOLATION: SqlState = SqlState("23505");
     pub const NOT_NULL_VIOLATION: SqlState = SqlState("23502");
     pub const FEATURE_NOT_SUPPORTED: SqlState = SqlState("0A000");
+    /// A view whose definition reads itself.
+    pub const INVALID_RECURSION: SqlState = SqlState("42P19");
     pub const DIVISION_BY_ZERO: SqlState = SqlState("22012");
     pub const NUMERIC_VALUE_OUT_OF_RANGE: SqlState = SqlState("22003");
     pub const INVALID_TEXT_REPRESENTATION: SqlState = SqlState("22P02");

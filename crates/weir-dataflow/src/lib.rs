@@ -4,11 +4,11 @@
 //!
 //! - [`operator::Operator`] is the trait every operator implements; each
 //!   operator lives in its own file ([`project`], [`filter`],
-//!   [`hash_aggregate`], [`materialize`]).
+//!   [`hash_aggregate`], [`hash_join`], [`union`], [`materialize`]).
 //! - [`table_store`] keeps a table's rows and turns DML into change chunks.
 //! - [`outlet`] fans a stream out to subscribers (views and views on views).
-//! - [`runtime`] spawns a pipeline of operators and tracks its status and the
-//!   epochs it has committed.
+//! - [`runtime`] spawns a dataflow graph of fragments (fan-in at joins and
+//!   unions) and tracks its status and the epochs it has committed.
 //!
 //! Planning (SQL → operators) lives in `weir-sql`; this crate knows nothing of
 //! SQL text or logical plans.
@@ -20,6 +20,7 @@ pub mod exchange;
 pub mod filter;
 pub mod float_sum;
 pub mod hash_aggregate;
+pub mod hash_join;
 pub mod materialize;
 pub mod min_max;
 pub mod operator;
@@ -29,6 +30,7 @@ pub mod restart;
 pub mod row_codec;
 pub mod runtime;
 pub mod table_store;
+pub mod union;
 
 pub use error::DataflowError;
 pub use operator::Operator;

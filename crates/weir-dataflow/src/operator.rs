@@ -23,6 +23,20 @@ pub trait Operator: Send + 'static {
         out: &mut Vec<StreamChunk>,
     ) -> Result<(), DataflowError>;
 
+    /// Handle a chunk that arrived on input `input` of an operator with
+    /// several inputs (a join's sides, a union's branches). Only the first
+    /// operator of a fragment's chain is called with an input other than 0;
+    /// single-input operators need not override it.
+    fn process_input(
+        &mut self,
+        input: usize,
+        chunk: StreamChunk,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
+        let _ = input;
+        self.process(chunk, out)
+    }
+
     /// The epoch is complete: flush pending output to `out` and make state
     /// durable. The runtime forwards the barrier after the flushed chunks.
     fn on_barrier(

@@ -1,5 +1,6 @@
-//! Running a dataflow: one tokio task per operator, joined by bounded
-//! channels, from an input subscription to an [`Outlet`].
+//! Running a dataflow graph: fragments of chained operators, one tokio task
+//! per fragment instance, joined by bounded channels, from the dataflow's
+//! inputs (subscriptions, source readers) to an [`Outlet`].
 //!
 //! A barrier flows through every operator in order; once the last operator
 //! has handled it and its output reached the outlet, the dataflow's committed
@@ -158,7 +159,7 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// How the instances of a fragment receive the output of the fragment
-/// before it.
+/// feeding one of its inputs.
 pub enum Exchange {
     /// Every instance of the previous fragment sends everything to the one
     /// instance of this fragment.
@@ -167,21 +168,37 @@ pub enum Exchange {
     Hash(HashKey),
 }
 
+/// Where one input of a fragment comes from.
+pub enum FragmentInput {
+    /// The dataflow's external input `n` (a subscription to a table or
+    /// view, or a source's readers): one [`Input`] per instance.
+    External(usize),
+    /// The output of the fragment at index `from` (an earlier one), through
+    /// `exchange`.
+    Fragment {
+        /// Index of the producing fragment.
+        from: usize,
+        /// How its rows reach this fragment's instances.
+        exchange: Exchange,
+    },
+}
+
 /// Operators run as one task per instance: the operators of an instance
 /// are chained (a chunk passes through all of them without a channel hop).
+/// The first operator of the chain receives each chunk with the index of
+/// the input it arrived on (a join's side, a union's branch).
 pub struct Fragment {
-    /// How the instances receive the previous fragment's output (ignored for
-    /// the first fragment, which reads the dataflow's input).
-    pub exchange: Exchange,
+    /// The fragment's inputs, in the order its first operator numbers them.
+    pub inputs: Vec<FragmentInput>,
     /// One operator chain per instance.
     pub instances: Vec<Vec<Box<dyn Operator>>>,
 }
 
 impl Fragment {
-    /// A fragment of one instance.
+    /// A fragment of one instance reading the dataflow's only input.
     pub fn single(ops: Vec<Box<dyn Operator>>) -> Self {
         Fragment {
-            exchange: Exchange::Single,
+            inputs: vec![FragmentInput::External(0)],
             instances: vec![ops],
         }
     }
@@ -255,7 +272,7 @@ pub trait MessageSource: Send + 'static {
     fn next(&mut self) -> BoxFuture<'_, Option<Result<Message, DataflowError>>>;
 }
 
-/// The input of one instance of a dataflow's first fragment.
+/// The external input of one instance of a fragment.
 pub enum Input {
     /// Messages arriving on a channel (a table's or a view's changes).
     Channel(mpsc::Receiver<Message>),
@@ -263,37 +280,48 @@ pub enum Input {
     Source(Box<dyn MessageSource>),
 }
 
-/// What an instance reads: its input, or the channels from every instance
-/// of the previous fragment, barrier-aligned.
+/// What an instance reads, each message tagged with the input it came on:
+/// one channel, a source in its own task, or several channels
+/// barrier-aligned.
 enum Upstream {
-    One(mpsc::Receiver<Message>),
-    Source(Box<dyn MessageSource>),
-    Aligned(AlignedInputs),
+    One(mpsc::Receiver<Message>, usize),
+    Source(Box<dyn MessageSource>, usize),
+    /// Channels and the fragment input each one belongs to.
+    Aligned(AlignedInputs, Vec<usize>),
 }
 
 impl Upstream {
-    async fn next(&mut self) -> Option<Result<Message, DataflowError>> {
+    async fn next(&mut self) -> Option<Result<(usize, Message), DataflowError>> {
         match self {
-            Upstream::One(rx) => rx.recv().await.map(Ok),
-            Upstream::Source(source) => source.next().await,
-            Upstream::Aligned(inputs) => inputs.next().await.map(|r| r.map(|(_, m)| m)),
+            Upstream::One(rx, k) => rx.recv().await.map(|m| Ok((*k, m))),
+            Upstream::Source(source, k) => source.next().await.map(|r| r.map(|m| (*k, m))),
+            Upstream::Aligned(inputs, map) => inputs
+                .next()
+                .await
+                .map(|r| r.map(|(i, m)| (map.get(i).copied().unwrap_or(0), m))),
         }
     }
 }
 
-/// Pass `chunks` through `ops`, returning what the last one emits.
+/// Pass `chunks` through `ops`, returning what the last one emits. The
+/// first operator receives them as arriving on `input`.
 fn through(
     ops: &mut [Box<dyn Operator>],
+    input: usize,
     mut chunks: Vec<StreamChunk>,
 ) -> Result<Vec<StreamChunk>, DataflowError> {
-    for op in ops.iter_mut() {
+    for (n, op) in ops.iter_mut().enumerate() {
         if chunks.is_empty() {
             break;
         }
         let mut next = Vec::new();
         for c in chunks {
             if !c.is_empty() {
-                op.process(c, &mut next)?;
+                if n == 0 {
+                    op.process_input(input, c, &mut next)?;
+                } else {
+                    op.process(c, &mut next)?;
+                }
             }
         }
         chunks = next;
@@ -311,9 +339,10 @@ async fn run_instance(
     downstream: &Downstream,
 ) -> Result<(), DataflowError> {
     while let Some(msg) = input.next().await {
+        let (k, msg) = msg?;
         // Control messages follow the output they flushed.
-        let (out, forward) = match msg? {
-            Message::Chunk(chunk) => (through(&mut ops, vec![chunk])?, None),
+        let (out, forward) = match msg {
+            Message::Chunk(chunk) => (through(&mut ops, k, vec![chunk])?, None),
             Message::Barrier(b) => {
                 // Each operator flushes at the barrier; what it emits passes
                 // through the operators after it before they flush.
@@ -360,111 +389,109 @@ pub fn spawn_pipeline(
 ) -> DataflowHandle {
     spawn_graph(
         vec![Fragment::single(operators)],
-        vec![Input::Channel(input)],
+        vec![vec![Input::Channel(input)]],
         outlet,
         initial_epoch,
     )
 }
 
-/// Spawn a dataflow of `fragments` in order, instance `i` of the first
-/// reading `inputs[i]`, the last writing to `outlet`. The last fragment must
-/// have one instance, the first one instance per input (extra instances are
-/// dropped). Between fragments every upstream instance is connected to
-/// every downstream instance by a bounded channel; barriers and watermarks
-/// go to all of them and are aligned on the receiving side.
+/// One channel end an instance reads, before it is wired.
+enum Feed {
+    Channel(mpsc::Receiver<Message>),
+    Source(Box<dyn MessageSource>),
+}
+
+/// Spawn a dataflow graph. `fragments` are in topological order: each reads
+/// external inputs or earlier fragments, every fragment but the last feeds
+/// exactly one later fragment, and the last one (one instance) writes to
+/// `outlet`. `inputs[n]` holds external input `n`'s [`Input`] for each
+/// instance of the fragment reading it. Between fragments every producing
+/// instance is connected to every consuming instance by a bounded channel;
+/// barriers and watermarks go to all of them, and an instance reading
+/// several channels aligns them (`align.rs`): the graph's operators
+/// snapshot exactly the state of each epoch.
 pub fn spawn_graph(
     fragments: Vec<Fragment>,
-    inputs: Vec<Input>,
+    inputs: Vec<Vec<Input>>,
     outlet: Arc<Outlet>,
     initial_epoch: Epoch,
 ) -> DataflowHandle {
     let status = Arc::new(watch::channel(DataflowStatus::Running).0);
     let (committed_tx, committed_rx) = watch::channel(initial_epoch);
-    let count = fragments.len();
-    // Build the channels first: inputs[f][i] are the receivers of instance
-    // i of fragment f; downstreams[f][i] its output.
-    let mut fragments: Vec<Fragment> = fragments
-        .into_iter()
-        .enumerate()
-        .map(|(f, mut frag)| {
-            if f + 1 == count && frag.instances.len() > 1 {
-                frag.instances.truncate(1);
-            }
-            if f == 0 {
-                frag.instances.truncate(inputs.len().max(1));
-            }
-            frag
-        })
-        .filter(|frag| !frag.instances.is_empty())
-        .collect();
+    let mut fragments = fragments;
     if fragments.is_empty() {
         fragments.push(Fragment::single(Vec::new()));
     }
     let count = fragments.len();
+    if let Some(last) = fragments.last_mut() {
+        last.instances.truncate(1);
+    }
     let parallelism = fragments
         .iter()
         .map(Fragment::parallelism)
         .max()
         .unwrap_or(1);
-    let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = fragments
+    let mut inputs: Vec<std::vec::IntoIter<Input>> =
+        inputs.into_iter().map(Vec::into_iter).collect();
+    // feeds[f][i]: what instance i of fragment f reads, with the input
+    // number its first operator sees.
+    let mut feeds: Vec<Vec<Vec<(Feed, usize)>>> = fragments
         .iter()
         .map(|f| (0..f.parallelism()).map(|_| Vec::new()).collect())
         .collect();
-    let keys: Vec<Option<Arc<HashKey>>> = fragments
-        .iter_mut()
-        .map(
-            |f| match std::mem::replace(&mut f.exchange, Exchange::Single) {
-                Exchange::Hash(k) => Some(Arc::new(k)),
-                Exchange::Single => None,
-            },
-        )
+    // outs[f][j]: where instance j of fragment f sends its output.
+    let mut outs: Vec<Vec<Option<Downstream>>> = fragments
+        .iter()
+        .map(|f| (0..f.parallelism()).map(|_| None).collect())
         .collect();
-    let mut downstreams: Vec<Vec<Downstream>> = Vec::with_capacity(count);
-    let mut committed_tx = Some(committed_tx);
     for f in 0..count {
-        let mut outs = Vec::with_capacity(fragments[f].parallelism());
-        for _ in 0..fragments[f].parallelism() {
-            if f + 1 == count {
-                if let Some(tx) = committed_tx.take() {
-                    outs.push(Downstream::Outlet(Arc::clone(&outlet), tx));
+        let width = fragments[f].parallelism();
+        let wiring = std::mem::take(&mut fragments[f].inputs);
+        for (k, input) in wiring.into_iter().enumerate() {
+            match input {
+                FragmentInput::External(n) => {
+                    for feed in feeds[f].iter_mut() {
+                        match inputs.get_mut(n).and_then(Iterator::next) {
+                            Some(Input::Channel(rx)) => feed.push((Feed::Channel(rx), k)),
+                            Some(Input::Source(s)) => feed.push((Feed::Source(s), k)),
+                            None => {}
+                        }
+                    }
                 }
-                continue;
+                FragmentInput::Fragment { from, exchange } => {
+                    if from >= f {
+                        continue;
+                    }
+                    let key = match exchange {
+                        Exchange::Hash(key) if width > 1 => Some(Arc::new(key)),
+                        _ => None,
+                    };
+                    for j in 0..fragments[from].parallelism() {
+                        let mut senders = Vec::with_capacity(width);
+                        for feed in feeds[f].iter_mut() {
+                            let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+                            senders.push(tx);
+                            feed.push((Feed::Channel(rx), k));
+                        }
+                        outs[from][j] = match &key {
+                            Some(key) => Some(Downstream::Hash(Arc::clone(key), senders)),
+                            None => senders.pop().map(Downstream::Next),
+                        };
+                    }
+                }
             }
-            let mut senders = Vec::new();
-            for rx_list in receivers[f + 1].iter_mut() {
-                let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-                senders.push(tx);
-                rx_list.push(rx);
-            }
-            outs.push(match &keys[f + 1] {
-                Some(key) if senders.len() > 1 => Downstream::Hash(Arc::clone(key), senders),
-                _ => match senders.pop() {
-                    Some(tx) => Downstream::Next(tx),
-                    None => continue,
-                },
-            });
         }
-        downstreams.push(outs);
+    }
+    if let Some(out) = outs.last_mut().and_then(|o| o.first_mut()) {
+        *out = Some(Downstream::Outlet(Arc::clone(&outlet), committed_tx));
     }
     let mut tasks = Vec::new();
-    let mut inputs = inputs.into_iter();
-    for (f, (frag, outs)) in fragments.into_iter().zip(downstreams).enumerate() {
-        let rx_lists = std::mem::take(&mut receivers[f]);
-        for ((ops, downstream), rx_list) in frag.instances.into_iter().zip(outs).zip(rx_lists) {
-            let upstream = if f == 0 {
-                match inputs.next() {
-                    Some(Input::Channel(rx)) => Upstream::One(rx),
-                    Some(Input::Source(source)) => Upstream::Source(source),
-                    None => continue,
-                }
-            } else if rx_list.len() == 1 {
-                let mut rx_list = rx_list;
-                match rx_list.pop() {
-                    Some(rx) => Upstream::One(rx),
-                    None => continue,
-                }
-            } else {
-                Upstream::Aligned(AlignedInputs::strict(rx_list))
+    for ((frag, frag_feeds), frag_outs) in fragments.into_iter().zip(feeds).zip(outs) {
+        for ((ops, feed), downstream) in frag.instances.into_iter().zip(frag_feeds).zip(frag_outs) {
+            let (Some(upstream), Some(downstream)) =
+                (upstream_of(feed, &mut tasks, &status, &outlet), downstream)
+            else {
+                continue;
             };
             let status = Arc::clone(&status);
             let outlet = Arc::clone(&outlet);
@@ -494,6 +521,57 @@ pub fn spawn_graph(
         tasks,
         outlet,
     }
+}
+
+/// The upstream of an instance reading `feeds`. A source read beside other
+/// inputs runs in a task of its own feeding a channel (only a source read
+/// alone runs chained in the instance).
+fn upstream_of(
+    mut feeds: Vec<(Feed, usize)>,
+    tasks: &mut Vec<JoinHandle<()>>,
+    status: &Arc<watch::Sender<DataflowStatus>>,
+    outlet: &Arc<Outlet>,
+) -> Option<Upstream> {
+    if feeds.len() == 1 {
+        return feeds.pop().map(|(feed, k)| match feed {
+            Feed::Channel(rx) => Upstream::One(rx, k),
+            Feed::Source(s) => Upstream::Source(s, k),
+        });
+    }
+    if feeds.is_empty() {
+        return None;
+    }
+    let mut rxs = Vec::with_capacity(feeds.len());
+    let mut map = Vec::with_capacity(feeds.len());
+    for (feed, k) in feeds {
+        let rx = match feed {
+            Feed::Channel(rx) => rx,
+            Feed::Source(mut source) => {
+                let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+                let status = Arc::clone(status);
+                let outlet = Arc::clone(outlet);
+                tasks.push(tokio::spawn(async move {
+                    while let Some(m) = source.next().await {
+                        match m {
+                            Ok(m) => {
+                                if tx.send(m).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                fail(&status, &outlet, e.into());
+                                break;
+                            }
+                        }
+                    }
+                }));
+                rx
+            }
+        };
+        rxs.push(rx);
+        map.push(k);
+    }
+    Some(Upstream::Aligned(AlignedInputs::strict(rxs), map))
 }
 
 #[cfg(test)]
@@ -604,12 +682,21 @@ mod tests {
             vec![
                 Fragment::single(vec![Box::new(Identity)]),
                 Fragment {
-                    exchange: Exchange::Hash(key),
+                    inputs: vec![FragmentInput::Fragment {
+                        from: 0,
+                        exchange: Exchange::Hash(key),
+                    }],
                     instances: middle,
                 },
-                Fragment::single(vec![Box::new(Identity)]),
+                Fragment {
+                    inputs: vec![FragmentInput::Fragment {
+                        from: 1,
+                        exchange: Exchange::Single,
+                    }],
+                    instances: vec![vec![Box::new(Identity)]],
+                },
             ],
-            vec![Input::Channel(source.subscribe())],
+            vec![vec![Input::Channel(source.subscribe())]],
             sink,
             0,
         );

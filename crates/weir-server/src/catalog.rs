@@ -48,12 +48,22 @@ pub enum RelationKind {
         /// Connector, columns, computed columns.
         spec: Arc<crate::engine::source::SourceSpec>,
     },
+    /// A plain view: a named query, expanded wherever it is used
+    /// (`engine/views.rs`). It stores no rows.
+    PlainView {
+        /// Its query, as written.
+        query: Box<weir_common::datafusion::sql::sqlparser::ast::Query>,
+        /// The relations its query names.
+        upstreams: Vec<String>,
+        /// Its defining query, as SQL.
+        definition: String,
+    },
     /// A materialized view, or a sink (a view whose output leaves Weir).
     View {
         /// The pipeline maintaining it.
         dataflow: DataflowHandle,
-        /// The relation it reads from.
-        upstream: String,
+        /// The relations it reads from (each once).
+        upstreams: Vec<String>,
         /// Its defining query, as SQL.
         definition: String,
         /// Restart bookkeeping, shared by every incarnation of the view.
@@ -67,6 +77,7 @@ pub enum RelationKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
     Table,
+    View,
     MaterializedView,
     Source,
     Sink,
@@ -77,6 +88,7 @@ impl ObjectKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Table => "table",
+            ObjectKind::View => "view",
             ObjectKind::MaterializedView => "materialized view",
             ObjectKind::Source => "source",
             ObjectKind::Sink => "sink",
@@ -133,6 +145,7 @@ impl Relation {
         match &self.kind {
             RelationKind::Table { .. } => ObjectKind::Table,
             RelationKind::Source { .. } => ObjectKind::Source,
+            RelationKind::PlainView { .. } => ObjectKind::View,
             RelationKind::View { sink: None, .. } => ObjectKind::MaterializedView,
             RelationKind::View { sink: Some(_), .. } => ObjectKind::Sink,
         }
@@ -150,10 +163,16 @@ impl Relation {
                 read_table(store, self.state_id, schema, !pk.is_empty())
             }
             RelationKind::View { .. } => read_view(store, self.state_id, schema),
-            RelationKind::Source { .. } => Err(DataflowError::Eval(Error::new(
-                weir_common::SqlState::FEATURE_NOT_SUPPORTED,
-                format!("source \"{}\" stores no rows", self.name),
-            ))),
+            RelationKind::Source { .. } | RelationKind::PlainView { .. } => {
+                Err(DataflowError::Eval(Error::new(
+                    weir_common::SqlState::FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "{} \"{}\" stores no rows",
+                        self.object_kind().as_str(),
+                        self.name
+                    ),
+                )))
+            }
         }
     }
 
@@ -169,10 +188,14 @@ impl Relation {
         let layout = match &self.kind {
             RelationKind::Table { pk, .. } if !pk.is_empty() => RowLayout::Keyed,
             RelationKind::Table { .. } | RelationKind::View { .. } => RowLayout::Multiset,
-            RelationKind::Source { .. } => {
+            RelationKind::Source { .. } | RelationKind::PlainView { .. } => {
                 return Err(DataflowError::Eval(Error::new(
                     weir_common::SqlState::FEATURE_NOT_SUPPORTED,
-                    format!("source \"{}\" stores no rows", self.name),
+                    format!(
+                        "{} \"{}\" stores no rows",
+                        self.object_kind().as_str(),
+                        self.name
+                    ),
                 )))
             }
         };
@@ -183,7 +206,9 @@ impl Relation {
     pub fn view_status(&self) -> Option<DataflowStatus> {
         match &self.kind {
             RelationKind::View { dataflow, .. } => Some(dataflow.status()),
-            RelationKind::Table { .. } | RelationKind::Source { .. } => None,
+            RelationKind::Table { .. }
+            | RelationKind::Source { .. }
+            | RelationKind::PlainView { .. } => None,
         }
     }
 }
@@ -247,7 +272,9 @@ impl Catalog {
     pub fn dependents(&self, name: &str) -> Vec<String> {
         self.relations
             .values()
-            .filter(|r| matches!(&r.kind, RelationKind::View { upstream, .. } if upstream == name))
+            .filter(|r| {
+                matches!(&r.kind, RelationKind::View { upstreams, .. } | RelationKind::PlainView { upstreams, .. } if upstreams.iter().any(|u| u == name))
+            })
             .map(|r| r.name.clone())
             .collect()
     }

@@ -223,6 +223,12 @@ fn receiver_stream(
 fn unreadable(r: &Relation) -> Option<weir_common::Error> {
     let (dataflow, health) = match &r.kind {
         RelationKind::Table { .. } => return None,
+        RelationKind::PlainView { .. } => {
+            return Some(weir_common::Error::internal(format!(
+                "view \"{}\" was not expanded before planning",
+                r.name
+            )))
+        }
         RelationKind::Source { .. } => {
             return Some(weir_common::Error::new(
                 weir_common::SqlState::FEATURE_NOT_SUPPORTED,

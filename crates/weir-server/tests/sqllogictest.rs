@@ -9,11 +9,13 @@
 //! ```
 //!
 //! Environment:
-//! - `WEIR_SLT_FILTER=<substring>`: only run files whose path contains it.
+//! - `WEIR_SLT_FILTER=<substring>[|<substring>...]`: only run files whose
+//!   path contains one of them.
 //! - `WEIR_SLT_MODE=simple|extended`: only run one protocol mode.
-//! - `WEIR_SLT_POSTGRES=<conninfo>` with `-- --ignored`: run the same files
-//!   against a real Postgres instead (test `sqllogictest_postgres`), to check
-//!   the expected results. `CREATE/DROP MATERIALIZED VIEW` become plain
+//! - Test `sqllogictest_postgres` runs the same files against a real
+//!   Postgres, to check the expected results: a throwaway server it starts
+//!   itself (`tests/common/postgres.rs`), or the one
+//!   `WEIR_SLT_POSTGRES=<conninfo>` names. `CREATE/DROP MATERIALIZED VIEW` become plain
 //!   `CREATE/DROP VIEW` there (a view's rows are exactly what an
 //!   incrementally maintained materialized view must contain); records
 //!   specific to Weir are marked `onlyif weir`; files under `streaming/`
@@ -32,6 +34,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+mod common;
 
 use async_trait::async_trait;
 use chrono::{NaiveDate, NaiveDateTime};
@@ -589,7 +593,11 @@ fn slt_files() -> Vec<PathBuf> {
     walk(&root, &mut files);
     files.sort();
     if let Ok(filter) = std::env::var("WEIR_SLT_FILTER") {
-        files.retain(|f| f.to_string_lossy().contains(&filter));
+        let parts: Vec<&str> = filter.split('|').collect();
+        files.retain(|f| {
+            let path = f.to_string_lossy();
+            parts.iter().any(|p| path.contains(p))
+        });
     }
     files
 }
@@ -771,12 +779,20 @@ async fn sqllogictest() {
     report(Engine::Weir, files.len(), &failures);
 }
 
-/// The same files against a real Postgres (see the module docs).
+/// The same files against a real Postgres (see the module docs): the one
+/// `WEIR_SLT_POSTGRES` names, or a throwaway server this test starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a Postgres server: set WEIR_SLT_POSTGRES"]
 async fn sqllogictest_postgres() {
-    let admin = std::env::var("WEIR_SLT_POSTGRES")
-        .expect("set WEIR_SLT_POSTGRES to a libpq conninfo string");
+    let mut _own = None;
+    let admin = match std::env::var("WEIR_SLT_POSTGRES") {
+        Ok(conninfo) => conninfo,
+        Err(_) => {
+            let pg = common::postgres::Postgres::start("slt");
+            let admin = pg.admin_conninfo();
+            _own = Some(pg);
+            admin
+        }
+    };
     // Files under streaming/ use Weir's own statements (sources, sinks).
     let files: Vec<_> = slt_files()
         .into_iter()

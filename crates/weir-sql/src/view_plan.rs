@@ -1,18 +1,25 @@
-//! From a `CREATE MATERIALIZED VIEW` query to a pipeline of incremental
-//! operators.
+//! From a `CREATE MATERIALIZED VIEW` query to a dataflow graph of
+//! incremental operators.
 //!
-//! DataFusion plans and optimizes the query; [`translate`] walks the optimized
-//! `LogicalPlan` bottom-up and emits one operator spec per node:
+//! DataFusion plans and optimizes the query (decorrelation turns EXISTS,
+//! IN and scalar subqueries into joins; INTERSECT and EXCEPT become semi
+//! and anti joins); the translator walks the optimized `LogicalPlan` and
+//! builds a [`PlanNode`] tree:
 //!
 //! | LogicalPlan node      | operator                         |
 //! |-----------------------|----------------------------------|
-//! | TableScan             | source (subscription) + Project  |
+//! | TableScan             | an input (subscription) + Project|
 //! | Projection            | Project                          |
 //! | Filter                | Filter                           |
 //! | Aggregate / Distinct  | HashAggregate                    |
+//! | Join                  | HashJoin (every join type)       |
+//! | Union                 | Union                            |
 //! | SubqueryAlias, Sort   | nothing (views are unordered)    |
 //!
-//! Anything else is refused with SQLSTATE 0A000 naming the construct.
+//! [`ViewPlan::build`] turns the tree into fragments: a hash exchange on
+//! the key in front of every parallel aggregate and join, fan-in at joins
+//! and unions. Anything else is refused with SQLSTATE 0A000 naming the
+//! construct.
 
 use std::sync::Arc;
 
@@ -20,10 +27,11 @@ use weir_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use weir_common::datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use weir_common::datafusion::common::DFSchema;
 use weir_common::datafusion::common::TableReference;
+use weir_common::datafusion::common::{JoinType, NullEquality};
 use weir_common::datafusion::execution::context::SessionState;
 use weir_common::datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use weir_common::datafusion::logical_expr::{
-    Aggregate, Expr, ExprSchemable, LogicalPlan, Volatility,
+    Aggregate, Cast, Expr, ExprSchemable, Join, LogicalPlan, Volatility,
 };
 use weir_common::datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use weir_common::datafusion::physical_expr::execution_props::ExecutionProps;
@@ -35,26 +43,36 @@ use weir_dataflow::blackhole::{Blackhole, SinkCounters};
 use weir_dataflow::exchange::HashKey;
 use weir_dataflow::filter::Filter;
 use weir_dataflow::hash_aggregate::{AccumulatorFactory, AggregateCall, HashAggregate};
+use weir_dataflow::hash_join::{HashJoin, JoinInput, JoinKind};
 use weir_dataflow::materialize::Materialize;
 use weir_dataflow::project::Project;
-use weir_dataflow::runtime::{Exchange, Fragment};
+use weir_dataflow::runtime::{Exchange, Fragment, FragmentInput};
+use weir_dataflow::union::Union;
 use weir_dataflow::Operator;
 use weir_state::{StateTable, StateTableId};
 
 use crate::naming::output_names;
 use crate::SqlError;
 
-/// One step of a view's pipeline, before state tables are assigned.
-pub enum OperatorSpec {
+/// A view's query as a tree of incremental operators, before state tables
+/// are assigned.
+pub enum PlanNode {
+    /// The changes of the view's input `n` ([`ViewPlan::inputs`]).
+    Input(usize),
     /// Compute expressions.
     Project {
+        input: Box<PlanNode>,
         exprs: Vec<Arc<dyn PhysicalExpr>>,
         schema: SchemaRef,
     },
     /// Keep rows matching a predicate.
-    Filter { predicate: Arc<dyn PhysicalExpr> },
+    Filter {
+        input: Box<PlanNode>,
+        predicate: Arc<dyn PhysicalExpr>,
+    },
     /// Incremental GROUP BY.
     Aggregate {
+        input: Box<PlanNode>,
         group_exprs: Vec<Arc<dyn PhysicalExpr>>,
         group_types: Vec<DataType>,
         calls: Vec<AggregateCall>,
@@ -63,21 +81,55 @@ pub enum OperatorSpec {
         append_only: Vec<Option<AccumulatorFactory>>,
         schema: SchemaRef,
     },
+    /// A two-input join.
+    Join(Box<JoinNode>),
+    /// `UNION ALL` of several inputs.
+    Union {
+        inputs: Vec<PlanNode>,
+        schema: SchemaRef,
+    },
 }
 
-/// A view, planned: where its input comes from and what it computes.
+/// A join, planned.
+pub struct JoinNode {
+    pub left: PlanNode,
+    pub right: PlanNode,
+    pub kind: JoinKind,
+    pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub key_types: Vec<DataType>,
+    /// Non-equi condition over left ++ right columns.
+    pub residual: Option<Arc<dyn PhysicalExpr>>,
+    /// Keys compared with `IS NOT DISTINCT FROM`.
+    pub null_safe: bool,
+    /// `NOT IN` semantics.
+    pub null_aware: bool,
+    pub left_schema: SchemaRef,
+    pub right_schema: SchemaRef,
+    pub schema: SchemaRef,
+}
+
+/// One relation a view reads. A relation read twice (a self-join) is two
+/// inputs, each with its own subscription.
+#[derive(Debug, Clone)]
+pub struct ViewInput {
+    /// The table, view or source.
+    pub relation: TableReference,
+    /// It only ever inserts (a connector source): aggregates over it may
+    /// use accumulators that cannot retract.
+    pub append_only: bool,
+    /// It is a connector source, read by one reader per instance.
+    pub split: bool,
+}
+
+/// A view, planned: the relations it reads and what it computes.
 pub struct ViewPlan {
-    /// The relation (table or view) the pipeline subscribes to.
-    pub source: TableReference,
-    /// Operators in order, from the source to the view's output.
-    pub operators: Vec<OperatorSpec>,
+    /// The relations it reads, numbered as [`PlanNode::Input`] numbers them.
+    pub inputs: Vec<ViewInput>,
+    /// The computation, from the inputs to the view's output.
+    pub root: PlanNode,
     /// The view's columns, named as Postgres would name them.
     pub schema: SchemaRef,
-    /// The source only ever inserts (a connector source): the first
-    /// aggregate may use accumulators that cannot retract.
-    pub append_only_input: bool,
-    /// The input is a connector source, read by one reader per instance.
-    pub split_input: bool,
 }
 
 /// Where a view's state tables come from: `allocate` hands out a fresh
@@ -90,45 +142,236 @@ pub trait StateTables {
     fn open(&self, id: StateTableId, vnodes: VnodeRange) -> StateTable;
 }
 
-/// A pipeline under construction: finished fragments and the one being
-/// chained onto.
-struct Builder {
-    done: Vec<Fragment>,
-    current: Fragment,
+/// A dataflow graph under construction: fragments in topological order.
+struct Builder<'a> {
+    fragments: Vec<Fragment>,
+    parallelism: usize,
+    tables: &'a mut dyn StateTables,
 }
 
-impl Builder {
-    /// Append an operator to every instance of the current fragment.
-    fn chain(&mut self, mut make: impl FnMut() -> Box<dyn Operator>) {
-        for ops in &mut self.current.instances {
+fn weir(e: impl Into<weir_common::Error>) -> SqlError {
+    SqlError::Weir(e.into())
+}
+
+impl Builder<'_> {
+    /// Append an operator to every instance of fragment `f`.
+    fn chain(&mut self, f: usize, mut make: impl FnMut() -> Box<dyn Operator>) {
+        for ops in &mut self.fragments[f].instances {
             ops.push(make());
         }
     }
 
-    /// Start a fragment of `instances`, fed by `exchange`.
-    fn start(&mut self, exchange: Exchange, instances: Vec<Vec<Box<dyn Operator>>>) {
-        let prev = std::mem::replace(
-            &mut self.current,
-            Fragment {
-                exchange,
-                instances,
-            },
-        );
-        self.done.push(prev);
+    /// A new fragment reading `inputs`; returns its index.
+    fn start(
+        &mut self,
+        inputs: Vec<FragmentInput>,
+        instances: Vec<Vec<Box<dyn Operator>>>,
+    ) -> usize {
+        self.fragments.push(Fragment { inputs, instances });
+        self.fragments.len() - 1
     }
 
-    /// Chain `op` onto a single instance: onto the current fragment if it
-    /// has one, else into a new fragment all instances merge into.
-    fn chain_single(&mut self, op: Box<dyn Operator>) {
-        match self.current.instances.as_mut_slice() {
-            [ops] => ops.push(op),
-            _ => self.start(Exchange::Single, vec![vec![op]]),
+    /// Chain `op` onto one instance: onto fragment `f` if it has one, else
+    /// into a new fragment all of `f`'s instances merge into.
+    fn chain_single(&mut self, f: usize, op: Box<dyn Operator>) -> usize {
+        match self.fragments[f].instances.as_mut_slice() {
+            [ops] => {
+                ops.push(op);
+                f
+            }
+            _ => self.start(
+                vec![FragmentInput::Fragment {
+                    from: f,
+                    exchange: Exchange::Single,
+                }],
+                vec![vec![op]],
+            ),
         }
     }
 
-    fn finish(mut self) -> Vec<Fragment> {
-        self.done.push(self.current);
-        self.done
+    /// Build `node`; returns the fragment producing its output and whether
+    /// that output only ever inserts.
+    fn node(&mut self, node: PlanNode, inputs: &[ViewInput]) -> Result<(usize, bool), SqlError> {
+        match node {
+            PlanNode::Input(n) => {
+                let input = inputs.get(n).ok_or_else(|| {
+                    weir(weir_common::Error::internal("plan reads a missing input"))
+                })?;
+                // A source is read by one reader per instance: the operators
+                // up to the first exchange run once per reader.
+                let readers = if input.split { self.parallelism } else { 1 };
+                let f = self.start(
+                    vec![FragmentInput::External(n)],
+                    (0..readers).map(|_| Vec::new()).collect(),
+                );
+                Ok((f, input.append_only))
+            }
+            PlanNode::Project {
+                input,
+                exprs,
+                schema,
+            } => {
+                let (f, append_only) = self.node(*input, inputs)?;
+                self.chain(f, || {
+                    Box::new(Project::new(exprs.clone(), Arc::clone(&schema)))
+                });
+                Ok((f, append_only))
+            }
+            PlanNode::Filter { input, predicate } => {
+                let (f, append_only) = self.node(*input, inputs)?;
+                self.chain(f, || Box::new(Filter::new(Arc::clone(&predicate))));
+                Ok((f, append_only))
+            }
+            PlanNode::Aggregate {
+                input,
+                group_exprs,
+                group_types,
+                mut calls,
+                append_only: alternatives,
+                schema,
+            } => {
+                let (f, append_only) = self.node(*input, inputs)?;
+                if append_only {
+                    for (call, alt) in calls.iter_mut().zip(alternatives) {
+                        if let Some(a) = alt {
+                            call.factory = a;
+                        }
+                    }
+                }
+                let id = self.tables.allocate()?;
+                // A global aggregate has one group: one instance.
+                let n = if group_exprs.is_empty() {
+                    1
+                } else {
+                    self.parallelism
+                };
+                let mut instances = Vec::with_capacity(n);
+                for i in 0..n {
+                    let state = self.tables.open(id, VnodeRange::of_instance(i, n));
+                    let agg = HashAggregate::new(
+                        group_exprs.clone(),
+                        group_types.clone(),
+                        calls.clone(),
+                        Arc::clone(&schema),
+                        state,
+                    )
+                    .map_err(weir)?;
+                    instances.push(vec![Box::new(agg) as Box<dyn Operator>]);
+                }
+                if n == 1 {
+                    let mut ops = instances.into_iter().flatten();
+                    let f = match ops.next() {
+                        Some(op) => self.chain_single(f, op),
+                        None => f,
+                    };
+                    return Ok((f, false));
+                }
+                let key = HashKey::new(group_exprs, &group_types).map_err(weir)?;
+                let f = self.start(
+                    vec![FragmentInput::Fragment {
+                        from: f,
+                        exchange: Exchange::Hash(key),
+                    }],
+                    instances,
+                );
+                Ok((f, false))
+            }
+            PlanNode::Join(join) => {
+                let JoinNode {
+                    left,
+                    right,
+                    kind,
+                    left_keys,
+                    right_keys,
+                    key_types,
+                    residual,
+                    null_safe,
+                    null_aware,
+                    left_schema,
+                    right_schema,
+                    schema,
+                } = *join;
+                let (l, left_append) = self.node(left, inputs)?;
+                let (r, right_append) = self.node(right, inputs)?;
+                let ids = [self.tables.allocate()?, self.tables.allocate()?];
+                // Without equality keys every row has the same key: one
+                // instance; so for NOT IN, whose NULL rule is global.
+                let n = if left_keys.is_empty() || null_aware {
+                    1
+                } else {
+                    self.parallelism
+                };
+                let mut instances = Vec::with_capacity(n);
+                for i in 0..n {
+                    let vnodes = VnodeRange::of_instance(i, n);
+                    let join = HashJoin::new(
+                        kind,
+                        JoinInput {
+                            keys: left_keys.clone(),
+                            schema: Arc::clone(&left_schema),
+                        },
+                        JoinInput {
+                            keys: right_keys.clone(),
+                            schema: Arc::clone(&right_schema),
+                        },
+                        residual.clone(),
+                        null_safe,
+                        null_aware,
+                        Arc::clone(&schema),
+                        [
+                            self.tables.open(ids[0], vnodes),
+                            self.tables.open(ids[1], vnodes),
+                        ],
+                    )
+                    .map_err(weir)?;
+                    instances.push(vec![Box::new(join) as Box<dyn Operator>]);
+                }
+                let exchange = |keys: Vec<Arc<dyn PhysicalExpr>>| -> Result<Exchange, SqlError> {
+                    Ok(if n == 1 {
+                        Exchange::Single
+                    } else {
+                        Exchange::Hash(HashKey::new(keys, &key_types).map_err(weir)?)
+                    })
+                };
+                let inputs = vec![
+                    FragmentInput::Fragment {
+                        from: l,
+                        exchange: exchange(left_keys)?,
+                    },
+                    FragmentInput::Fragment {
+                        from: r,
+                        exchange: exchange(right_keys)?,
+                    },
+                ];
+                let f = self.start(inputs, instances);
+                // Matches only ever arrive: pairs and semi-join rows are
+                // never retracted when both inputs only insert.
+                let append_only = matches!(
+                    kind,
+                    JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
+                ) && left_append
+                    && right_append;
+                Ok((f, append_only))
+            }
+            PlanNode::Union {
+                inputs: branches,
+                schema,
+            } => {
+                let count = branches.len();
+                let mut wiring = Vec::with_capacity(count);
+                let mut append_only = true;
+                for b in branches {
+                    let (f, a) = self.node(b, inputs)?;
+                    append_only &= a;
+                    wiring.push(FragmentInput::Fragment {
+                        from: f,
+                        exchange: Exchange::Single,
+                    });
+                }
+                let op = Box::new(Union::new(count, schema)) as Box<dyn Operator>;
+                Ok((self.start(wiring, vec![vec![op]]), append_only))
+            }
+        }
     }
 }
 
@@ -143,12 +386,16 @@ impl ViewPlan {
     ) -> Result<Vec<Fragment>, SqlError> {
         let materialize_state = tables.allocate()?;
         let schema = Arc::clone(&self.schema);
-        let mut builder = self.build_operators(parallelism, tables)?;
-        let state = tables.open(materialize_state, VnodeRange::FULL);
-        builder.chain_single(Box::new(
-            Materialize::new(schema, state).map_err(|e| SqlError::Weir(e.into()))?,
-        ));
-        Ok(builder.finish())
+        let mut builder = Builder {
+            fragments: Vec::new(),
+            parallelism: parallelism.clamp(1, MAX_PARALLELISM),
+            tables,
+        };
+        let (root, _) = builder.node(self.root, &self.inputs)?;
+        let state = builder.tables.open(materialize_state, VnodeRange::FULL);
+        let op = Box::new(Materialize::new(schema, state).map_err(weir)?);
+        builder.chain_single(root, op);
+        Ok(builder.fragments)
     }
 
     /// Instantiate the dataflow of a sink, ending with a `Blackhole`
@@ -161,125 +408,92 @@ impl ViewPlan {
         counters: Arc<SinkCounters>,
     ) -> Result<Vec<Fragment>, SqlError> {
         let _own = tables.allocate()?;
-        let mut builder = self.build_operators(parallelism, tables)?;
-        builder.chain_single(Box::new(Blackhole::new(counters)));
-        Ok(builder.finish())
+        let mut builder = Builder {
+            fragments: Vec::new(),
+            parallelism: parallelism.clamp(1, MAX_PARALLELISM),
+            tables,
+        };
+        let (root, _) = builder.node(self.root, &self.inputs)?;
+        builder.chain_single(root, Box::new(Blackhole::new(counters)));
+        Ok(builder.fragments)
     }
 
-    fn build_operators(
-        self,
-        parallelism: usize,
-        tables: &mut dyn StateTables,
-    ) -> Result<Builder, SqlError> {
-        let parallelism = parallelism.clamp(1, MAX_PARALLELISM);
-        // A source is read by one reader per instance: the operators up to
-        // the first exchange run once per reader. A table's changes arrive
-        // on one channel.
-        let readers = if self.split_input { parallelism } else { 1 };
-        let mut builder = Builder {
-            done: Vec::new(),
-            current: Fragment {
-                exchange: Exchange::Single,
-                instances: (0..readers).map(|_| Vec::new()).collect(),
-            },
-        };
-        // Projections and filters keep a stream append-only; an
-        // aggregate's output is not.
-        let mut append_only = self.append_only_input;
-        for spec in self.operators {
-            match spec {
-                OperatorSpec::Project { exprs, schema } => {
-                    builder.chain(|| Box::new(Project::new(exprs.clone(), Arc::clone(&schema))))
-                }
-                OperatorSpec::Filter { predicate } => {
-                    builder.chain(|| Box::new(Filter::new(Arc::clone(&predicate))))
-                }
-                OperatorSpec::Aggregate {
-                    group_exprs,
-                    group_types,
-                    mut calls,
-                    append_only: alternatives,
-                    schema,
-                } => {
-                    if std::mem::take(&mut append_only) {
-                        for (call, alt) in calls.iter_mut().zip(alternatives) {
-                            if let Some(f) = alt {
-                                call.factory = f;
-                            }
-                        }
-                    }
-                    let id = tables.allocate()?;
-                    // A global aggregate has one group: one instance.
-                    let n = if group_exprs.is_empty() {
-                        1
-                    } else {
-                        parallelism
-                    };
-                    let mut instances = Vec::with_capacity(n);
-                    for i in 0..n {
-                        let state = tables.open(id, VnodeRange::of_instance(i, n));
-                        let agg = HashAggregate::new(
-                            group_exprs.clone(),
-                            group_types.clone(),
-                            calls.clone(),
-                            Arc::clone(&schema),
-                            state,
-                        )
-                        .map_err(|e| SqlError::Weir(e.into()))?;
-                        instances.push(vec![Box::new(agg) as Box<dyn Operator>]);
-                    }
-                    if n == 1 {
-                        // Nothing to distribute: chain it.
-                        for op in instances.into_iter().flatten() {
-                            builder.chain_single(op);
-                        }
-                    } else {
-                        let key = HashKey::new(group_exprs, &group_types)
-                            .map_err(|e| SqlError::Weir(e.into()))?;
-                        builder.start(Exchange::Hash(key), instances);
-                    }
-                }
+    /// The distinct relations the view reads, in input order.
+    pub fn relations(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for i in &self.inputs {
+            let name = i.relation.table().to_string();
+            if !out.contains(&name) {
+                out.push(name);
             }
         }
-        Ok(builder)
+        out
+    }
+
+    /// Mark each input append-only and split (a connector source) where
+    /// `is_source` says so.
+    pub fn mark_sources(&mut self, mut is_source: impl FnMut(&str) -> bool) {
+        for i in &mut self.inputs {
+            let source = is_source(i.relation.table());
+            i.append_only = source;
+            i.split = source;
+        }
     }
 }
 
-/// EXPLAIN lines for a built dataflow, from the output down to `source`:
-/// each operator (with its instance count when above one) and each
-/// exchange between fragments.
-pub fn explain_fragments(fragments: &[Fragment], source: &str) -> Vec<String> {
+/// EXPLAIN lines for a built dataflow graph, from the output down to its
+/// inputs (`inputs[n]` names external input `n`): each operator (with its
+/// instance count when above one) and each exchange between fragments.
+pub fn explain_fragments(fragments: &[Fragment], inputs: &[String]) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut depth = 0;
-    let push = |lines: &mut Vec<String>, depth: &mut usize, text: String| {
-        lines.push(format!("{}{}", "  ".repeat(*depth), text));
-        *depth += 1;
+    if !fragments.is_empty() {
+        explain_fragment(fragments, fragments.len() - 1, inputs, 0, &mut lines);
+    }
+    lines
+}
+
+fn explain_fragment(
+    fragments: &[Fragment],
+    f: usize,
+    inputs: &[String],
+    mut depth: usize,
+    lines: &mut Vec<String>,
+) {
+    let push = |lines: &mut Vec<String>, depth: usize, text: String| {
+        lines.push(format!("{}{}", "  ".repeat(depth), text));
     };
-    for (f, frag) in fragments.iter().enumerate().rev() {
-        let n = frag.parallelism();
-        if let Some(ops) = frag.instances.first() {
-            for op in ops.iter().rev() {
-                let text = if n > 1 {
-                    format!("{} (parallelism {n})", op.explain())
-                } else {
-                    op.explain()
-                };
-                push(&mut lines, &mut depth, text);
-            }
-        }
-        if f > 0 {
-            let from = fragments[f - 1].parallelism();
-            let text = match &frag.exchange {
-                Exchange::Hash(key) => {
-                    format!("Exchange hash({}): {from} -> {n} instances", key.display())
-                }
-                Exchange::Single => format!("Exchange merge: {from} -> {n} instances"),
+    let frag = &fragments[f];
+    let n = frag.parallelism();
+    if let Some(ops) = frag.instances.first() {
+        for op in ops.iter().rev() {
+            let text = if n > 1 {
+                format!("{} (parallelism {n})", op.explain())
+            } else {
+                op.explain()
             };
-            push(&mut lines, &mut depth, text);
+            push(lines, depth, text);
+            depth += 1;
         }
     }
-    push(&mut lines, &mut depth, format!("Source {source}"));
-    lines
+    for input in &frag.inputs {
+        match input {
+            FragmentInput::External(i) => {
+                let name = inputs.get(*i).map(String::as_str).unwrap_or("?");
+                push(lines, depth, format!("Source {name}"));
+            }
+            FragmentInput::Fragment { from, exchange } => {
+                let width = fragments.get(*from).map_or(1, Fragment::parallelism);
+                let text = match exchange {
+                    Exchange::Hash(key) => {
+                        format!("Exchange hash({}): {width} -> {n} instances", key.display())
+                    }
+                    Exchange::Single => format!("Exchange merge: {width} -> {n} instances"),
+                };
+                push(lines, depth, text);
+                explain_fragment(fragments, *from, inputs, depth + 1, lines);
+            }
+        }
+    }
 }
 
 /// Plan `query` as a materialized view.
@@ -288,18 +502,12 @@ pub async fn plan_view(state: &SessionState, query: &Query) -> Result<ViewPlan, 
     let plan = state.statement_to_plan(statement).await?;
     check_supported(&plan)?;
     let names = output_names(&plan);
-    let optimized = state.optimize(&plan)?;
-    let mut operators = Vec::new();
-    // The optimizer may prove the input empty (`WHERE false`) and drop the
-    // scan; the view still follows its table, for the epochs.
-    let source = match translate(&optimized, &mut operators)? {
-        Some(s) => s,
-        None => first_scan(&plan).ok_or_else(|| {
-            SqlError::Unsupported(
-                "materialized views do not support queries without a FROM table".into(),
-            )
-        })?,
+    let optimized = lift_scalar_subqueries(state.optimize(&plan)?)?;
+    let mut translator = Translator {
+        inputs: Vec::new(),
+        fallback: first_scan(&plan),
     };
+    let root = translator.translate(&optimized)?;
     let arrow_schema = optimized.schema().as_arrow();
     if names.len() != arrow_schema.fields().len() {
         return Err(SqlError::Weir(weir_common::Error::internal(
@@ -323,12 +531,105 @@ pub async fn plan_view(state: &SessionState, query: &Query) -> Result<ViewPlan, 
         });
     }
     Ok(ViewPlan {
-        source,
-        operators,
+        inputs: translator
+            .inputs
+            .into_iter()
+            .map(|relation| ViewInput {
+                relation,
+                append_only: false,
+                split: false,
+            })
+            .collect(),
+        root,
         schema: Arc::new(Schema::new(fields)),
-        append_only_input: false,
-        split_input: false,
     })
+}
+
+/// DataFusion leaves uncorrelated scalar subqueries (`WHERE price > (SELECT
+/// max(price) FROM ...)`, `HAVING count(*) >= (SELECT ...)`) in place, to
+/// be run once by the executor. A view must follow the subquery's result
+/// as it changes, so each becomes an input of its own: the node using it
+/// reads its input LEFT JOINed (without keys) to the subquery's one row,
+/// and the subquery expression becomes a column of that row (NULL when the
+/// subquery has no row; a subquery with several rows repeats the outer
+/// rows, where Postgres reports an error).
+fn lift_scalar_subqueries(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
+    use weir_common::datafusion::common::tree_node::Transformed;
+    use weir_common::datafusion::common::Column;
+    use weir_common::datafusion::logical_expr::LogicalPlanBuilder;
+    let mut counter = 0usize;
+    let lifted = plan.transform_up(|node| {
+        let uses_one = |e: &Expr| {
+            e.exists(|x| {
+                Ok(matches!(x, Expr::ScalarSubquery(sq) if sq.outer_ref_columns.is_empty()))
+            })
+        };
+        let (input, exprs) = match &node {
+            LogicalPlan::Filter(f) if uses_one(&f.predicate)? => {
+                (Arc::clone(&f.input), vec![f.predicate.clone()])
+            }
+            LogicalPlan::Projection(p)
+                if p.expr
+                    .iter()
+                    .map(uses_one)
+                    .collect::<Result<Vec<_>, _>>()?
+                    .contains(&true) =>
+            {
+                (Arc::clone(&p.input), p.expr.clone())
+            }
+            _ => return Ok(Transformed::no(node)),
+        };
+        let mut subqueries = Vec::new();
+        let exprs = exprs
+            .into_iter()
+            .map(|e| {
+                e.transform_up(|x| match x {
+                    Expr::ScalarSubquery(sq) if sq.outer_ref_columns.is_empty() => {
+                        counter += 1;
+                        let alias = format!("__weir_scalar_{counter}");
+                        let field = sq.subquery.schema().field(0).name().clone();
+                        subqueries.push((alias.clone(), sq.subquery));
+                        Ok(Transformed::yes(Expr::Column(Column::new(
+                            Some(TableReference::bare(alias)),
+                            field,
+                        ))))
+                    }
+                    other => Ok(Transformed::no(other)),
+                })
+                .map(|t| t.data)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut builder = LogicalPlanBuilder::from(input.as_ref().clone());
+        for (alias, sub) in subqueries {
+            let right = LogicalPlanBuilder::from(sub.as_ref().clone())
+                .alias(alias)?
+                .build()?;
+            // DataFusion wants a condition: TRUE (the translator drops it).
+            let always = Expr::Literal(
+                weir_common::datafusion::common::ScalarValue::Boolean(Some(true)),
+                None,
+            );
+            builder = builder.join_on(right, JoinType::Left, [always])?;
+        }
+        let rebuilt = match node {
+            LogicalPlan::Filter(_) => {
+                let keep: Vec<Expr> = input
+                    .schema()
+                    .columns()
+                    .into_iter()
+                    .map(Expr::Column)
+                    .collect();
+                let predicate = exprs.into_iter().next().unwrap_or(Expr::Literal(
+                    weir_common::datafusion::common::ScalarValue::Boolean(Some(true)),
+                    None,
+                ));
+                builder.filter(predicate)?.project(keep)?.build()?
+            }
+            _ => builder.project(exprs)?.build()?,
+        };
+        Ok(Transformed::yes(rebuilt))
+    })?;
+    Ok(lifted.data)
 }
 
 /// Refuse what views cannot maintain, before the optimizer rewrites it away
@@ -339,8 +640,6 @@ fn check_supported(plan: &LogicalPlan) -> Result<(), SqlError> {
         let unsupported = match node {
             LogicalPlan::Limit(_) => Some("LIMIT (and ORDER BY ... LIMIT)"),
             LogicalPlan::Window(_) => Some("window functions"),
-            LogicalPlan::Join(_) => Some("joins"),
-            LogicalPlan::Union(_) => Some("UNION"),
             LogicalPlan::RecursiveQuery(_) => Some("recursive queries"),
             LogicalPlan::Unnest(_) => Some("UNNEST"),
             LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
@@ -364,11 +663,8 @@ fn check_supported(plan: &LogicalPlan) -> Result<(), SqlError> {
                         ));
                         return Ok(TreeNodeRecursion::Stop);
                     }
-                    Expr::ScalarSubquery(_)
-                    | Expr::Exists(_)
-                    | Expr::InSubquery(_)
-                    | Expr::SetComparison(_) => {
-                        problem = Some("subqueries".into());
+                    Expr::SetComparison(_) => {
+                        problem = Some("ANY / ALL over a subquery".into());
                         return Ok(TreeNodeRecursion::Stop);
                     }
                     Expr::AggregateFunction(a) if !a.params.order_by.is_empty() => {
@@ -397,6 +693,28 @@ fn check_supported(plan: &LogicalPlan) -> Result<(), SqlError> {
 /// The physical form of `expr`, with integer arithmetic that fails on
 /// overflow (SQLSTATE 22003, as in Postgres) instead of wrapping around.
 fn physical(expr: &Expr, input: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, SqlError> {
+    // A subquery the optimizer could not turn into a join.
+    let mut subquery = false;
+    expr.apply(|e| {
+        subquery = matches!(
+            e,
+            Expr::ScalarSubquery(_)
+                | Expr::Exists(_)
+                | Expr::InSubquery(_)
+                | Expr::SetComparison(_)
+                | Expr::OuterReferenceColumn(..)
+        );
+        Ok(if subquery {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    if subquery {
+        return Err(SqlError::Unsupported(
+            "this form of subquery in a materialized view is not supported (it could not be turned into a join)".into(),
+        ));
+    }
     let e = create_physical_expr(
         expr,
         input,
@@ -435,92 +753,210 @@ fn first_scan(plan: &LogicalPlan) -> Option<TableReference> {
     found
 }
 
-/// Append the operators computing `plan` to `ops`; returns the source, or
-/// `None` when the plan reads no table (its input is provably empty).
-fn translate(
-    plan: &LogicalPlan,
-    ops: &mut Vec<OperatorSpec>,
-) -> Result<Option<TableReference>, SqlError> {
-    match plan {
-        LogicalPlan::TableScan(scan) => {
-            if scan.fetch.is_some() {
-                return Err(SqlError::Unsupported(
-                    "LIMIT in a materialized view is not supported".into(),
-                ));
-            }
-            let full_schema = scan.source.schema();
-            if let Some(projection) = &scan.projection {
-                let is_identity = projection.len() == full_schema.fields().len()
-                    && projection.iter().enumerate().all(|(i, p)| i == *p);
-                if !is_identity {
-                    let exprs = projection
-                        .iter()
-                        .map(|i| {
-                            Ok(Arc::new(
-                                weir_common::datafusion::physical_expr::expressions::Column::new(
-                                    full_schema.field(*i).name(),
-                                    *i,
-                                ),
-                            ) as Arc<dyn PhysicalExpr>)
-                        })
-                        .collect::<Result<Vec<_>, SqlError>>()?;
-                    ops.push(OperatorSpec::Project {
-                        exprs,
-                        schema: Arc::new(scan.projected_schema.as_arrow().clone()),
-                    });
-                }
-            }
-            for f in &scan.filters {
-                ops.push(OperatorSpec::Filter {
-                    predicate: physical(f, &scan.projected_schema)?,
-                });
-            }
-            Ok(Some(scan.table_name.clone()))
-        }
-        LogicalPlan::EmptyRelation(e) if !e.produce_one_row => {
-            // Nothing ever passes: the operators above see only barriers.
-            ops.push(OperatorSpec::Filter {
-                predicate: Arc::new(
-                    weir_common::datafusion::physical_expr::expressions::Literal::new(
-                        weir_common::datafusion::common::ScalarValue::Boolean(Some(false)),
-                    ),
-                ),
-            });
-            Ok(None)
-        }
-        LogicalPlan::Projection(p) => {
-            let source = translate(&p.input, ops)?;
-            let exprs = p
-                .expr
-                .iter()
-                .map(|e| physical(e, p.input.schema()))
-                .collect::<Result<Vec<_>, _>>()?;
-            ops.push(OperatorSpec::Project {
-                exprs,
-                schema: Arc::new(p.schema.as_arrow().clone()),
-            });
-            Ok(source)
-        }
-        LogicalPlan::Filter(f) => {
-            let source = translate(&f.input, ops)?;
-            ops.push(OperatorSpec::Filter {
-                predicate: physical(&f.predicate, f.input.schema())?,
-            });
-            Ok(source)
-        }
-        LogicalPlan::Aggregate(a) => {
-            let source = translate(&a.input, ops)?;
-            ops.push(aggregate_spec(a)?);
-            Ok(source)
-        }
-        LogicalPlan::SubqueryAlias(s) => translate(&s.input, ops),
-        // A view is a multiset: ORDER BY without LIMIT has nothing to keep.
-        LogicalPlan::Sort(s) if s.fetch.is_none() => translate(&s.input, ops),
-        other => Err(SqlError::Unsupported(format!(
-            "{} in a materialized view is not supported",
-            node_name(other)
-        ))),
+/// Translates an optimized `LogicalPlan` into a [`PlanNode`] tree,
+/// numbering the relations it scans.
+struct Translator {
+    inputs: Vec<TableReference>,
+    /// The relation an empty plan (`WHERE false`) still follows, for the
+    /// epochs.
+    fallback: Option<TableReference>,
+}
+
+impl Translator {
+    fn input(&mut self, relation: TableReference) -> PlanNode {
+        self.inputs.push(relation);
+        PlanNode::Input(self.inputs.len() - 1)
     }
+
+    fn translate(&mut self, plan: &LogicalPlan) -> Result<PlanNode, SqlError> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                if scan.fetch.is_some() {
+                    return Err(SqlError::Unsupported(
+                        "LIMIT in a materialized view is not supported".into(),
+                    ));
+                }
+                let mut node = self.input(scan.table_name.clone());
+                let full_schema = scan.source.schema();
+                if let Some(projection) = &scan.projection {
+                    let is_identity = projection.len() == full_schema.fields().len()
+                        && projection.iter().enumerate().all(|(i, p)| i == *p);
+                    if !is_identity {
+                        let exprs = projection
+                            .iter()
+                            .map(|i| {
+                                Arc::new(
+                                    weir_common::datafusion::physical_expr::expressions::Column::new(
+                                        full_schema.field(*i).name(),
+                                        *i,
+                                    ),
+                                ) as Arc<dyn PhysicalExpr>
+                            })
+                            .collect();
+                        node = PlanNode::Project {
+                            input: Box::new(node),
+                            exprs,
+                            schema: Arc::new(scan.projected_schema.as_arrow().clone()),
+                        };
+                    }
+                }
+                for f in &scan.filters {
+                    node = PlanNode::Filter {
+                        input: Box::new(node),
+                        predicate: physical(f, &scan.projected_schema)?,
+                    };
+                }
+                Ok(node)
+            }
+            LogicalPlan::EmptyRelation(e) if !e.produce_one_row => {
+                // Nothing ever passes: the operators above see only
+                // barriers, from the relation the query named.
+                let relation = self.fallback.clone().ok_or_else(|| {
+                    SqlError::Unsupported(
+                        "materialized views do not support queries without a FROM table".into(),
+                    )
+                })?;
+                let input = self.input(relation);
+                Ok(PlanNode::Filter {
+                    input: Box::new(input),
+                    predicate: Arc::new(
+                        weir_common::datafusion::physical_expr::expressions::Literal::new(
+                            weir_common::datafusion::common::ScalarValue::Boolean(Some(false)),
+                        ),
+                    ),
+                })
+            }
+            LogicalPlan::Projection(p) => {
+                let input = self.translate(&p.input)?;
+                let exprs = p
+                    .expr
+                    .iter()
+                    .map(|e| physical(e, p.input.schema()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(PlanNode::Project {
+                    input: Box::new(input),
+                    exprs,
+                    schema: Arc::new(p.schema.as_arrow().clone()),
+                })
+            }
+            LogicalPlan::Filter(f) => {
+                let input = self.translate(&f.input)?;
+                Ok(PlanNode::Filter {
+                    input: Box::new(input),
+                    predicate: physical(&f.predicate, f.input.schema())?,
+                })
+            }
+            LogicalPlan::Aggregate(a) => {
+                let input = self.translate(&a.input)?;
+                aggregate_node(a, input)
+            }
+            LogicalPlan::Join(j) => self.join(j),
+            LogicalPlan::Union(u) => {
+                let inputs = u
+                    .inputs
+                    .iter()
+                    .map(|i| self.translate(i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(PlanNode::Union {
+                    inputs,
+                    schema: nullable(u.schema.as_arrow()),
+                })
+            }
+            LogicalPlan::SubqueryAlias(s) => self.translate(&s.input),
+            // A view is a multiset: ORDER BY without LIMIT has nothing to keep.
+            LogicalPlan::Sort(s) if s.fetch.is_none() => self.translate(&s.input),
+            LogicalPlan::Subquery(_) => Err(SqlError::Unsupported(
+                "this form of subquery in a materialized view is not supported".into(),
+            )),
+            other => Err(SqlError::Unsupported(format!(
+                "{} in a materialized view is not supported",
+                node_name(other)
+            ))),
+        }
+    }
+
+    fn join(&mut self, j: &Join) -> Result<PlanNode, SqlError> {
+        let kind =
+            match j.join_type {
+                JoinType::Inner => JoinKind::Inner,
+                JoinType::Left => JoinKind::Left,
+                JoinType::Right => JoinKind::Right,
+                JoinType::Full => JoinKind::Full,
+                JoinType::LeftSemi => JoinKind::LeftSemi,
+                JoinType::LeftAnti => JoinKind::LeftAnti,
+                JoinType::RightSemi => JoinKind::RightSemi,
+                JoinType::RightAnti => JoinKind::RightAnti,
+                JoinType::LeftMark | JoinType::RightMark => return Err(SqlError::Unsupported(
+                    "a subquery inside OR (a mark join) in a materialized view is not supported"
+                        .into(),
+                )),
+            };
+        if j.null_aware && (j.filter.is_some() || j.on.len() != 1) {
+            return Err(SqlError::Unsupported(
+                "NOT IN over a correlated subquery or several columns in a materialized view is not supported; use NOT EXISTS".into(),
+            ));
+        }
+        let left_schema = j.left.schema();
+        let right_schema = j.right.schema();
+        let mut left_keys = Vec::with_capacity(j.on.len());
+        let mut right_keys = Vec::with_capacity(j.on.len());
+        let mut key_types = Vec::with_capacity(j.on.len());
+        for (l, r) in &j.on {
+            let lt = l.get_type(left_schema)?;
+            let rt = r.get_type(right_schema)?;
+            // Both sides' keys must encode alike: compare in the left type.
+            let r = if lt == rt {
+                r.clone()
+            } else {
+                Expr::Cast(Cast::new(Box::new(r.clone()), lt.clone()))
+            };
+            left_keys.push(physical(l, left_schema)?);
+            right_keys.push(physical(&r, right_schema)?);
+            key_types.push(lt);
+        }
+        let pair_schema = left_schema.join(right_schema)?;
+        let residual = j
+            .filter
+            .as_ref()
+            .filter(|f| {
+                !matches!(
+                    f,
+                    Expr::Literal(
+                        weir_common::datafusion::common::ScalarValue::Boolean(Some(true)),
+                        _
+                    )
+                )
+            })
+            .map(|f| physical(f, &pair_schema))
+            .transpose()?;
+        let left = self.translate(&j.left)?;
+        let right = self.translate(&j.right)?;
+        Ok(PlanNode::Join(Box::new(JoinNode {
+            left,
+            right,
+            kind,
+            left_keys,
+            right_keys,
+            key_types,
+            residual,
+            null_safe: j.null_equality == NullEquality::NullEqualsNull,
+            null_aware: j.null_aware,
+            left_schema: nullable(left_schema.as_arrow()),
+            right_schema: nullable(right_schema.as_arrow()),
+            schema: nullable(j.schema.as_arrow()),
+        })))
+    }
+}
+
+/// `schema` with every field nullable (outer joins pad with NULLs).
+fn nullable(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 fn node_name(plan: &LogicalPlan) -> String {
@@ -533,7 +969,7 @@ fn node_name(plan: &LogicalPlan) -> String {
         .to_string()
 }
 
-fn aggregate_spec(a: &Aggregate) -> Result<OperatorSpec, SqlError> {
+fn aggregate_node(a: &Aggregate, input: PlanNode) -> Result<PlanNode, SqlError> {
     let input_schema = a.input.schema();
     let arrow_input = Arc::new(input_schema.as_arrow().clone());
     let mut group_exprs = Vec::with_capacity(a.group_expr.len());
@@ -606,7 +1042,8 @@ fn aggregate_spec(a: &Aggregate) -> Result<OperatorSpec, SqlError> {
         }
         calls.push(call);
     }
-    Ok(OperatorSpec::Aggregate {
+    Ok(PlanNode::Aggregate {
+        input: Box::new(input),
         append_only,
         group_exprs,
         group_types,

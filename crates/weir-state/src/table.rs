@@ -144,6 +144,24 @@ impl StateTable {
         self.merged_scan(&full, 5)
     }
 
+    /// Committed entries of `vnode` whose key starts with `prefix`, in key
+    /// order, ignoring staged writes: for an owner that knows it staged
+    /// nothing under `prefix` (it caches every key it writes until the
+    /// commit), this skips merging the staged writes.
+    pub fn scan_committed_prefix(
+        &self,
+        vnode: Vnode,
+        prefix: &[u8],
+    ) -> Result<Entries, StateError> {
+        let full = self.full_key(vnode, prefix);
+        Ok(self
+            .store
+            .scan_prefix(&full)?
+            .into_iter()
+            .map(|(k, v)| (k[5..].to_vec(), v))
+            .collect())
+    }
+
     /// Every committed and staged entry of the table, over all vnodes, as
     /// `(vnode, key, value)`.
     pub fn scan_all(&self) -> Result<VnodeEntries, StateError> {

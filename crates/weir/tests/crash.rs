@@ -36,6 +36,9 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
+#[path = "../../weir-server/tests/common/postgres.rs"]
+mod postgres;
+
 /// One result row, every value as text (`None` for NULL).
 type Row = Vec<Option<String>>;
 
@@ -384,6 +387,12 @@ const VIEWS: &[View] = &[
         definition: "SELECT id, v * 2 AS w FROM t WHERE v > 10",
         oracle: "SELECT id, v * 2 AS w FROM t WHERE v > 10",
     },
+    // A join feeding an aggregate, maintained from the start.
+    View {
+        name: "tm_join",
+        definition: "SELECT t.g, count(*) AS n, sum(m.v) AS s FROM t JOIN m ON t.g = m.g GROUP BY t.g",
+        oracle: "SELECT t.g, count(*) AS n, sum(m.v) AS s FROM t JOIN m ON t.g = m.g GROUP BY t.g",
+    },
     // A view on a view.
     View {
         name: "t_groups",
@@ -402,11 +411,23 @@ const VIEWS: &[View] = &[
         definition: "SELECT g, n FROM t_by_g WHERE n > 2",
         oracle: "SELECT g, count(*) AS n FROM t GROUP BY g HAVING count(*) > 2",
     },
+    // An outer join with a residual condition, backfilled on existing rows.
+    View {
+        name: "tm_left",
+        definition: "SELECT t.id, count(m.v) AS n FROM t LEFT JOIN m ON t.g = m.g AND m.v > t.v GROUP BY t.id",
+        oracle: "SELECT t.id, count(m.v) AS n FROM t LEFT JOIN m ON t.g = m.g AND m.v > t.v GROUP BY t.id",
+    },
+    // NOT IN over a column with NULLs (a null-aware anti join).
+    View {
+        name: "t_not_in_m",
+        definition: "SELECT id FROM t WHERE g NOT IN (SELECT g FROM m)",
+        oracle: "SELECT id FROM t WHERE g NOT IN (SELECT g FROM m)",
+    },
 ];
 
 /// Views created before any data; the rest are created later on existing
 /// data (in `crash_recovery_random_kills`, after the first restart).
-const EARLY_VIEWS: usize = 5;
+const EARLY_VIEWS: usize = 6;
 
 async fn create_tables(client: &Client, server: &Weir) {
     for sql in TABLES {
@@ -676,6 +697,20 @@ async fn verify(
     views: &[View],
     ctx: &str,
 ) -> usize {
+    verify_with(client, server, candidates, views, ctx, None).await
+}
+
+/// [`verify`], with the views' expected contents computed by PostgreSQL
+/// (`oracle`) over the matching candidate model when given, else by a
+/// plain SELECT on the recovered server.
+async fn verify_with(
+    client: &Client,
+    server: &Weir,
+    candidates: &[Model],
+    views: &[View],
+    ctx: &str,
+    oracle: Option<&Client>,
+) -> usize {
     // Views are maintained asynchronously: wait until they have caught up.
     must(client, server, "FLUSH").await;
     let t = sorted(must(client, server, "SELECT id, g, v FROM t").await);
@@ -704,9 +739,19 @@ async fn verify(
         }
         panic!("{msg}\n{}", server.tail());
     };
+    if let Some(pg) = oracle {
+        load_model(pg, &candidates[found]).await;
+    }
     for v in views {
         let got = sorted(must(client, server, &format!("SELECT * FROM {}", v.name)).await);
-        let want = sorted(must(client, server, v.oracle).await);
+        let want = match oracle {
+            Some(pg) => sorted(
+                query(pg, v.oracle)
+                    .await
+                    .unwrap_or_else(|e| panic!("{ctx}: Postgres failed `{}`: {e:?}", v.oracle)),
+            ),
+            None => sorted(must(client, server, v.oracle).await),
+        };
         assert!(
             got == want,
             "{ctx}: view {} differs from `{}` over the recovered tables: {}\n{}",
@@ -717,6 +762,45 @@ async fn verify(
         );
     }
     found
+}
+
+/// Make Postgres's `t` and `m` hold exactly `model`.
+async fn load_model(pg: &Client, model: &Model) {
+    let mut sql = String::from("BEGIN; TRUNCATE t, m;");
+    for chunk in model.t.iter().collect::<Vec<_>>().chunks(500) {
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|(id, (g, v))| format!("({id}, {g}, {})", lit(*v)))
+            .collect();
+        let _ = write!(sql, "INSERT INTO t VALUES {};", rows.join(", "));
+    }
+    for chunk in model.m.chunks(500) {
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|(g, v)| format!("({}, {})", lit(*g), lit(*v)))
+            .collect();
+        let _ = write!(sql, "INSERT INTO m VALUES {};", rows.join(", "));
+    }
+    sql.push_str("COMMIT;");
+    pg.batch_execute(&sql)
+        .await
+        .unwrap_or_else(|e| panic!("loading the model into Postgres: {e:?}"));
+}
+
+/// A throwaway Postgres holding the tables, and a client of it.
+async fn postgres_oracle(name: &str) -> (postgres::Postgres, Client) {
+    let pg = postgres::Postgres::start(name);
+    let (client, connection) = tokio_postgres::connect(&pg.conninfo, NoTls)
+        .await
+        .expect("connect to the oracle Postgres");
+    tokio::spawn(connection);
+    for sql in TABLES {
+        client
+            .batch_execute(sql)
+            .await
+            .expect("create a table in Postgres");
+    }
+    (pg, client)
 }
 
 /// `weir_catalog.recovery`: (checkpoint_epoch, damaged_checkpoints,
@@ -832,7 +916,7 @@ fn candidates(model: &Model, in_flight: &Option<Op>) -> Vec<Model> {
     out
 }
 
-async fn random_kills_one_seed(seed: u64, cycles: usize) {
+async fn random_kills_one_seed(seed: u64, cycles: usize, pg: &Client) {
     let mut tmp = TempDir::new(&format!("random-seed{seed}"));
     let data = tmp.path.join("data");
     let mut gen = Gen::new(seed);
@@ -888,7 +972,7 @@ async fn random_kills_one_seed(seed: u64, cycles: usize) {
                 .as_ref()
                 .map_or_else(|| "none".to_string(), |op| format!("`{}`", op.sql()))
         );
-        let found = verify(&client, &server, &cands, &VIEWS[..views], &ctx).await;
+        let found = verify_with(&client, &server, &cands, &VIEWS[..views], &ctx, Some(pg)).await;
         model = cands[found].clone();
         let (epoch, damaged, replayed, ms) = recovery(&client, &server).await;
         assert_eq!(
@@ -918,9 +1002,11 @@ async fn crash_recovery_random_kills() {
     let seeds = env_usize("WEIR_CRASH_SEEDS", 4) as u64;
     let cycles = env_usize("WEIR_CRASH_CYCLES", 3);
     let first = env_usize("WEIR_CRASH_SEED", 1) as u64;
+    // Views are checked against PostgreSQL over the acknowledged writes.
+    let (_pg, oracle) = postgres_oracle("crash-random").await;
     for seed in first..first + seeds {
         let started = Instant::now();
-        random_kills_one_seed(seed, cycles).await;
+        random_kills_one_seed(seed, cycles, &oracle).await;
         eprintln!(
             "seed {seed}: {cycles} kill/restart cycles passed in {:.1} s \
              (reproduce: WEIR_CRASH_SEED={seed} WEIR_CRASH_SEEDS=1)",
@@ -2006,4 +2092,146 @@ async fn transactions_survive_kills() {
         }
     }
     assert!(acked.len() > 4, "too few transfers: {}", acked.len());
+}
+
+// ---------------------------------------------------------------------------
+// Test: kill -9 while join views backfill
+// ---------------------------------------------------------------------------
+
+/// Join views whose backfill is interrupted by SIGKILL: after the restart
+/// each such view either exists and equals PostgreSQL's answer over the
+/// acknowledged writes, or does not exist (its CREATE was never
+/// acknowledged) and can be created again; then writes go on and every
+/// view still equals PostgreSQL's answer.
+#[tokio::test]
+async fn kill_while_join_views_backfill() {
+    let (_pg, oracle) = postgres_oracle("crash-backfill").await;
+    let joins: Vec<&View> = VIEWS
+        .iter()
+        .filter(|v| ["tm_join", "tm_left", "t_not_in_m"].contains(&v.name))
+        .collect();
+    for seed in 0..env_usize("WEIR_CRASH_SEEDS", 2) as u64 {
+        let mut tmp = TempDir::new(&format!("backfill-seed{seed}"));
+        let data = tmp.path.join("data");
+        let mut rng = StdRng::seed_from_u64(seed ^ 0xbac4_f111);
+        let mut gen = Gen::new(seed + 100);
+        let mut model = Model::default();
+        let opts = |rng: &mut StdRng| Opts {
+            checkpoint_interval: "100ms",
+            failpoints: None,
+            state_cache_mb: 64,
+            parallelism: Some(rng.random_range(1..=4)),
+        };
+        let mut server = Weir::spawn(&data, &opts(&mut rng), tmp.next_log("start"));
+        let mut client = server.client().await;
+        create_tables(&client, &server).await;
+        let ctx = format!("backfill seed {seed}");
+        for _ in 0..400 {
+            let op = gen.next(&model);
+            run_acked(&client, &server, &mut model, &op, &ctx).await;
+        }
+        // One CREATE in flight when the kill comes.
+        let view = joins[seed as usize % joins.len()];
+        let create = format!(
+            "CREATE MATERIALIZED VIEW {} AS {}",
+            view.name, view.definition
+        );
+        let delay = Duration::from_millis(rng.random_range(0..200));
+        let acked = {
+            let fut = client.simple_query(&create);
+            tokio::pin!(fut);
+            tokio::select! {
+                biased;
+                r = fut.as_mut() => r.is_ok(),
+                _ = tokio::time::sleep(delay) => false,
+            }
+        };
+        server.kill();
+        drop(client);
+        drop(server);
+        server = Weir::spawn(&data, &opts(&mut rng), tmp.next_log("restart"));
+        client = server.client().await;
+        let exists = !must(
+            &client,
+            &server,
+            &format!(
+                "SELECT relname FROM pg_class WHERE relname = '{}' AND relkind = 'm'",
+                view.name
+            ),
+        )
+        .await
+        .is_empty();
+        assert!(
+            exists || !acked,
+            "{ctx}: an acknowledged CREATE was lost\n{}",
+            server.tail()
+        );
+        let ctx = format!(
+            "{ctx} (view {} after the kill: {})",
+            view.name,
+            if exists { "present" } else { "absent" }
+        );
+        if exists {
+            verify_with(&client, &server, &[model.clone()], &[], &ctx, None).await;
+            verify_with(
+                &client,
+                &server,
+                &[model.clone()],
+                std::slice::from_ref(view),
+                &ctx,
+                Some(&oracle),
+            )
+            .await;
+        }
+        // The others (and this one, if it is gone) backfill now.
+        for v in &joins {
+            let present = !must(
+                &client,
+                &server,
+                &format!("SELECT relname FROM pg_class WHERE relname = '{}'", v.name),
+            )
+            .await
+            .is_empty();
+            if !present {
+                must(
+                    &client,
+                    &server,
+                    &format!("CREATE MATERIALIZED VIEW {} AS {}", v.name, v.definition),
+                )
+                .await;
+            }
+        }
+        let owned: Vec<View> = joins
+            .iter()
+            .map(|v| View {
+                name: v.name,
+                definition: v.definition,
+                oracle: v.oracle,
+            })
+            .collect();
+        verify_with(
+            &client,
+            &server,
+            &[model.clone()],
+            &owned,
+            &ctx,
+            Some(&oracle),
+        )
+        .await;
+        for _ in 0..200 {
+            let op = gen.next(&model);
+            run_acked(&client, &server, &mut model, &op, &ctx).await;
+        }
+        verify_with(
+            &client,
+            &server,
+            &[model.clone()],
+            &owned,
+            &ctx,
+            Some(&oracle),
+        )
+        .await;
+        drop(client);
+        drop(server);
+    }
 }

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use weir_common::vnode::{VnodeRange, MAX_PARALLELISM};
 use weir_dataflow::blackhole::SinkCounters;
 use weir_dataflow::restart::RestartTracker;
-use weir_dataflow::runtime::{spawn_graph, Fragment, Input};
+use weir_dataflow::runtime::{spawn_graph, Fragment, FragmentInput, Input};
 use weir_dataflow::DataflowHandle;
-use weir_sql::view_plan::{explain_fragments, StateTables, ViewPlan};
+use weir_sql::view_plan::{explain_fragments, StateTables, ViewInput, ViewPlan};
 use weir_sql::SqlError;
 use weir_state::{StateContext, StateTableId};
 
@@ -175,12 +175,16 @@ impl Engine {
         }
         let options = &options;
         let parallelism = self.parallelism_of(options)?;
-        let mut plan = plan_view(&self.state(), query).await?;
-        let upstream_name = plan.source.table().to_string();
-        let upstream = self.relation(&upstream_name)?;
-        plan.append_only_input = upstream.is_append_only();
-        // A source is read by one reader per instance.
-        plan.split_input = plan.append_only_input;
+        let plan = self.plan_view_inputs(query).await?;
+        // What it reads: the relations its dataflow subscribes to, and the
+        // plain views it names (expanded into those).
+        let mut upstreams = plan.relations();
+        for named in super::views::named_relations(&self.catalog.read(), query) {
+            if !upstreams.contains(&named) {
+                upstreams.push(named);
+            }
+        }
+        let inputs = plan.inputs.clone();
         let schema = Arc::clone(&plan.schema);
         let counters = sink.then(|| Arc::new(SinkCounters::default()));
         let (state_ids, operators) = {
@@ -196,9 +200,7 @@ impl Engine {
             };
             (tables.ids, fragments)
         };
-        let (dataflow, outlet) = self
-            .start_dataflow(&name, &upstream, operators, mode)
-            .await?;
+        let (dataflow, outlet) = self.start_dataflow(&name, &inputs, operators, mode).await?;
         let with = if options.is_empty() {
             String::new()
         } else {
@@ -230,7 +232,7 @@ impl Engine {
             state_ids,
             kind: RelationKind::View {
                 dataflow,
-                upstream: upstream_name,
+                upstreams,
                 definition: query.to_string(),
                 health: Arc::clone(&health),
                 sink: counters,
@@ -254,54 +256,86 @@ impl Engine {
         Ok(QueryResult::command(tag))
     }
 
-    /// Spawn `operators` for `consumer`, reading `upstream`. Unless `mode`
-    /// restores a checkpoint, the dataflow backfills: it is fed the
-    /// upstream's current contents first (a source's reader starts from
-    /// its first row). Callers hold the write lock (or run recovery), so no
-    /// write interleaves.
+    /// Plan `query` as a view and mark which of its inputs are connector
+    /// sources (append-only, read by split readers).
+    pub(super) async fn plan_view_inputs(&self, query: &Query) -> Result<ViewPlan> {
+        let mut query = query.clone();
+        super::views::expand_views(&self.catalog.read(), &mut query)?;
+        let mut plan = plan_view(&self.state(), &query).await?;
+        let catalog = self.catalog.read();
+        for name in plan.relations() {
+            if catalog.get(&name).is_none() {
+                return Err(user(
+                    SqlState::UNDEFINED_TABLE,
+                    format!("relation \"{name}\" does not exist"),
+                ));
+            }
+        }
+        plan.mark_sources(|name| catalog.get(name).is_some_and(|r| r.is_append_only()));
+        Ok(plan)
+    }
+
+    /// Spawn `operators` for `consumer`, reading `inputs` (in the order the
+    /// plan numbered them). Unless `mode` restores a checkpoint, the
+    /// dataflow backfills: each input is fed its relation's current
+    /// contents first (a source's reader starts from its first row), all
+    /// at the same epoch. Callers hold the write lock (or run recovery), so
+    /// no write interleaves: the backfill is one consistent snapshot of
+    /// every input.
     pub(super) async fn start_dataflow(
         &self,
         consumer: &str,
-        upstream: &Relation,
+        inputs: &[ViewInput],
         operators: Vec<Fragment>,
         mode: DdlMode,
     ) -> Result<(DataflowHandle, Arc<Outlet>)> {
         let restore = mode == DdlMode::Restore;
         let outlet = Arc::new(Outlet::new());
         let epoch = self.epoch.load(Ordering::SeqCst);
-        if let RelationKind::Source { spec } = &upstream.kind {
-            // One reader per instance of the first fragment, running in it.
-            let readers = operators.first().map_or(1, |f| f.parallelism());
-            let inputs = self.start_readers(consumer, spec, &upstream.name, readers, restore)?;
-            let dataflow = spawn_graph(operators, inputs, Arc::clone(&outlet), epoch);
-            return Ok((dataflow, outlet));
+        let mut feeds = Vec::with_capacity(inputs.len());
+        let mut backfill = Vec::new();
+        for (n, input) in inputs.iter().enumerate() {
+            let upstream = self.relation(input.relation.table())?;
+            if let RelationKind::Source { spec } = &upstream.kind {
+                // One reader per instance of the fragment reading it.
+                let readers = operators
+                    .iter()
+                    .find(|f| {
+                        f.inputs
+                            .iter()
+                            .any(|i| matches!(i, FragmentInput::External(x) if *x == n))
+                    })
+                    .map_or(1, |f| f.parallelism());
+                let key = super::source::input_consumer(consumer, n);
+                feeds.push(self.start_readers(&key, spec, &upstream.name, readers, restore)?);
+                continue;
+            }
+            if let (false, RelationKind::View { dataflow, .. }) = (restore, &upstream.kind) {
+                // Subscribe and read the snapshot at an epoch boundary of the
+                // upstream view: a barrier injected before the caller took the
+                // write lock (a checkpoint's) may still be passing through it,
+                // and its output for that epoch must be in the snapshot or in
+                // the subscription, not both or neither. Nor may the new
+                // dataflow see a checkpoint barrier of a checkpoint that does
+                // not wait for it (its files would be collected as garbage).
+                dataflow.wait_committed(epoch).await;
+            }
+            let (input_tx, input_rx) = upstream.outlet.subscribe_with_sender();
+            feeds.push(vec![Input::Channel(input_rx)]);
+            backfill.push((upstream, input_tx));
         }
-        if let (false, RelationKind::View { dataflow, .. }) = (restore, &upstream.kind) {
-            // Subscribe and read the snapshot at an epoch boundary of the
-            // upstream view: a barrier injected before the caller took the
-            // write lock (a checkpoint's) may still be passing through it,
-            // and its output for that epoch must be in the snapshot or in
-            // the subscription, not both or neither. Nor may the new
-            // dataflow see a checkpoint barrier of a checkpoint that does
-            // not wait for it (its files would be collected as garbage).
-            dataflow.wait_committed(epoch).await;
-        }
-        let (input_tx, input_rx) = upstream.outlet.subscribe_with_sender();
-        let dataflow = spawn_graph(
-            operators,
-            vec![Input::Channel(input_rx)],
-            Arc::clone(&outlet),
-            epoch,
-        );
-        if !restore {
-            let snapshot = upstream.read(&self.store, &upstream.schema)?;
-            for chunk in split_chunks(&snapshot, Op::Insert) {
-                if input_tx.send(Message::Chunk(chunk)).await.is_err() {
-                    break;
+        let dataflow = spawn_graph(operators, feeds, Arc::clone(&outlet), epoch);
+        for (upstream, input_tx) in backfill {
+            if !restore {
+                let snapshot = upstream.read(&self.store, &upstream.schema)?;
+                for chunk in split_chunks(&snapshot, Op::Insert) {
+                    if input_tx.send(Message::Chunk(chunk)).await.is_err() {
+                        break;
+                    }
                 }
             }
+            drop(input_tx);
         }
-        drop(input_tx);
         Ok((dataflow, outlet))
     }
 
@@ -310,11 +344,10 @@ impl Engine {
     /// checkpointed: for EXPLAIN, and for a `SUBSCRIBE (query)`'s dataflow.
     pub(super) fn build_scratch(
         &self,
-        mut plan: ViewPlan,
+        plan: ViewPlan,
         session_parallelism: usize,
         ctx: &StateContext,
     ) -> Result<Vec<Fragment>> {
-        plan.split_input = plan.append_only_input;
         let parallelism = match session_parallelism {
             0 => self.default_parallelism,
             n => n,
@@ -332,18 +365,17 @@ impl Engine {
         query: &Query,
         session_parallelism: usize,
     ) -> Result<QueryResult> {
-        let mut plan = plan_view(&self.state(), query).await?;
-        let source = plan.source.table().to_string();
-        plan.append_only_input = self
-            .catalog
-            .read()
-            .get(&source)
-            .is_some_and(|r| r.is_append_only());
+        let plan = self.plan_view_inputs(query).await?;
+        let names: Vec<String> = plan
+            .inputs
+            .iter()
+            .map(|i| i.relation.table().to_string())
+            .collect();
         let ctx = StateContext::in_memory(Arc::clone(&self.store));
         let fragments = self.build_scratch(plan, session_parallelism, &ctx)?;
         Ok(text_rows(
             "QUERY PLAN",
-            explain_fragments(&fragments, &source),
+            explain_fragments(&fragments, &names),
         ))
     }
 
@@ -437,6 +469,9 @@ impl Engine {
                 }
             }
         }
+        // A view is created after everything it reads, so creation order
+        // (its first state table id) puts parents before children.
+        out.sort_by_key(|d| catalog.get(d).map_or(u32::MAX, |r| r.state_id));
         out
     }
 

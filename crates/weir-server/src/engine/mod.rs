@@ -53,6 +53,7 @@ mod subscribe;
 mod supervisor;
 pub mod system;
 mod txn;
+mod views;
 
 /// The catalog name DataFusion resolves relations in.
 pub const CATALOG: &str = "weir";
@@ -385,6 +386,7 @@ impl Engine {
             }
             Statement::Sql(s) => match s.as_ref() {
                 SqlStatement::CreateTable(_) => self.create_table(s, mode).await?,
+                SqlStatement::CreateView(v) if !v.materialized => self.create_view(v, mode).await?,
                 SqlStatement::Drop {
                     object_type,
                     if_exists,
@@ -395,6 +397,7 @@ impl Engine {
                     let kind = match object_type {
                         ObjectType::Table => ObjectKind::Table,
                         ObjectType::MaterializedView => ObjectKind::MaterializedView,
+                        ObjectType::View => ObjectKind::View,
                         other => {
                             return Err(user(
                                 SqlState::FEATURE_NOT_SUPPORTED,
@@ -495,9 +498,11 @@ impl Engine {
 
     /// Plan a standard SQL statement with DataFusion.
     async fn plan(&self, s: &SqlStatement, params: Option<ParamValues>) -> Result<LogicalPlan> {
+        let mut s = s.clone();
+        views::expand_views(&self.catalog.read(), &mut s)?;
         let plan = self
             .state()
-            .statement_to_plan(DfStatement::Statement(Box::new(s.clone())))
+            .statement_to_plan(DfStatement::Statement(Box::new(s)))
             .await?;
         Ok(match params {
             Some(p) => plan.with_param_values(p)?,

@@ -132,9 +132,28 @@ fn parse_offset_key(key: &str) -> (&str, Option<(u64, u64)>) {
     }
 }
 
-/// The consumer a manifest offset key belongs to.
+/// The consumer a manifest offset key belongs to: the view or sink, for
+/// the readers of any of its inputs.
 pub(crate) fn consumer_of(key: &str) -> &str {
-    parse_offset_key(key).0
+    view_of(parse_offset_key(key).0)
+}
+
+/// The reader key of input `n` of view `view`: the view's name for its
+/// first input, `view@n` for the others (a view may read several sources).
+pub(crate) fn input_consumer(view: &str, n: usize) -> String {
+    if n == 0 {
+        view.to_string()
+    } else {
+        format!("{view}@{n}")
+    }
+}
+
+/// The view a reader key ([`input_consumer`]) belongs to.
+fn view_of(consumer: &str) -> &str {
+    match consumer.rsplit_once('@') {
+        Some((view, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => view,
+        _ => consumer,
+    }
 }
 
 /// `(splits, split → offset)` recorded for `consumer` in `offsets`, if any.
@@ -183,16 +202,26 @@ impl Readers {
         }
     }
 
-    /// Whether `consumer` is fed by readers.
+    /// Whether view `consumer` is fed by readers.
     pub fn feeds(&self, consumer: &str) -> bool {
-        self.by_consumer.lock().contains_key(consumer)
+        self.by_consumer
+            .lock()
+            .keys()
+            .any(|k| view_of(k) == consumer)
     }
 
-    /// How far `consumer`'s readers have read (offsets consumed over all
-    /// splits) and whether all of them are done.
+    /// How far view `consumer`'s readers have read (offsets consumed over
+    /// all splits of all its sources) and whether all of them are done.
     pub fn progress(&self, consumer: &str) -> Option<(u64, bool)> {
         let map = self.by_consumer.lock();
-        let readers = map.get(consumer)?;
+        let readers: Vec<&Arc<Reader>> = map
+            .iter()
+            .filter(|(k, _)| view_of(k) == consumer)
+            .flat_map(|(_, r)| r.iter())
+            .collect();
+        if readers.is_empty() {
+            return None;
+        }
         let consumed = readers
             .iter()
             .map(|r| r.positions.lock().iter().map(|p| p.2).sum::<u64>())
@@ -200,10 +229,12 @@ impl Readers {
         Some((consumed, readers.iter().all(|r| r.finished())))
     }
 
-    /// Forget the readers of a dropped consumer (their tasks end with the
+    /// Forget the readers of a dropped view (their tasks end with the
     /// dataflow).
     pub fn remove(&self, consumer: &str) {
-        self.by_consumer.lock().remove(consumer);
+        self.by_consumer
+            .lock()
+            .retain(|k, _| view_of(k) != consumer);
     }
 
     /// Offsets every reader had at checkpoint barrier `epoch`, as manifest

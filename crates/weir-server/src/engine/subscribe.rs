@@ -226,15 +226,14 @@ impl Engine {
         session_parallelism: usize,
     ) -> Result<Subscription> {
         let _guard = self.write_lock.lock().await;
-        let mut plan = plan_view(&self.state(), query).await?;
-        let upstream = self.relation(plan.source.table())?;
-        if matches!(upstream.kind, RelationKind::Source { .. }) {
+        let plan = self.plan_view_inputs(query).await?;
+        if plan.inputs.iter().any(|i| i.split) {
             return Err(user(
                 SqlState::FEATURE_NOT_SUPPORTED,
                 "SUBSCRIBE to a query over a source is not supported; create a materialized view of the query and subscribe to it",
             ));
         }
-        plan.append_only_input = upstream.is_append_only();
+        let inputs = plan.inputs.clone();
         let schema = output_schema(&plan.schema);
         let ctx = StateContext {
             store: Arc::new(weir_state::MemoryStateStore::new()),
@@ -243,7 +242,7 @@ impl Engine {
         };
         let operators = self.build_scratch(plan, session_parallelism, &ctx)?;
         let (dataflow, outlet) = self
-            .start_dataflow("(subscribe)", &upstream, operators, DdlMode::Live)
+            .start_dataflow("(subscribe)", &inputs, operators, DdlMode::Live)
             .await?;
         let rx = outlet.subscribe();
         // The backfill is the epoch this barrier closes.

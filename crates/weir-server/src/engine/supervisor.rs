@@ -124,10 +124,13 @@ impl Engine {
         }
         // A view whose input is a view that is not running waits for that
         // view's restart, which rebuilds it too.
-        if let Some(upstream) = self.catalog.read().get(name).and_then(|r| match &r.kind {
-            RelationKind::View { upstream, .. } => Some(upstream.clone()),
-            RelationKind::Table { .. } | RelationKind::Source { .. } => None,
-        }) {
+        let upstreams = self.catalog.read().get(name).map(|r| match &r.kind {
+            RelationKind::View { upstreams, .. } => upstreams.clone(),
+            RelationKind::Table { .. }
+            | RelationKind::Source { .. }
+            | RelationKind::PlainView { .. } => Vec::new(),
+        });
+        for upstream in upstreams.unwrap_or_default() {
             if let Some(up) = self.catalog.read().get(&upstream) {
                 if !matches!(up.view_status(), None | Some(DataflowStatus::Running)) {
                     return Ok(());
@@ -172,7 +175,7 @@ impl Engine {
     async fn rebuild_view(&self, relation: &Relation) -> Result<()> {
         let RelationKind::View {
             dataflow,
-            upstream,
+            upstreams,
             definition,
             health,
             sink,
@@ -197,9 +200,8 @@ impl Engine {
             }
         };
         let parallelism = self.parallelism_of(options)?;
-        let mut plan = plan_view(&self.state(), query).await?;
-        plan.append_only_input = self.relation(upstream)?.is_append_only();
-        plan.split_input = plan.append_only_input;
+        let plan = self.plan_view_inputs(query).await?;
+        let inputs = plan.inputs.clone();
         let mut tables = super::ddl::ReusedTables {
             ids: relation.state_ids.iter(),
             ctx: &self.state_ctx,
@@ -208,9 +210,8 @@ impl Engine {
             Some(c) => plan.build_sink(parallelism, &mut tables, Arc::clone(c))?,
             None => plan.build(parallelism, &mut tables)?,
         };
-        let input = self.relation(upstream)?;
         let (new_dataflow, outlet) = self
-            .start_dataflow(&relation.name, &input, operators, DdlMode::Replay)
+            .start_dataflow(&relation.name, &inputs, operators, DdlMode::Replay)
             .await?;
         self.catalog.write().insert(Relation {
             name: relation.name.clone(),
@@ -221,7 +222,7 @@ impl Engine {
             state_ids: relation.state_ids.clone(),
             kind: RelationKind::View {
                 dataflow: new_dataflow,
-                upstream: upstream.clone(),
+                upstreams: upstreams.clone(),
                 definition: definition.clone(),
                 health: Arc::clone(health),
                 sink: sink.clone(),

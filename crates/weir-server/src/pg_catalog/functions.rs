@@ -489,7 +489,9 @@ pub fn register(
             _ => None,
         };
         text(visible(&c.read()).iter().find_map(|r| {
-            let RelationKind::View { definition, .. } = &r.kind else {
+            let (RelationKind::View { definition, .. }
+            | RelationKind::PlainView { definition, .. }) = &r.kind
+            else {
                 return None;
             };
             let hit = by_oid == Some(rel_oids(r).rel) || by_name.as_deref() == Some(&r.name);

@@ -127,7 +127,8 @@ impl InformationSchema {
                 &relations
                     .iter()
                     .filter_map(|r| match &r.kind {
-                        RelationKind::View { definition, .. } => Some(vec![
+                        RelationKind::View { definition, .. }
+                        | RelationKind::PlainView { definition, .. } => Some(vec![
                             db(),
                             "public".into(),
                             r.name.clone().into(),

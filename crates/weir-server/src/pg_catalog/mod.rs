@@ -101,6 +101,7 @@ fn relkind(r: &Relation) -> &'static str {
     match r.object_kind() {
         ObjectKind::Table => "r",
         ObjectKind::MaterializedView => "m",
+        ObjectKind::View => "v",
         ObjectKind::Source => "f",
         ObjectKind::Sink => "r",
     }
@@ -786,7 +787,18 @@ impl PgCatalog {
                     ("viewowner", TEXT),
                     ("definition", TEXT),
                 ],
-                &[],
+                &relations
+                    .iter()
+                    .filter_map(|r| match &r.kind {
+                        RelationKind::PlainView { definition, .. } => Some(vec![
+                            "public".into(),
+                            r.name.clone().into(),
+                            OWNER.into(),
+                            format!(" {definition};").into(),
+                        ]),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
             ),
             "pg_matviews" => mem_table(
                 &[

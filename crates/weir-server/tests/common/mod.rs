@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod postgres;
+
 use tokio_postgres::{Client, NoTls};
 
 /// A running server; its data directory is removed on drop.

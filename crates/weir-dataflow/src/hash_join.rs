@@ -1,0 +1,881 @@
+//! `HashJoin`: an incremental equi-join of two streams, with a residual
+//! condition, in every SQL flavour: inner, left, right and full outer,
+//! semi and anti (EXISTS / IN, NOT EXISTS), and the null-aware anti join of
+//! `NOT IN`.
+//!
+//! Each side keeps its rows in a state table keyed by
+//! `(vnode of the join key, join key, row)`: `len(key) u32 | key | row`,
+//! where key and row are memcomparable encodings ([`RowCodec`]). The value
+//! is the row's multiplicity and its *degree*, `count i64 | degree i64`
+//! (big endian): the number of rows of the other side it currently matches
+//! (equal key and residual condition true). Degrees are what make outer,
+//! semi and anti joins exact: a left row of a LEFT JOIN is NULL-padded
+//! while its degree is 0; its first match retracts the padded row, and the
+//! padded row comes back when the last match goes.
+//!
+//! A change on one side probes the other side's rows of its key (a cache of
+//! whole keys, refilled from the state table by an ordered prefix scan on a
+//! miss), evaluates the residual condition over every candidate pair at
+//! once, then applies the rows in order: joined pairs carry the change of
+//! the incoming row, the other side's degrees move (emitting or retracting
+//! NULL-padded / semi / anti rows when they cross zero), and the incoming
+//! row is stored with its own degree.
+//!
+//! NULL keys never match unless the join compares keys with `IS NOT
+//! DISTINCT FROM` (`null_safe`). A join without equality keys (a cross
+//! join, a join with a one-row scalar subquery) keys every row by the empty
+//! key and runs as one instance.
+//!
+//! The null-aware anti join (`x NOT IN (SELECT y ...)`, one key, no
+//! residual) runs as one instance and also counts the right side's rows and
+//! its NULL keys: a left row is in the result iff the right side is empty,
+//! or its key is not NULL, no right key is NULL and nothing matches it.
+//! When the right side becomes (non-)empty or gains (loses) its first
+//! (last) NULL, every left row is re-evaluated.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use weir_common::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, UInt32Array};
+use weir_common::arrow::compute::take;
+use weir_common::arrow::datatypes::SchemaRef;
+use weir_common::datafusion::physical_expr::PhysicalExpr;
+use weir_common::vnode::vnode_of;
+use weir_common::{Barrier, Epoch, Op, StreamChunk};
+use weir_state::{StateError, StateTable};
+
+use crate::project::evaluate_all;
+use crate::row_codec::{batch_with_columns, RowCodec};
+use crate::{DataflowError, Operator};
+
+/// Which rows a join emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Matching pairs.
+    Inner,
+    /// Pairs, and left rows without a match padded with NULLs.
+    Left,
+    /// Pairs, and right rows without a match padded with NULLs.
+    Right,
+    /// Pairs, and rows of either side without a match, padded.
+    Full,
+    /// Left rows with at least one match.
+    LeftSemi,
+    /// Left rows without a match.
+    LeftAnti,
+    /// Right rows with at least one match.
+    RightSemi,
+    /// Right rows without a match.
+    RightAnti,
+}
+
+impl JoinKind {
+    /// SQL-ish name for EXPLAIN.
+    pub fn name(self) -> &'static str {
+        match self {
+            JoinKind::Inner => "inner",
+            JoinKind::Left => "left outer",
+            JoinKind::Right => "right outer",
+            JoinKind::Full => "full outer",
+            JoinKind::LeftSemi => "left semi",
+            JoinKind::LeftAnti => "left anti",
+            JoinKind::RightSemi => "right semi",
+            JoinKind::RightAnti => "right anti",
+        }
+    }
+
+    /// Emits joined pairs (output = left columns then right columns).
+    fn emits_pairs(self) -> bool {
+        matches!(
+            self,
+            JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
+        )
+    }
+
+    /// Rows of `side` without a match are emitted NULL-padded.
+    fn pads(self, side: usize) -> bool {
+        match self {
+            JoinKind::Left => side == 0,
+            JoinKind::Right => side == 1,
+            JoinKind::Full => true,
+            _ => false,
+        }
+    }
+
+    /// `Some(anti)` when the output is the rows of `side` (semi: with a
+    /// match, anti: without one).
+    fn filters(self, side: usize) -> Option<bool> {
+        match (self, side) {
+            (JoinKind::LeftSemi, 0) | (JoinKind::RightSemi, 1) => Some(false),
+            (JoinKind::LeftAnti, 0) | (JoinKind::RightAnti, 1) => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Whether rows of `side` need their degree: their output depends on
+    /// whether they match.
+    fn tracks_degree(self, side: usize) -> bool {
+        self.pads(side) || self.filters(side).is_some()
+    }
+
+    /// Does a row of `side` with `degree` matches appear on its own
+    /// (padded, or as a semi/anti result)?
+    fn alone(self, side: usize, degree: i64) -> bool {
+        if self.pads(side) {
+            return degree == 0;
+        }
+        match self.filters(side) {
+            Some(false) => degree > 0,
+            Some(true) => degree == 0,
+            None => false,
+        }
+    }
+}
+
+/// One input of a join, as planned.
+pub struct JoinInput {
+    /// Join key expressions over this input's rows (equal types on both
+    /// sides, in the same order).
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// The input's rows.
+    pub schema: SchemaRef,
+}
+
+/// A stored row of one side.
+#[derive(Debug, Clone)]
+struct Stored {
+    row: Vec<u8>,
+    count: i64,
+    degree: i64,
+}
+
+/// Bytes a cached row costs, roughly.
+fn stored_bytes(s: &Stored) -> usize {
+    s.row.len() + 48
+}
+
+struct Side {
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+    rows: RowCodec,
+    state: StateTable,
+    /// Whole keys: every stored row of a cached key, ordered by row.
+    cache: HashMap<Vec<u8>, Vec<Stored>>,
+    cached_bytes: usize,
+    /// Keys written since the last commit (kept in the cache until then,
+    /// so a miss never has to merge staged writes).
+    dirty: HashSet<Vec<u8>>,
+}
+
+/// `len(key) u32 | key`: the prefix of every state key of a join key.
+fn key_prefix(key: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(4 + key.len());
+    p.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    p.extend_from_slice(key);
+    p
+}
+
+/// The state key of the null-aware join's right-side counters.
+const COUNTERS_KEY: &[u8] = &[0xFF, 0xFF, 0xFF, 0xFF];
+
+fn encode_value(count: i64, degree: i64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&count.to_be_bytes());
+    v.extend_from_slice(&degree.to_be_bytes());
+    v
+}
+
+fn decode_value(table: u32, bytes: &[u8]) -> Result<(i64, i64), DataflowError> {
+    let corrupt = || {
+        DataflowError::State(StateError::Corrupt {
+            table,
+            reason: "join state value is not 16 bytes".into(),
+        })
+    };
+    let count: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    let degree: [u8; 8] = bytes
+        .get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    Ok((i64::from_be_bytes(count), i64::from_be_bytes(degree)))
+}
+
+impl Side {
+    /// The stored rows of `key`, loaded into the cache on a miss.
+    fn load(&mut self, key: &[u8]) -> Result<&mut Vec<Stored>, DataflowError> {
+        if !self.cache.contains_key(key) {
+            let prefix = key_prefix(key);
+            let entries = self.state.scan_committed_prefix(vnode_of(key), &prefix)?;
+            let mut rows = Vec::with_capacity(entries.len());
+            for (k, v) in entries {
+                let (count, degree) = decode_value(self.state.id(), &v)?;
+                let s = Stored {
+                    row: k[prefix.len()..].to_vec(),
+                    count,
+                    degree,
+                };
+                self.cached_bytes += stored_bytes(&s);
+                rows.push(s);
+            }
+            self.cached_bytes += key.len() + 64;
+            self.cache.insert(key.to_vec(), rows);
+        }
+        self.cache
+            .get_mut(key)
+            .ok_or_else(|| DataflowError::Internal("join cache lost a key".into()))
+    }
+
+    /// Stage `stored` under `key` (count 0 deletes it).
+    fn write(&mut self, key: &[u8], stored: &Stored) {
+        let mut k = key_prefix(key);
+        k.extend_from_slice(&stored.row);
+        let vnode = vnode_of(key);
+        if stored.count == 0 {
+            self.state.delete(vnode, &k);
+        } else {
+            self.state
+                .put(vnode, &k, encode_value(stored.count, stored.degree));
+        }
+        if !self.dirty.contains(key) {
+            self.dirty.insert(key.to_vec());
+        }
+    }
+
+    /// Keep the cache within the state table's budget: drop clean keys.
+    fn trim(&mut self) {
+        if self.cached_bytes <= self.state.cache_bytes() {
+            return;
+        }
+        let dirty = &self.dirty;
+        self.cache.retain(|k, _| dirty.contains(k));
+        self.cached_bytes = self
+            .cache
+            .iter()
+            .map(|(k, rows)| k.len() + 64 + rows.iter().map(stored_bytes).sum::<usize>())
+            .sum();
+    }
+
+    fn commit(&mut self) -> Result<(), DataflowError> {
+        self.state.commit()?;
+        self.dirty.clear();
+        self.trim();
+        Ok(())
+    }
+}
+
+/// The null-aware anti join's view of the right side.
+#[derive(Debug, Clone, Copy, Default)]
+struct RightCounts {
+    total: i64,
+    nulls: i64,
+}
+
+/// An incremental two-input join. Input 0 is the left side, input 1 the
+/// right side.
+pub struct HashJoin {
+    kind: JoinKind,
+    sides: [Side; 2],
+    residual: Option<Arc<dyn PhysicalExpr>>,
+    null_safe: bool,
+    /// `NOT IN` semantics (left anti, one key, no residual).
+    null_aware: bool,
+    counts: Option<RightCounts>,
+    /// Output rows: left ++ right columns, or one side's for semi/anti.
+    schema: SchemaRef,
+    /// Schema of a candidate pair (left ++ right), for the residual.
+    pair_schema: SchemaRef,
+}
+
+/// Output being assembled for one input chunk.
+#[derive(Default)]
+struct Emitted {
+    /// Candidate pair indices and their changes.
+    pairs: Vec<u32>,
+    pair_ops: Vec<i8>,
+    /// Rows of the incoming chunk emitted alone (padded or semi/anti).
+    own: Vec<u32>,
+    own_ops: Vec<i8>,
+    /// Stored rows of the other side emitted alone.
+    other: Vec<Vec<u8>>,
+    other_ops: Vec<i8>,
+}
+
+impl HashJoin {
+    /// A join of `left` and `right` on equal keys (`null_safe`: NULL keys
+    /// equal each other), keeping pairs where `residual` (over left ++
+    /// right columns) is true. `schema` is the output's; the state tables
+    /// hold each side's rows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: JoinKind,
+        left: JoinInput,
+        right: JoinInput,
+        residual: Option<Arc<dyn PhysicalExpr>>,
+        null_safe: bool,
+        null_aware: bool,
+        schema: SchemaRef,
+        states: [StateTable; 2],
+    ) -> Result<Self, DataflowError> {
+        if null_aware && (kind != JoinKind::LeftAnti || residual.is_some() || left.keys.len() != 1)
+        {
+            return Err(DataflowError::Internal(
+                "a null-aware join must be a left anti join on one key without residual".into(),
+            ));
+        }
+        let pair_fields: Vec<_> = left
+            .schema
+            .fields()
+            .iter()
+            .chain(right.schema.fields().iter())
+            .map(|f| Arc::new(f.as_ref().clone().with_nullable(true)))
+            .collect();
+        let pair_schema = Arc::new(weir_common::arrow::datatypes::Schema::new(pair_fields));
+        let [ls, rs] = states;
+        let side = |input: JoinInput, state: StateTable| -> Result<Side, DataflowError> {
+            Ok(Side {
+                rows: RowCodec::for_schema(&input.schema)?,
+                keys: input.keys,
+                schema: input.schema,
+                state,
+                cache: HashMap::new(),
+                cached_bytes: 0,
+                dirty: HashSet::new(),
+            })
+        };
+        Ok(HashJoin {
+            kind,
+            sides: [side(left, ls)?, side(right, rs)?],
+            residual,
+            null_safe,
+            null_aware,
+            counts: None,
+            schema,
+            pair_schema,
+        })
+    }
+
+    /// Join keys of `chunk` (input `s`): `None` for a key that matches
+    /// nothing (a NULL in a key column, unless null-safe).
+    fn keys(&self, s: usize, chunk: &StreamChunk) -> Result<Vec<Option<Vec<u8>>>, DataflowError> {
+        let n = chunk.len();
+        let side = &self.sides[s];
+        if side.keys.is_empty() {
+            return Ok(vec![Some(Vec::new()); n]);
+        }
+        let cols = evaluate_all(&side.keys, chunk)?;
+        let types: Vec<_> = cols.iter().map(|c| c.data_type().clone()).collect();
+        let codec = RowCodec::new(&types)?;
+        let encoded = codec.encode(&cols)?;
+        Ok((0..n)
+            .map(|i| {
+                let null = cols.iter().any(|c| c.is_null(i));
+                (!null || self.null_safe).then(|| encoded.row(i).data().to_vec())
+            })
+            .collect())
+    }
+
+    /// The encoded key of `chunk`'s row `i` even when it holds NULLs
+    /// (the null-aware join stores its NULL-keyed left rows).
+    fn raw_keys(&self, s: usize, chunk: &StreamChunk) -> Result<Vec<Vec<u8>>, DataflowError> {
+        let side = &self.sides[s];
+        let cols = evaluate_all(&side.keys, chunk)?;
+        let types: Vec<_> = cols.iter().map(|c| c.data_type().clone()).collect();
+        let encoded = RowCodec::new(&types)?.encode(&cols)?;
+        Ok((0..chunk.len())
+            .map(|i| encoded.row(i).data().to_vec())
+            .collect())
+    }
+
+    /// A batch of pairs: rows `own` of `chunk` (input `s`) beside the
+    /// encoded rows `other` of the other side, as left ++ right columns.
+    fn pair_batch(
+        &self,
+        s: usize,
+        chunk: &StreamChunk,
+        own: &[u32],
+        other: &[&[u8]],
+    ) -> Result<weir_common::arrow::array::RecordBatch, DataflowError> {
+        let idx = UInt32Array::from(own.to_vec());
+        let own_cols: Vec<ArrayRef> = chunk
+            .data
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &idx, None))
+            .collect::<Result<_, _>>()?;
+        let other_cols = self.sides[1 - s].rows.decode(other.iter().copied())?;
+        let cols = if s == 0 {
+            own_cols.into_iter().chain(other_cols).collect()
+        } else {
+            other_cols.into_iter().chain(own_cols).collect()
+        };
+        Ok(batch_with_columns(&self.pair_schema, cols)?)
+    }
+
+    /// Rows of one side alone: the side's columns, NULL-padded when the
+    /// join emits pairs.
+    fn alone_chunk(
+        &self,
+        side: usize,
+        cols: Vec<ArrayRef>,
+        ops: Vec<i8>,
+    ) -> Result<StreamChunk, DataflowError> {
+        let rows = ops.len();
+        let cols = if self.kind.emits_pairs() {
+            let nulls = |s: &Side| -> Vec<ArrayRef> {
+                s.schema
+                    .fields()
+                    .iter()
+                    .map(|f| new_null_array(f.data_type(), rows))
+                    .collect()
+            };
+            if side == 0 {
+                cols.into_iter().chain(nulls(&self.sides[1])).collect()
+            } else {
+                nulls(&self.sides[0]).into_iter().chain(cols).collect()
+            }
+        } else {
+            cols
+        };
+        let data = batch_with_columns(&self.schema, cols)?;
+        Ok(StreamChunk::new(data, ops.into()))
+    }
+
+    fn emit(
+        &self,
+        s: usize,
+        chunk: &StreamChunk,
+        pairs: Option<&weir_common::arrow::array::RecordBatch>,
+        e: Emitted,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
+        if !e.pairs.is_empty() {
+            if let Some(batch) = pairs {
+                let idx = UInt32Array::from(e.pairs);
+                let cols: Vec<ArrayRef> = batch
+                    .columns()
+                    .iter()
+                    .map(|c| take(c.as_ref(), &idx, None))
+                    .collect::<Result<_, _>>()?;
+                let data = batch_with_columns(&self.schema, cols)?;
+                out.push(StreamChunk::new(data, e.pair_ops.into()));
+            }
+        }
+        if !e.own.is_empty() {
+            let idx = UInt32Array::from(e.own);
+            let cols: Vec<ArrayRef> = chunk
+                .data
+                .columns()
+                .iter()
+                .map(|c| take(c.as_ref(), &idx, None))
+                .collect::<Result<_, _>>()?;
+            out.push(self.alone_chunk(s, cols, e.own_ops)?);
+        }
+        if !e.other.is_empty() {
+            let o = 1 - s;
+            let cols = self.sides[o]
+                .rows
+                .decode(e.other.iter().map(|r| r.as_slice()))?;
+            out.push(self.alone_chunk(o, cols, e.other_ops)?);
+        }
+        Ok(())
+    }
+
+    fn process_side(
+        &mut self,
+        s: usize,
+        chunk: StreamChunk,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
+        if self.null_aware {
+            return self.process_null_aware(s, chunk, out);
+        }
+        let o = 1 - s;
+        let n = chunk.len();
+        let keys = self.keys(s, &chunk)?;
+        let own_rows = self.sides[s].rows.encode(chunk.data.columns())?;
+        // Candidate pairs: every stored row of the other side with the key.
+        let mut pair_own: Vec<u32> = Vec::new();
+        let mut pair_other: Vec<Vec<u8>> = Vec::new();
+        let mut pair_pos: Vec<u32> = Vec::new();
+        let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(n);
+        for (i, key) in keys.iter().enumerate() {
+            let start = pair_own.len();
+            if let Some(k) = key {
+                let rows = self.sides[o].load(k)?;
+                for (j, r) in rows.iter().enumerate() {
+                    pair_own.push(i as u32);
+                    pair_other.push(r.row.clone());
+                    pair_pos.push(j as u32);
+                }
+            }
+            ranges.push((start, pair_own.len()));
+        }
+        let need_pairs =
+            !pair_own.is_empty() && (self.kind.emits_pairs() || self.residual.is_some());
+        let pairs = if need_pairs {
+            let other: Vec<&[u8]> = pair_other.iter().map(Vec::as_slice).collect();
+            Some(self.pair_batch(s, &chunk, &pair_own, &other)?)
+        } else {
+            None
+        };
+        let mask: Option<BooleanArray> = match (&self.residual, &pairs) {
+            (Some(r), Some(batch)) => {
+                let v = r.evaluate(batch)?.into_array(batch.num_rows())?;
+                let b = v
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .cloned()
+                    .ok_or_else(|| {
+                        DataflowError::Internal("join condition is not boolean".into())
+                    })?;
+                Some(b)
+            }
+            _ => None,
+        };
+        let passes = |p: usize| match &mask {
+            Some(m) => m.is_valid(p) && m.value(p),
+            None => true,
+        };
+        let mut e = Emitted::default();
+        let kind = self.kind;
+        for (i, key) in keys.iter().enumerate() {
+            let w = chunk.op(i).weight();
+            let code = chunk.op(i).code();
+            let Some(key) = key else {
+                // Matches nothing, now or later: only its own output.
+                if kind.alone(s, 0) {
+                    e.own.push(i as u32);
+                    e.own_ops.push(code);
+                }
+                continue;
+            };
+            let (start, end) = ranges[i];
+            let mut degree = 0i64;
+            {
+                let (own_side, other_side) = split(&mut self.sides, s);
+                let rows = other_side.load(key)?;
+                let mut touched = Vec::new();
+                for p in start..end {
+                    if !passes(p) {
+                        continue;
+                    }
+                    let Some(r) = rows.get_mut(pair_pos[p] as usize) else {
+                        return Err(DataflowError::Internal("join cache changed".into()));
+                    };
+                    degree += r.count;
+                    if kind.emits_pairs() {
+                        for _ in 0..r.count {
+                            e.pairs.push(p as u32);
+                            e.pair_ops.push(code);
+                        }
+                    }
+                    if kind.tracks_degree(o) {
+                        let before = kind.alone(o, r.degree);
+                        r.degree += w;
+                        let after = kind.alone(o, r.degree);
+                        if before != after {
+                            let op = if after { Op::Insert } else { Op::Delete };
+                            for _ in 0..r.count {
+                                e.other.push(r.row.clone());
+                                e.other_ops.push(op.code());
+                            }
+                        }
+                        touched.push(r.clone());
+                    }
+                }
+                for r in &touched {
+                    other_side.write(key, r);
+                }
+                // The incoming row itself.
+                let own_row = own_rows.row(i).data();
+                let rows = own_side.load(key)?;
+                let mut added = 0;
+                let stored = upsert(rows, own_row, w, degree, &mut added);
+                own_side.cached_bytes += added;
+                if stored.count < 0 {
+                    return Err(DataflowError::Internal(
+                        "join input deleted a row it never inserted".into(),
+                    ));
+                }
+                own_side.write(key, &stored);
+            }
+            if kind.alone(s, degree) {
+                e.own.push(i as u32);
+                e.own_ops.push(code);
+            }
+        }
+        self.emit(s, &chunk, pairs.as_ref(), e, out)?;
+        for side in &mut self.sides {
+            side.trim();
+        }
+        Ok(())
+    }
+
+    /// The right side's row and NULL-key counts (null-aware join).
+    fn right_counts(&mut self) -> Result<RightCounts, DataflowError> {
+        if let Some(c) = self.counts {
+            return Ok(c);
+        }
+        let state = &self.sides[1].state;
+        let c = match state.get(0, COUNTERS_KEY)? {
+            Some(v) => {
+                let (total, nulls) = decode_value(state.id(), &v)?;
+                RightCounts { total, nulls }
+            }
+            None => RightCounts::default(),
+        };
+        self.counts = Some(c);
+        Ok(c)
+    }
+
+    /// Is a left row in the result of `NOT IN`?
+    fn not_in(c: RightCounts, key_null: bool, degree: i64) -> bool {
+        c.total == 0 || (!key_null && c.nulls == 0 && degree == 0)
+    }
+
+    /// Every left row currently in the result (null-aware join), with op.
+    fn all_left(
+        &self,
+        c: RightCounts,
+        op: Op,
+        e: &mut Vec<Vec<u8>>,
+        ops: &mut Vec<i8>,
+    ) -> Result<(), DataflowError> {
+        let left = &self.sides[0];
+        let key_codec_null = |key: &[u8]| -> Result<bool, DataflowError> {
+            // One key column: decode it to see whether it is NULL.
+            let cols = RowCodec::new(&[left.keys_type()?])?.decode([key])?;
+            Ok(cols.first().is_some_and(|c| c.is_null(0)))
+        };
+        for (_, k, v) in left.state.scan_all()? {
+            let Some(len) = k.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
+                continue;
+            };
+            let len = u32::from_be_bytes(len) as usize;
+            let Some(key) = k.get(4..4 + len) else {
+                continue;
+            };
+            let row = &k[4 + len..];
+            let (count, degree) = decode_value(left.state.id(), &v)?;
+            if Self::not_in(c, key_codec_null(key)?, degree) {
+                for _ in 0..count {
+                    e.push(row.to_vec());
+                    ops.push(op.code());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn process_null_aware(
+        &mut self,
+        s: usize,
+        chunk: StreamChunk,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
+        let n = chunk.len();
+        let keys = self.raw_keys(s, &chunk)?;
+        let key_cols = evaluate_all(&self.sides[s].keys, &chunk)?;
+        let null_at = |i: usize| key_cols.iter().any(|c| c.is_null(i));
+        let own_rows = self.sides[s].rows.encode(chunk.data.columns())?;
+        let mut counts = self.right_counts()?;
+        let mut e = Emitted::default();
+        for i in 0..n {
+            let w = chunk.op(i).weight();
+            let key = &keys[i];
+            let key_null = null_at(i);
+            let own_row = own_rows.row(i).data();
+            if s == 0 {
+                // A left row: degree = matching right rows.
+                let degree = if key_null {
+                    0
+                } else {
+                    self.sides[1].load(key)?.iter().map(|r| r.count).sum()
+                };
+                let side = &mut self.sides[0];
+                let rows = side.load(key)?;
+                let mut added = 0;
+                let stored = upsert(rows, own_row, w, degree, &mut added);
+                side.cached_bytes += added;
+                if stored.count < 0 {
+                    return Err(DataflowError::Internal(
+                        "join input deleted a row it never inserted".into(),
+                    ));
+                }
+                side.write(key, &stored);
+                if Self::not_in(counts, key_null, degree) {
+                    e.own.push(i as u32);
+                    e.own_ops.push(chunk.op(i).code());
+                }
+                continue;
+            }
+            // A right row.
+            let next = RightCounts {
+                total: counts.total + w,
+                nulls: counts.nulls + if key_null { w } else { 0 },
+            };
+            let flips = (counts.total == 0) != (next.total == 0)
+                || (counts.nulls == 0) != (next.nulls == 0);
+            if flips {
+                self.all_left(counts, Op::Delete, &mut e.other, &mut e.other_ops)?;
+            }
+            if !key_null {
+                let (left, right) = split(&mut self.sides, 0);
+                let matches = left.load(key)?;
+                let mut touched = Vec::new();
+                for r in matches.iter_mut() {
+                    let before = Self::not_in(counts, false, r.degree);
+                    r.degree += w;
+                    let after = Self::not_in(next, false, r.degree);
+                    if !flips && before != after {
+                        let op = if after { Op::Insert } else { Op::Delete };
+                        for _ in 0..r.count {
+                            e.other.push(r.row.clone());
+                            e.other_ops.push(op.code());
+                        }
+                    }
+                    touched.push(r.clone());
+                }
+                for r in &touched {
+                    left.write(key, r);
+                }
+                let rows = right.load(key)?;
+                let mut added = 0;
+                let stored = upsert(rows, own_row, w, 0, &mut added);
+                right.cached_bytes += added;
+                if stored.count < 0 {
+                    return Err(DataflowError::Internal(
+                        "join input deleted a row it never inserted".into(),
+                    ));
+                }
+                right.write(key, &stored);
+            }
+            counts = next;
+            self.counts = Some(counts);
+            self.sides[1]
+                .state
+                .put(0, COUNTERS_KEY, encode_value(counts.total, counts.nulls));
+            if flips {
+                self.all_left(counts, Op::Insert, &mut e.other, &mut e.other_ops)?;
+            }
+        }
+        self.emit(s, &chunk, None, e, out)
+    }
+}
+
+impl Side {
+    /// The type of the (single) key column of the null-aware join.
+    fn keys_type(&self) -> Result<weir_common::arrow::datatypes::DataType, DataflowError> {
+        match self.keys.first() {
+            Some(k) => Ok(k.data_type(&self.schema)?),
+            None => Err(DataflowError::Internal(
+                "null-aware join without key".into(),
+            )),
+        }
+    }
+}
+
+/// Add `w` to the stored row `row` (inserting it), set its degree, and
+/// return it (count 0: removed).
+fn upsert(rows: &mut Vec<Stored>, row: &[u8], w: i64, degree: i64, bytes: &mut usize) -> Stored {
+    match rows.binary_search_by(|r| r.row.as_slice().cmp(row)) {
+        Ok(at) => {
+            rows[at].count += w;
+            rows[at].degree = degree;
+            let s = rows[at].clone();
+            if s.count == 0 {
+                rows.remove(at);
+            }
+            s
+        }
+        Err(at) => {
+            let s = Stored {
+                row: row.to_vec(),
+                count: w,
+                degree,
+            };
+            *bytes += stored_bytes(&s);
+            rows.insert(at, s.clone());
+            s
+        }
+    }
+}
+
+/// Mutable access to side `s` and the other side.
+fn split(sides: &mut [Side; 2], s: usize) -> (&mut Side, &mut Side) {
+    let (a, b) = sides.split_at_mut(1);
+    if s == 0 {
+        (&mut a[0], &mut b[0])
+    } else {
+        (&mut b[0], &mut a[0])
+    }
+}
+
+impl Operator for HashJoin {
+    fn explain(&self) -> String {
+        let keys = |s: &Side| {
+            s.keys
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut text = format!(
+            "HashJoin {}{} on [{}] = [{}]",
+            self.kind.name(),
+            if self.null_aware { " (null-aware)" } else { "" },
+            keys(&self.sides[0]),
+            keys(&self.sides[1]),
+        );
+        if self.null_safe {
+            text.push_str(" (IS NOT DISTINCT FROM)");
+        }
+        if let Some(r) = &self.residual {
+            text.push_str(&format!(" residual {r}"));
+        }
+        text.push_str(&format!(
+            " state_tables=[{}, {}]",
+            self.sides[0].state.id(),
+            self.sides[1].state.id()
+        ));
+        text
+    }
+
+    fn process(
+        &mut self,
+        chunk: StreamChunk,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
+        self.process_side(0, chunk, out)
+    }
+
+    fn process_input(
+        &mut self,
+        input: usize,
+        chunk: StreamChunk,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
+        self.process_side(input.min(1), chunk, out)
+    }
+
+    fn on_barrier(
+        &mut self,
+        _barrier: Barrier,
+        _out: &mut Vec<StreamChunk>,
+    ) -> Result<(), DataflowError> {
+        for side in &mut self.sides {
+            side.commit()?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, epoch: Epoch) -> Result<(), DataflowError> {
+        for side in &mut self.sides {
+            side.state.checkpoint(epoch)?;
+        }
+        Ok(())
+    }
+}
