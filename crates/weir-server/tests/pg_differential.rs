@@ -27,6 +27,9 @@
 //!
 //! Knobs: `WEIR_PGDIFF_SEEDS` (`N`, `A..B` or `A,B`; default 0..4),
 //! `WEIR_PGDIFF_STEPS` (default 150), `WEIR_PGDIFF_VERBOSE=1`.
+//!
+//! Plain views (`CREATE VIEW`) are shapes too: read directly, and read by
+//! a materialized view (through a plain view on a plain view).
 
 mod common;
 
@@ -53,6 +56,8 @@ struct Shape {
     sql: &'static str,
     /// Views it reads (created first).
     reads: &'static [&'static str],
+    /// A plain view in Weir too (`CREATE VIEW`), not a materialized one.
+    plain: bool,
 }
 
 const fn shape(name: &'static str, sql: &'static str) -> Shape {
@@ -60,6 +65,7 @@ const fn shape(name: &'static str, sql: &'static str) -> Shape {
         name,
         sql,
         reads: &[],
+        plain: false,
     }
 }
 
@@ -166,11 +172,32 @@ const SHAPES: &[Shape] = &[
         name: "v_on_join",
         sql: "SELECT k, count(*) AS n, sum(w) AS sw FROM j_inner GROUP BY k",
         reads: &["j_inner"],
+        plain: false,
     },
     Shape {
         name: "v_join_of_views",
         sql: "SELECT l.id, l.bid, r.n FROM j_left l JOIN q_scalar_select r ON l.id = r.id",
         reads: &["j_left", "q_scalar_select"],
+        plain: false,
+    },
+    // --- plain views, and materialized views over them ---
+    Shape {
+        name: "p_left",
+        sql: "SELECT a.id, a.k, b.w FROM a LEFT JOIN b ON a.k = b.k",
+        reads: &[],
+        plain: true,
+    },
+    Shape {
+        name: "p_on_plain",
+        sql: "SELECT k, count(*) AS n FROM p_left WHERE w IS NOT NULL GROUP BY k",
+        reads: &["p_left"],
+        plain: true,
+    },
+    Shape {
+        name: "v_on_plain",
+        sql: "SELECT p.k, p.n, c.x FROM p_on_plain p JOIN c ON p.k = c.k",
+        reads: &["p_on_plain"],
+        plain: false,
     },
 ];
 
@@ -413,10 +440,14 @@ async fn run_seed(seed: u64, pg: &Postgres, failures: &mut Vec<Failure>, cov: &m
                 continue;
             }
             let p = rng.random_range(1..=4);
-            let ddl = format!(
-                "CREATE MATERIALIZED VIEW {} WITH (parallelism = {p}) AS {}",
-                s.name, s.sql
-            );
+            let ddl = if s.plain {
+                format!("CREATE VIEW {} AS {}", s.name, s.sql)
+            } else {
+                format!(
+                    "CREATE MATERIALIZED VIEW {} WITH (parallelism = {p}) AS {}",
+                    s.name, s.sql
+                )
+            };
             if verbose {
                 eprintln!("seed {seed} step {step}: {ddl}");
             }

@@ -447,7 +447,9 @@ impl Engine {
                     None => self.dml(s, params).await,
                 }
             }
-            SqlStatement::CreateTable(_) | SqlStatement::Drop { .. } => {
+            SqlStatement::CreateTable(_)
+            | SqlStatement::Drop { .. }
+            | SqlStatement::CreateView(_) => {
                 self.live_ddl(&Statement::Sql(Box::new(s.clone())), session)
                     .await
             }
@@ -826,6 +828,7 @@ fn ddl_name(statement: &Statement) -> Option<&'static str> {
         Statement::Role(weir_sql::parser::RoleStatement::Drop { .. }) => "DROP ROLE",
         Statement::Sql(s) => match s.as_ref() {
             SqlStatement::CreateTable(_) => "CREATE TABLE",
+            SqlStatement::CreateView(_) => "CREATE VIEW",
             SqlStatement::Drop { .. } => "DROP",
             _ => return None,
         },
