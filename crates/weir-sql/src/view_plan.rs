@@ -498,6 +498,7 @@ fn explain_fragment(
 
 /// Plan `query` as a materialized view.
 pub async fn plan_view(state: &SessionState, query: &Query) -> Result<ViewPlan, SqlError> {
+    refuse_set_all(query)?;
     let statement = DfStatement::Statement(Box::new(SqlStatement::Query(Box::new(query.clone()))));
     let plan = state.statement_to_plan(statement).await?;
     check_supported(&plan)?;
@@ -543,6 +544,50 @@ pub async fn plan_view(state: &SessionState, query: &Query) -> Result<ViewPlan, 
         root,
         schema: Arc::new(Schema::new(fields)),
     })
+}
+
+/// `INTERSECT ALL` and `EXCEPT ALL` keep multiplicities (min(m, n) and
+/// max(m - n, 0) copies); DataFusion plans them as plain semi and anti
+/// joins, which do not, so a view refuses them.
+fn refuse_set_all(query: &Query) -> Result<(), SqlError> {
+    use std::ops::ControlFlow;
+    use weir_common::datafusion::sql::sqlparser::ast::{
+        SetExpr, SetOperator, SetQuantifier, Visit, Visitor,
+    };
+    fn check(body: &SetExpr) -> Option<String> {
+        match body {
+            SetExpr::SetOperation {
+                op,
+                set_quantifier,
+                left,
+                right,
+            } => {
+                if matches!(op, SetOperator::Intersect | SetOperator::Except)
+                    && matches!(set_quantifier, SetQuantifier::All)
+                {
+                    return Some(format!("materialized views do not support {op} ALL"));
+                }
+                check(left).or_else(|| check(right))
+            }
+            SetExpr::Query(q) => check(&q.body),
+            _ => None,
+        }
+    }
+    /// Every query of the statement: the top one, derived tables, subqueries.
+    struct Queries;
+    impl Visitor for Queries {
+        type Break = String;
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<String> {
+            match check(&q.body) {
+                Some(m) => ControlFlow::Break(m),
+                None => ControlFlow::Continue(()),
+            }
+        }
+    }
+    match query.visit(&mut Queries) {
+        ControlFlow::Break(m) => Err(SqlError::Unsupported(m)),
+        ControlFlow::Continue(()) => Ok(()),
+    }
 }
 
 /// DataFusion leaves uncorrelated scalar subqueries (`WHERE price > (SELECT
