@@ -314,6 +314,16 @@ fn psql_meta_commands() {
         server.psql_ok("\\d"),
         "public|notes|table|weir\npublic|orders|table|weir\npublic|per_customer|materialized view|weir\n"
     );
+    // A plain view: listed by \dv and \d, described by \d+ with its query.
+    server.psql_ok("CREATE VIEW big_orders AS SELECT id, amount FROM orders WHERE amount > 100;");
+    assert_eq!(server.psql_ok("\\dv"), "public|big_orders|view|weir\n");
+    let described = server.psql_ok("\\d+ big_orders");
+    assert!(
+        described.contains("id|bigint") && described.contains("amount|numeric(10,2)"),
+        "\\d+ big_orders: {described}"
+    );
+    server.psql_ok("DROP VIEW big_orders;");
+    assert_eq!(server.psql_ok("\\dv"), "");
     // \df lists user functions (Weir has none); \dfS the built-in ones,
     // one row per argument type, and \dfS+ adds volatility, language...
     assert_eq!(server.psql_ok("\\df"), "");
