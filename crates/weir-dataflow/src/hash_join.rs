@@ -244,6 +244,22 @@ impl Side {
         }
     }
 
+    /// Add `w` copies of `row` under `key` (a negative `w` removes them),
+    /// with `degree` matches, in the cache and the state table.
+    fn add(&mut self, key: &[u8], row: &[u8], w: i64, degree: i64) -> Result<(), DataflowError> {
+        let rows = self.load(key)?;
+        let mut added = 0;
+        let stored = upsert(rows, row, w, degree, &mut added);
+        self.cached_bytes += added;
+        if stored.count < 0 {
+            return Err(DataflowError::Internal(
+                "join input deleted a row it never inserted".into(),
+            ));
+        }
+        self.write(key, &stored);
+        Ok(())
+    }
+
     /// Keep the cache within the state table's budget: drop clean keys.
     fn trim(&mut self) {
         if self.cached_bytes <= self.state.cache_bytes() {
@@ -287,6 +303,9 @@ pub struct HashJoin {
     schema: SchemaRef,
     /// Schema of a candidate pair (left ++ right), for the residual.
     pair_schema: SchemaRef,
+    /// Encodes join keys (the same types on both sides); `None` without
+    /// keys.
+    key_codec: Option<RowCodec>,
 }
 
 /// Output being assembled for one input chunk.
@@ -301,6 +320,18 @@ struct Emitted {
     /// Stored rows of the other side emitted alone.
     other: Vec<Vec<u8>>,
     other_ops: Vec<i8>,
+}
+
+impl Emitted {
+    /// Every copy of the other side's stored row `r`, inserted (`insert`)
+    /// or deleted.
+    fn push_other(&mut self, r: &Stored, insert: bool) {
+        let op = if insert { Op::Insert } else { Op::Delete };
+        for _ in 0..r.count {
+            self.other.push(r.row.clone());
+            self.other_ops.push(op.code());
+        }
+    }
 }
 
 impl HashJoin {
@@ -333,6 +364,16 @@ impl HashJoin {
             .map(|f| Arc::new(f.as_ref().clone().with_nullable(true)))
             .collect();
         let pair_schema = Arc::new(weir_common::arrow::datatypes::Schema::new(pair_fields));
+        let key_types = left
+            .keys
+            .iter()
+            .map(|k| k.data_type(&left.schema))
+            .collect::<Result<Vec<_>, _>>()?;
+        let key_codec = if key_types.is_empty() {
+            None
+        } else {
+            Some(RowCodec::new(&key_types)?)
+        };
         let [ls, rs] = states;
         let side = |input: JoinInput, state: StateTable| -> Result<Side, DataflowError> {
             Ok(Side {
@@ -354,6 +395,7 @@ impl HashJoin {
             counts: None,
             schema,
             pair_schema,
+            key_codec,
         })
     }
 
@@ -362,12 +404,10 @@ impl HashJoin {
     fn keys(&self, s: usize, chunk: &StreamChunk) -> Result<Vec<Option<Vec<u8>>>, DataflowError> {
         let n = chunk.len();
         let side = &self.sides[s];
-        if side.keys.is_empty() {
+        let Some(codec) = self.key_codec.as_ref().filter(|_| !side.keys.is_empty()) else {
             return Ok(vec![Some(Vec::new()); n]);
-        }
+        };
         let cols = evaluate_all(&side.keys, chunk)?;
-        let types: Vec<_> = cols.iter().map(|c| c.data_type().clone()).collect();
-        let codec = RowCodec::new(&types)?;
         let encoded = codec.encode(&cols)?;
         Ok((0..n)
             .map(|i| {
@@ -381,9 +421,12 @@ impl HashJoin {
     /// (the null-aware join stores its NULL-keyed left rows).
     fn raw_keys(&self, s: usize, chunk: &StreamChunk) -> Result<Vec<Vec<u8>>, DataflowError> {
         let side = &self.sides[s];
+        let codec = self
+            .key_codec
+            .as_ref()
+            .ok_or_else(|| DataflowError::Internal("a null-aware join without key".into()))?;
         let cols = evaluate_all(&side.keys, chunk)?;
-        let types: Vec<_> = cols.iter().map(|c| c.data_type().clone()).collect();
-        let encoded = RowCodec::new(&types)?.encode(&cols)?;
+        let encoded = codec.encode(&cols)?;
         Ok((0..chunk.len())
             .map(|i| encoded.row(i).data().to_vec())
             .collect())
@@ -577,11 +620,7 @@ impl HashJoin {
                         r.degree += w;
                         let after = kind.alone(o, r.degree);
                         if before != after {
-                            let op = if after { Op::Insert } else { Op::Delete };
-                            for _ in 0..r.count {
-                                e.other.push(r.row.clone());
-                                e.other_ops.push(op.code());
-                            }
+                            e.push_other(r, after);
                         }
                         touched.push(r.clone());
                     }
@@ -591,16 +630,7 @@ impl HashJoin {
                 }
                 // The incoming row itself.
                 let own_row = own_rows.row(i).data();
-                let rows = own_side.load(key)?;
-                let mut added = 0;
-                let stored = upsert(rows, own_row, w, degree, &mut added);
-                own_side.cached_bytes += added;
-                if stored.count < 0 {
-                    return Err(DataflowError::Internal(
-                        "join input deleted a row it never inserted".into(),
-                    ));
-                }
-                own_side.write(key, &stored);
+                own_side.add(key, own_row, w, degree)?;
             }
             if kind.alone(s, degree) {
                 e.own.push(i as u32);
@@ -647,7 +677,11 @@ impl HashJoin {
         let left = &self.sides[0];
         let key_codec_null = |key: &[u8]| -> Result<bool, DataflowError> {
             // One key column: decode it to see whether it is NULL.
-            let cols = RowCodec::new(&[left.keys_type()?])?.decode([key])?;
+            let codec = self
+                .key_codec
+                .as_ref()
+                .ok_or_else(|| DataflowError::Internal("a null-aware join without key".into()))?;
+            let cols = codec.decode([key])?;
             Ok(cols.first().is_some_and(|c| c.is_null(0)))
         };
         for (_, k, v) in left.state.scan_all()? {
@@ -696,16 +730,7 @@ impl HashJoin {
                     self.sides[1].load(key)?.iter().map(|r| r.count).sum()
                 };
                 let side = &mut self.sides[0];
-                let rows = side.load(key)?;
-                let mut added = 0;
-                let stored = upsert(rows, own_row, w, degree, &mut added);
-                side.cached_bytes += added;
-                if stored.count < 0 {
-                    return Err(DataflowError::Internal(
-                        "join input deleted a row it never inserted".into(),
-                    ));
-                }
-                side.write(key, &stored);
+                side.add(key, own_row, w, degree)?;
                 if Self::not_in(counts, key_null, degree) {
                     e.own.push(i as u32);
                     e.own_ops.push(chunk.op(i).code());
@@ -731,27 +756,14 @@ impl HashJoin {
                     r.degree += w;
                     let after = Self::not_in(next, false, r.degree);
                     if !flips && before != after {
-                        let op = if after { Op::Insert } else { Op::Delete };
-                        for _ in 0..r.count {
-                            e.other.push(r.row.clone());
-                            e.other_ops.push(op.code());
-                        }
+                        e.push_other(r, after);
                     }
                     touched.push(r.clone());
                 }
                 for r in &touched {
                     left.write(key, r);
                 }
-                let rows = right.load(key)?;
-                let mut added = 0;
-                let stored = upsert(rows, own_row, w, 0, &mut added);
-                right.cached_bytes += added;
-                if stored.count < 0 {
-                    return Err(DataflowError::Internal(
-                        "join input deleted a row it never inserted".into(),
-                    ));
-                }
-                right.write(key, &stored);
+                right.add(key, own_row, w, 0)?;
             }
             counts = next;
             self.counts = Some(counts);
@@ -763,18 +775,6 @@ impl HashJoin {
             }
         }
         self.emit(s, &chunk, None, e, out)
-    }
-}
-
-impl Side {
-    /// The type of the (single) key column of the null-aware join.
-    fn keys_type(&self) -> Result<weir_common::arrow::datatypes::DataType, DataflowError> {
-        match self.keys.first() {
-            Some(k) => Ok(k.data_type(&self.schema)?),
-            None => Err(DataflowError::Internal(
-                "null-aware join without key".into(),
-            )),
-        }
     }
 }
 
@@ -877,5 +877,204 @@ impl Operator for HashJoin {
             side.state.checkpoint(epoch)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use weir_common::arrow::array::{Int64Array, RecordBatch};
+    use weir_common::arrow::datatypes::{DataType, Field, Schema};
+    use weir_common::datafusion::physical_expr::expressions::Column;
+    use weir_state::{MemoryStateStore, StateStoreRef};
+
+    fn side_schema(a: &str, b: &str) -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new(a, DataType::Int64, true),
+            Field::new(b, DataType::Int64, true),
+        ]))
+    }
+
+    fn join(kind: JoinKind, store: &StateStoreRef) -> HashJoin {
+        let left = side_schema("k", "a");
+        let right = side_schema("k2", "b");
+        let out = match kind {
+            JoinKind::LeftSemi | JoinKind::LeftAnti => Arc::clone(&left),
+            _ => Arc::new(Schema::new(
+                left.fields()
+                    .iter()
+                    .chain(right.fields().iter())
+                    .map(|f| f.as_ref().clone())
+                    .collect::<Vec<_>>(),
+            )),
+        };
+        HashJoin::new(
+            kind,
+            JoinInput {
+                keys: vec![Arc::new(Column::new("k", 0))],
+                schema: left,
+            },
+            JoinInput {
+                keys: vec![Arc::new(Column::new("k2", 0))],
+                schema: right,
+            },
+            None,
+            false,
+            false,
+            out,
+            [
+                StateTable::new(Arc::clone(store), 1),
+                StateTable::new(Arc::clone(store), 2),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn chunk(rows: &[(Option<i64>, i64, i8)]) -> StreamChunk {
+        let schema = side_schema("x", "y");
+        let data = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(rows.iter().map(|r| r.0).collect::<Int64Array>()),
+                Arc::new(rows.iter().map(|r| Some(r.1)).collect::<Int64Array>()),
+            ],
+        )
+        .unwrap();
+        StreamChunk::new(data, rows.iter().map(|r| r.2).collect::<Vec<i8>>().into())
+    }
+
+    /// Fold output changes into a multiset of printed rows.
+    fn fold(out: &[StreamChunk], into: &mut BTreeMap<String, i64>) {
+        for c in out {
+            for i in 0..c.len() {
+                let cells: Vec<String> = c
+                    .data
+                    .columns()
+                    .iter()
+                    .map(|col| {
+                        let a = col.as_any().downcast_ref::<Int64Array>().unwrap();
+                        if a.is_null(i) {
+                            "N".into()
+                        } else {
+                            a.value(i).to_string()
+                        }
+                    })
+                    .collect();
+                *into.entry(cells.join(",")).or_default() += c.op(i).weight();
+            }
+        }
+        into.retain(|_, n| *n != 0);
+    }
+
+    fn rows(m: &BTreeMap<String, i64>) -> Vec<(String, i64)> {
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    #[test]
+    fn outer_rows_are_padded_while_unmatched() {
+        let store: StateStoreRef = Arc::new(MemoryStateStore::new());
+        let mut j = join(JoinKind::Full, &store);
+        let mut view = BTreeMap::new();
+        let mut out = Vec::new();
+        // Left: (1, 10), (1, 10) twice, (NULL, 11); right empty.
+        j.process_input(
+            0,
+            chunk(&[(Some(1), 10, 1), (Some(1), 10, 1), (None, 11, 1)]),
+            &mut out,
+        )
+        .unwrap();
+        fold(&out, &mut view);
+        assert_eq!(
+            rows(&view),
+            vec![("1,10,N,N".into(), 2), ("N,11,N,N".into(), 1)]
+        );
+        // The first match retracts both padded copies.
+        out.clear();
+        j.process_input(1, chunk(&[(Some(1), 20, 1), (None, 21, 1)]), &mut out)
+            .unwrap();
+        fold(&out, &mut view);
+        assert_eq!(
+            rows(&view),
+            vec![
+                ("1,10,1,20".into(), 2),
+                ("N,11,N,N".into(), 1),
+                ("N,N,N,21".into(), 1)
+            ]
+        );
+        j.on_barrier(Barrier::new(1), &mut out).unwrap();
+        // A second match, then both go: the padded rows come back.
+        out.clear();
+        j.process_input(1, chunk(&[(Some(1), 22, 1)]), &mut out)
+            .unwrap();
+        j.process_input(1, chunk(&[(Some(1), 20, -1), (Some(1), 22, -1)]), &mut out)
+            .unwrap();
+        fold(&out, &mut view);
+        assert_eq!(
+            rows(&view),
+            vec![
+                ("1,10,N,N".into(), 2),
+                ("N,11,N,N".into(), 1),
+                ("N,N,N,21".into(), 1)
+            ]
+        );
+        // One left copy goes.
+        out.clear();
+        j.process_input(0, chunk(&[(Some(1), 10, -1)]), &mut out)
+            .unwrap();
+        fold(&out, &mut view);
+        assert_eq!(view.get("1,10,N,N"), Some(&1));
+    }
+
+    #[test]
+    fn semi_and_anti_follow_the_first_and_last_match() {
+        for kind in [JoinKind::LeftSemi, JoinKind::LeftAnti] {
+            let store: StateStoreRef = Arc::new(MemoryStateStore::new());
+            let mut j = join(kind, &store);
+            let mut view = BTreeMap::new();
+            let mut out = Vec::new();
+            j.process_input(0, chunk(&[(Some(1), 10, 1), (Some(2), 20, 1)]), &mut out)
+                .unwrap();
+            j.process_input(1, chunk(&[(Some(1), 0, 1), (Some(1), 1, 1)]), &mut out)
+                .unwrap();
+            fold(&out, &mut view);
+            let expect: Vec<(String, i64)> = match kind {
+                JoinKind::LeftSemi => vec![("1,10".into(), 1)],
+                _ => vec![("2,20".into(), 1)],
+            };
+            assert_eq!(rows(&view), expect, "{kind:?}");
+            out.clear();
+            j.process_input(1, chunk(&[(Some(1), 0, -1), (Some(1), 1, -1)]), &mut out)
+                .unwrap();
+            fold(&out, &mut view);
+            let expect: Vec<(String, i64)> = match kind {
+                JoinKind::LeftSemi => vec![],
+                _ => vec![("1,10".into(), 1), ("2,20".into(), 1)],
+            };
+            assert_eq!(rows(&view), expect, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn state_survives_a_cold_cache() {
+        // Rows are read back from the state table after the cache is gone.
+        let store: StateStoreRef = Arc::new(MemoryStateStore::new());
+        let mut out = Vec::new();
+        {
+            let mut j = join(JoinKind::Inner, &store);
+            j.process_input(0, chunk(&[(Some(7), 1, 1), (Some(7), 2, 1)]), &mut out)
+                .unwrap();
+            j.on_barrier(Barrier::new(1), &mut out).unwrap();
+        }
+        let mut j = join(JoinKind::Inner, &store);
+        out.clear();
+        j.process_input(1, chunk(&[(Some(7), 9, 1)]), &mut out)
+            .unwrap();
+        let mut view = BTreeMap::new();
+        fold(&out, &mut view);
+        assert_eq!(
+            rows(&view),
+            vec![("7,1,7,9".into(), 1), ("7,2,7,9".into(), 1)]
+        );
     }
 }
