@@ -343,7 +343,24 @@ fn run(args: Args) -> Result<(), BoxError> {
                 };
                 (Vec::new(), sql.to_string())
             };
-        let m = run_query(&args, q, &sql, &ddl)?;
+        let m = match run_query(&args, q, &sql, &ddl) {
+            Ok(m) => m,
+            // A query Weir refuses (0A000) is reported, not fatal.
+            Err(e)
+                if e.to_string().contains("0A000") || e.to_string().contains("not supported") =>
+            {
+                let first = e
+                    .to_string()
+                    .lines()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                println!("weir query={q} unsupported=\"{}\"", first.replace('"', "'"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         // Pass-through queries deliver every bid; check it.
         let bids = match args.source.as_str() {
             "nexmark" => args.events / 50 * 46 + (args.events % 50).saturating_sub(4),
