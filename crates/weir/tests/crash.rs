@@ -1929,12 +1929,21 @@ async fn crash_while_reading_sources() {
         }
     }
     assert!(kills >= 1, "the source finished before any kill");
-    let rows = must(
-        &client,
-        &server,
-        "SELECT source_offset, source_finished FROM weir_catalog.dataflows WHERE name = 'groups'",
-    )
-    .await;
+    // The readers' progress counters are published after the rows they
+    // count: wait (boundedly) until they report the source finished.
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = must(
+            &client,
+            &server,
+            "SELECT source_offset, source_finished FROM weir_catalog.dataflows WHERE name = 'groups'",
+        )
+        .await;
+        if rows[0][1].as_deref() == Some("t") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(rows[0][0].as_deref(), Some(ROWS.to_string().as_str()));
 }
 
