@@ -22,6 +22,9 @@ pub enum DataflowError {
     /// Something Weir got wrong.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A stored dataflow plan cannot be read.
+    #[error("stored dataflow plan cannot be read: {0}")]
+    Plan(String),
 }
 
 impl From<ArrowError> for DataflowError {
@@ -45,6 +48,10 @@ impl From<DataflowError> for Error {
                 Error::new(SqlState::INTERNAL_ERROR, format!("operator panicked: {m}"))
             }
             DataflowError::Internal(m) => Error::internal(m),
+            DataflowError::Plan(m) => Error::new(
+                SqlState::DATA_CORRUPTED,
+                format!("stored dataflow plan cannot be read: {m}"),
+            ),
         }
     }
 }

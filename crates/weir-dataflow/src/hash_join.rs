@@ -49,7 +49,7 @@ use crate::row_codec::{batch_with_columns, RowCodec};
 use crate::{DataflowError, Operator};
 
 /// Which rows a join emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JoinKind {
     /// Matching pairs.
     Inner,

@@ -10,11 +10,15 @@
 //! - [`runtime`] spawns a dataflow graph of fragments (fan-in at joins and
 //!   unions) and tracks its status and the epochs it has committed.
 //!
-//! Planning (SQL → operators) lives in `weir-sql`; this crate knows nothing of
-//! SQL text or logical plans.
+//! - [`plan`] is the physical dataflow plan as data: operator descriptions
+//!   that serialize, print, compare and instantiate into fragments.
+//!
+//! Planning (SQL → [`plan::DataflowPlan`]) lives in `weir-sql`; this crate
+//! knows nothing of SQL text or logical plans.
 
 pub mod align;
 pub mod blackhole;
+pub mod dynamic_filter;
 mod error;
 pub mod exchange;
 pub mod filter;
@@ -25,6 +29,7 @@ pub mod materialize;
 pub mod min_max;
 pub mod operator;
 pub mod outlet;
+pub mod plan;
 pub mod project;
 pub mod restart;
 pub mod row_codec;

@@ -62,6 +62,8 @@ pub enum RelationKind {
     View {
         /// The pipeline maintaining it.
         dataflow: DataflowHandle,
+        /// What the pipeline runs, as stored in checkpoints and the log.
+        plan: Arc<weir_dataflow::plan::DataflowPlan>,
         /// The relations it reads from (each once).
         upstreams: Vec<String>,
         /// Its defining query, as SQL.
@@ -133,6 +135,14 @@ impl Relation {
     /// True for materialized views and sinks (relations with a dataflow).
     pub fn is_view(&self) -> bool {
         matches!(self.kind, RelationKind::View { .. })
+    }
+
+    /// A view's or sink's dataflow plan, as JSON.
+    pub fn plan_json(&self) -> Option<Result<String, Error>> {
+        match &self.kind {
+            RelationKind::View { plan, .. } => Some(plan.to_json().map_err(Error::from)),
+            _ => None,
+        }
     }
 
     /// True when the relation only ever inserts rows (a source).

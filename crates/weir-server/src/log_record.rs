@@ -8,8 +8,12 @@
 //!   replay does not depend on re-evaluating SQL. One record holds all the
 //!   changes of a transaction, so it is replayed wholly or not at all.
 //!
-//! Layout: tag byte (`1` DDL, `2` one table's change, `3` several), then
-//! for DDL the UTF-8 text; for tag 2 one change; for tag 3 a `u32 LE`
+//! - a view's DDL: its SQL and the dataflow plan it was created with
+//!   (JSON), so replay instantiates that plan instead of planning again.
+//!
+//! Layout: tag byte (`1` DDL, `2` one table's change, `3` several, `4` a
+//! view's DDL), then for DDL the UTF-8 text; for tag 4 a `u32 LE` SQL
+//! length, the SQL, then the plan's JSON; for tag 2 one change; for tag 3 a `u32 LE`
 //! count and that many changes. A change is `u32 LE` name length, name,
 //! then two `u32 LE`-length-prefixed IPC streams (length 0 = none). The
 //! WAL frames and checksums each record.
@@ -28,12 +32,16 @@ use crate::ServerError;
 const TAG_DDL: u8 = 1;
 const TAG_DML: u8 = 2;
 const TAG_DML_MANY: u8 = 3;
+const TAG_VIEW: u8 = 4;
 
 /// One logged change.
 #[derive(Debug)]
 pub enum LogRecord {
     /// CREATE / DROP, as SQL.
     Ddl(String),
+    /// CREATE MATERIALIZED VIEW or CREATE SINK, with its dataflow plan as
+    /// JSON.
+    View { sql: String, plan: String },
     /// The effect of one INSERT / UPDATE / DELETE, or of a transaction's
     /// statements, table by table.
     Dml(Vec<TableChange>),
@@ -136,6 +144,12 @@ impl LogRecord {
                 out.push(TAG_DDL);
                 out.extend_from_slice(sql.as_bytes());
             }
+            LogRecord::View { sql, plan } => {
+                out.push(TAG_VIEW);
+                out.extend_from_slice(&(sql.len() as u32).to_le_bytes());
+                out.extend_from_slice(sql.as_bytes());
+                out.extend_from_slice(plan.as_bytes());
+            }
             LogRecord::Dml(changes) => match changes.as_slice() {
                 [one] => {
                     out.push(TAG_DML);
@@ -160,6 +174,12 @@ impl LogRecord {
             TAG_DDL => Ok(LogRecord::Ddl(
                 String::from_utf8(rest.to_vec()).map_err(corrupt)?,
             )),
+            TAG_VIEW => {
+                let n = take_u32(&mut rest)?;
+                let sql = String::from_utf8(take(&mut rest, n)?.to_vec()).map_err(corrupt)?;
+                let plan = String::from_utf8(rest.to_vec()).map_err(corrupt)?;
+                Ok(LogRecord::View { sql, plan })
+            }
             TAG_DML => Ok(LogRecord::Dml(vec![TableChange::decode(&mut rest)?])),
             TAG_DML_MANY => {
                 let n = take_u32(&mut rest)?;

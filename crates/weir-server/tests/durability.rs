@@ -280,6 +280,7 @@ async fn failed_views_restart_by_their_strategy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_on_the_same_directory_recovers_everything() {
     let dir = data_dir("reopen");
+    let mut plans = Vec::new();
     {
         let (server, client) = start(&dir).await;
         client
@@ -299,6 +300,13 @@ async fn restart_on_the_same_directory_recovers_everything() {
             )
             .await
             .unwrap();
+        // The plans the catalog stores: by_g's in the checkpoint, late's
+        // in the log.
+        for view in ["by_g", "late"] {
+            let plan = rows(&client, &format!("EXPLAIN MATERIALIZED VIEW {view}")).await;
+            assert!(plan.iter().any(|l| l.contains("HashAggregate")), "{plan:?}");
+            plans.push(plan);
+        }
         drop(client);
         server.shutdown().await;
         // Let the engine and its data directory lock go.
@@ -314,6 +322,12 @@ async fn restart_on_the_same_directory_recovers_everything() {
         vec!["a|1.5", "b|7"]
     );
     assert_eq!(rows(&client, "SELECT x FROM m").await, vec!["1", "1", "3"]);
+    // Recovery instantiated the stored plans: the same fragments,
+    // operators and state tables.
+    for (view, before) in ["by_g", "late"].iter().zip(&plans) {
+        let after = rows(&client, &format!("EXPLAIN MATERIALIZED VIEW {view}")).await;
+        assert_eq!(&after, before, "{view}");
+    }
     let err = client.simple_query("SELECT * FROM d").await.unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42P01"));
     let rec = rows(

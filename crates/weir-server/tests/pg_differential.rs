@@ -147,6 +147,24 @@ const SHAPES: &[Shape] = &[
         "q_scalar",
         "SELECT id, v FROM a WHERE v * 2 > (SELECT max(w) FROM b)",
     ),
+    // Dynamic filters: a column against a one-row subquery, either side,
+    // each comparison, beside other conjuncts.
+    shape(
+        "q_dyn_min",
+        "SELECT id, k, v FROM a WHERE k IS NOT NULL AND v <= (SELECT min(w) FROM b) + 3",
+    ),
+    shape(
+        "q_dyn_flipped",
+        "SELECT id FROM a WHERE (SELECT avg(x) FROM c) < v",
+    ),
+    shape(
+        "q_dyn_eq",
+        "SELECT id, v FROM a WHERE v = (SELECT max(w) FROM b WHERE k = 1)",
+    ),
+    shape(
+        "q_dyn_text",
+        "SELECT id, s FROM a WHERE s >= (SELECT min(s) FROM a WHERE k = 2)",
+    ),
     shape(
         "q_scalar_select",
         "SELECT id, (SELECT count(*) FROM b WHERE b.k = a.k) AS n FROM a",

@@ -5,7 +5,9 @@
 //! - [`parser::parse`] splits a query string into [`parser::Statement`]s,
 //!   recognising statements sqlparser lacks (FLUSH, SHOW TABLES, ...).
 //! - [`view_plan::plan_view`] plans a `CREATE MATERIALIZED VIEW` query with
-//!   DataFusion and translates it into a [`view_plan::ViewPlan`].
+//!   DataFusion and translates it into a [`view_plan::ViewPlan`], whose
+//!   [`view_plan::ViewPlan::dataflow`] is the physical dataflow plan the
+//!   catalog stores and `weir-dataflow` instantiates.
 //! - [`naming`] gives result columns the names Postgres would.
 //!
 //! It does not execute anything; `weir-server` does.

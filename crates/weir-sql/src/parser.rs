@@ -30,6 +30,9 @@ pub enum Statement {
     },
     /// `EXPLAIN CREATE MATERIALIZED VIEW ...`: show the dataflow.
     ExplainMaterializedView { name: ObjectName, query: Box<Query> },
+    /// `EXPLAIN MATERIALIZED VIEW name` / `EXPLAIN SINK name`: the
+    /// dataflow plan the catalog stores for it.
+    ExplainStored { name: String },
     /// `FLUSH`: wait until every pending change is visible.
     Flush,
     /// `CHECKPOINT`: take a checkpoint now (as in Postgres).
@@ -94,6 +97,7 @@ impl Statement {
                     | SqlStatement::ShowTables { .. }
             ),
             Statement::ExplainMaterializedView { .. }
+            | Statement::ExplainStored { .. }
             | Statement::ShowTables
             | Statement::ShowMaterializedViews
             | Statement::ShowSources
@@ -209,9 +213,24 @@ fn has_content(tokens: &[TokenWithSpan]) -> bool {
 
 /// Weir statements sqlparser does not know, matched on their words.
 fn weir_statement(tokens: &[TokenWithSpan]) -> Option<Statement> {
-    let mut significant = tokens
+    let all: Vec<&TokenWithSpan> = tokens
         .iter()
-        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF));
+        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
+        .collect();
+    match all.as_slice() {
+        [e, m, v, name]
+            if is_word(Some(e), "explain")
+                && is_word(Some(m), "materialized")
+                && is_word(Some(v), "view") =>
+        {
+            return ident(name).map(|name| Statement::ExplainStored { name });
+        }
+        [e, s, name] if is_word(Some(e), "explain") && is_word(Some(s), "sink") => {
+            return ident(name).map(|name| Statement::ExplainStored { name });
+        }
+        _ => {}
+    }
+    let mut significant = all.into_iter();
     if let (Some(first), None) = (significant.next(), significant.next()) {
         if matches!(&first.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("checkpoint"))
         {
@@ -554,6 +573,10 @@ mod tests {
         assert!(matches!(s[0], Statement::CreateMaterializedView { .. }));
         let s = parse("EXPLAIN CREATE MATERIALIZED VIEW v AS SELECT a FROM t").unwrap();
         assert!(matches!(s[0], Statement::ExplainMaterializedView { .. }));
+        let s = parse("explain materialized view \"V\"").unwrap();
+        assert!(matches!(&s[0], Statement::ExplainStored { name } if name == "V"));
+        let s = parse("EXPLAIN SINK out").unwrap();
+        assert!(matches!(&s[0], Statement::ExplainStored { name } if name == "out"));
     }
 
     #[test]

@@ -13,13 +13,16 @@
 //! | Filter                | Filter                           |
 //! | Aggregate / Distinct  | HashAggregate                    |
 //! | Join                  | HashJoin (every join type)       |
+//! | x > (SELECT max ...)  | DynamicFilter                    |
 //! | Union                 | Union                            |
 //! | SubqueryAlias, Sort   | nothing (views are unordered)    |
 //!
-//! [`ViewPlan::build`] turns the tree into fragments: a hash exchange on
-//! the key in front of every parallel aggregate and join, fan-in at joins
-//! and unions. Anything else is refused with SQLSTATE 0A000 naming the
-//! construct.
+//! [`ViewPlan::dataflow`] turns the tree into a [`DataflowPlan`], the
+//! physical plan as data: fragments of operator descriptions, a hash
+//! exchange on the key in front of every parallel aggregate and join,
+//! fan-in at joins and unions, state table ids assigned. The catalog stores
+//! it; `weir-dataflow` instantiates it. Anything else is refused with
+//! SQLSTATE 0A000 naming the construct.
 
 use std::sync::Arc;
 
@@ -31,25 +34,23 @@ use weir_common::datafusion::common::{JoinType, NullEquality};
 use weir_common::datafusion::execution::context::SessionState;
 use weir_common::datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use weir_common::datafusion::logical_expr::{
-    Aggregate, Cast, Expr, ExprSchemable, Join, LogicalPlan, Volatility,
+    Aggregate, Cast, Expr, ExprSchemable, Join, LogicalPlan, Operator, Subquery, Volatility,
 };
 use weir_common::datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use weir_common::datafusion::physical_expr::execution_props::ExecutionProps;
 use weir_common::datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use weir_common::datafusion::sql::parser::Statement as DfStatement;
 use weir_common::datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
-use weir_common::vnode::{VnodeRange, MAX_PARALLELISM};
-use weir_dataflow::blackhole::{Blackhole, SinkCounters};
-use weir_dataflow::exchange::HashKey;
-use weir_dataflow::filter::Filter;
-use weir_dataflow::hash_aggregate::{AccumulatorFactory, AggregateCall, HashAggregate};
-use weir_dataflow::hash_join::{HashJoin, JoinInput, JoinKind};
-use weir_dataflow::materialize::Materialize;
-use weir_dataflow::project::Project;
+use weir_dataflow::dynamic_filter::Comparison;
+use weir_dataflow::hash_aggregate::{AccumulatorFactory, AggregateCall};
+use weir_dataflow::hash_join::JoinKind;
+use weir_dataflow::plan::{
+    checked_arithmetic, AggregatePlan, DataflowPlan, Distribution, DynamicFilterPlan, ExchangePlan,
+    ExprPlan, FragmentPlan, InputPlan, JoinPlan, JoinSidePlan, OperatorPlan, PlanInput, SchemaPlan,
+    TypesPlan,
+};
 use weir_dataflow::runtime::{Exchange, Fragment, FragmentInput};
-use weir_dataflow::union::Union;
-use weir_dataflow::Operator;
-use weir_state::{StateTable, StateTableId};
+use weir_state::StateTableId;
 
 use crate::naming::output_names;
 use crate::SqlError;
@@ -57,8 +58,9 @@ use crate::SqlError;
 /// A view's query as a tree of incremental operators, before state tables
 /// are assigned.
 pub enum PlanNode {
-    /// The changes of the view's input `n` ([`ViewPlan::inputs`]).
-    Input(usize),
+    /// The changes of the view's input `n` ([`ViewPlan::inputs`]), rows
+    /// of `schema`.
+    Input { n: usize, schema: SchemaRef },
     /// Compute expressions.
     Project {
         input: Box<PlanNode>,
@@ -83,6 +85,8 @@ pub enum PlanNode {
     },
     /// A two-input join.
     Join(Box<JoinNode>),
+    /// Rows of `left` compared with the one value of `right`.
+    DynamicFilter(Box<DynamicFilterNode>),
     /// `UNION ALL` of several inputs.
     Union {
         inputs: Vec<PlanNode>,
@@ -109,6 +113,20 @@ pub struct JoinNode {
     pub schema: SchemaRef,
 }
 
+/// `WHERE x <op> (SELECT <one value> ...)`, planned.
+pub struct DynamicFilterNode {
+    pub left: PlanNode,
+    pub right: PlanNode,
+    /// `x`, over the left rows.
+    pub left_expr: Arc<dyn PhysicalExpr>,
+    /// The value, over the right row, of `x`'s type.
+    pub right_expr: Arc<dyn PhysicalExpr>,
+    pub op: Comparison,
+    pub data_type: DataType,
+    pub left_schema: SchemaRef,
+    pub right_schema: SchemaRef,
+}
+
 /// One relation a view reads. A relation read twice (a self-join) is two
 /// inputs, each with its own subscription.
 #[derive(Debug, Clone)]
@@ -132,95 +150,118 @@ pub struct ViewPlan {
     pub schema: SchemaRef,
 }
 
-/// Where a view's state tables come from: `allocate` hands out a fresh
-/// table id per stateful operator (the first for the view's own output),
-/// `open` opens the part of a table one instance owns.
+/// Where a view's state tables come from: a fresh table id per stateful
+/// operator (the first for the view's own output).
 pub trait StateTables {
     /// A new state table id.
     fn allocate(&mut self) -> Result<StateTableId, SqlError>;
-    /// Table `id`, written by an instance owning `vnodes`.
-    fn open(&self, id: StateTableId, vnodes: VnodeRange) -> StateTable;
 }
 
-/// A dataflow graph under construction: fragments in topological order.
+/// A dataflow plan under construction: fragments in topological order.
 struct Builder<'a> {
-    fragments: Vec<Fragment>,
-    parallelism: usize,
+    fragments: Vec<FragmentPlan>,
     tables: &'a mut dyn StateTables,
+    state_tables: Vec<StateTableId>,
 }
 
 fn weir(e: impl Into<weir_common::Error>) -> SqlError {
     SqlError::Weir(e.into())
 }
 
+/// What [`Builder::node`] built: the fragment producing the node's rows,
+/// whether they only ever insert, and their columns.
+struct Built {
+    fragment: usize,
+    append_only: bool,
+    schema: SchemaRef,
+}
+
 impl Builder<'_> {
-    /// Append an operator to every instance of fragment `f`.
-    fn chain(&mut self, f: usize, mut make: impl FnMut() -> Box<dyn Operator>) {
-        for ops in &mut self.fragments[f].instances {
-            ops.push(make());
-        }
+    fn allocate(&mut self) -> Result<StateTableId, SqlError> {
+        let id = self.tables.allocate()?;
+        self.state_tables.push(id);
+        Ok(id)
+    }
+
+    /// Append an operator to fragment `f`.
+    fn chain(&mut self, f: usize, op: OperatorPlan) {
+        self.fragments[f].operators.push(op);
     }
 
     /// A new fragment reading `inputs`; returns its index.
-    fn start(
-        &mut self,
-        inputs: Vec<FragmentInput>,
-        instances: Vec<Vec<Box<dyn Operator>>>,
-    ) -> usize {
-        self.fragments.push(Fragment { inputs, instances });
+    fn start(&mut self, inputs: Vec<InputPlan>, distribution: Distribution) -> usize {
+        self.fragments.push(FragmentPlan {
+            inputs,
+            distribution,
+            operators: Vec::new(),
+        });
         self.fragments.len() - 1
     }
 
-    /// Chain `op` onto one instance: onto fragment `f` if it has one, else
-    /// into a new fragment all of `f`'s instances merge into.
-    fn chain_single(&mut self, f: usize, op: Box<dyn Operator>) -> usize {
-        match self.fragments[f].instances.as_mut_slice() {
-            [ops] => {
-                ops.push(op);
-                f
-            }
-            _ => self.start(
-                vec![FragmentInput::Fragment {
+    /// Chain `op` onto one instance: onto fragment `f` if it is single,
+    /// else into a new single fragment all of `f`'s instances merge into.
+    fn chain_single(&mut self, f: usize, op: OperatorPlan) -> usize {
+        let f = match self.fragments[f].distribution {
+            Distribution::Single => f,
+            Distribution::Parallel => self.start(
+                vec![InputPlan::Fragment {
                     from: f,
-                    exchange: Exchange::Single,
+                    exchange: ExchangePlan::Merge,
                 }],
-                vec![vec![op]],
+                Distribution::Single,
             ),
-        }
+        };
+        self.chain(f, op);
+        f
     }
 
-    /// Build `node`; returns the fragment producing its output and whether
-    /// that output only ever inserts.
-    fn node(&mut self, node: PlanNode, inputs: &[ViewInput]) -> Result<(usize, bool), SqlError> {
+    /// Build `node`.
+    fn node(&mut self, node: PlanNode, inputs: &[ViewInput]) -> Result<Built, SqlError> {
         match node {
-            PlanNode::Input(n) => {
+            PlanNode::Input { n, schema } => {
                 let input = inputs.get(n).ok_or_else(|| {
                     weir(weir_common::Error::internal("plan reads a missing input"))
                 })?;
                 // A source is read by one reader per instance: the operators
                 // up to the first exchange run once per reader.
-                let readers = if input.split { self.parallelism } else { 1 };
-                let f = self.start(
-                    vec![FragmentInput::External(n)],
-                    (0..readers).map(|_| Vec::new()).collect(),
-                );
-                Ok((f, input.append_only))
+                let distribution = if input.split {
+                    Distribution::Parallel
+                } else {
+                    Distribution::Single
+                };
+                let fragment = self.start(vec![InputPlan::External(n)], distribution);
+                Ok(Built {
+                    fragment,
+                    append_only: input.append_only,
+                    schema,
+                })
             }
             PlanNode::Project {
                 input,
                 exprs,
                 schema,
             } => {
-                let (f, append_only) = self.node(*input, inputs)?;
-                self.chain(f, || {
-                    Box::new(Project::new(exprs.clone(), Arc::clone(&schema)))
-                });
-                Ok((f, append_only))
+                let built = self.node(*input, inputs)?;
+                self.chain(
+                    built.fragment,
+                    OperatorPlan::Project {
+                        input: SchemaPlan::from(&built.schema),
+                        exprs: ExprPlan::all(&exprs).map_err(weir)?,
+                        schema: SchemaPlan::from(&schema),
+                    },
+                );
+                Ok(Built { schema, ..built })
             }
             PlanNode::Filter { input, predicate } => {
-                let (f, append_only) = self.node(*input, inputs)?;
-                self.chain(f, || Box::new(Filter::new(Arc::clone(&predicate))));
-                Ok((f, append_only))
+                let built = self.node(*input, inputs)?;
+                self.chain(
+                    built.fragment,
+                    OperatorPlan::Filter {
+                        input: SchemaPlan::from(&built.schema),
+                        predicate: ExprPlan::new(&predicate).map_err(weir)?,
+                    },
+                );
+                Ok(built)
             }
             PlanNode::Aggregate {
                 input,
@@ -230,51 +271,51 @@ impl Builder<'_> {
                 append_only: alternatives,
                 schema,
             } => {
-                let (f, append_only) = self.node(*input, inputs)?;
-                if append_only {
+                let built = self.node(*input, inputs)?;
+                if built.append_only {
                     for (call, alt) in calls.iter_mut().zip(alternatives) {
                         if let Some(a) = alt {
                             call.factory = a;
                         }
                     }
                 }
-                let id = self.tables.allocate()?;
-                // A global aggregate has one group: one instance.
-                let n = if group_exprs.is_empty() {
-                    1
-                } else {
-                    self.parallelism
+                let state = self.allocate()?;
+                let input_schema = SchemaPlan::from(&built.schema);
+                let op = OperatorPlan::HashAggregate {
+                    input: input_schema.clone(),
+                    group: ExprPlan::all(&group_exprs).map_err(weir)?,
+                    group_types: TypesPlan::new(&group_types),
+                    calls: calls
+                        .iter()
+                        .map(|c| AggregatePlan::new(c, &built.schema))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(weir)?,
+                    schema: SchemaPlan::from(&schema),
+                    state,
                 };
-                let mut instances = Vec::with_capacity(n);
-                for i in 0..n {
-                    let state = self.tables.open(id, VnodeRange::of_instance(i, n));
-                    let agg = HashAggregate::new(
-                        group_exprs.clone(),
-                        group_types.clone(),
-                        calls.clone(),
-                        Arc::clone(&schema),
-                        state,
-                    )
-                    .map_err(weir)?;
-                    instances.push(vec![Box::new(agg) as Box<dyn Operator>]);
-                }
-                if n == 1 {
-                    let mut ops = instances.into_iter().flatten();
-                    let f = match ops.next() {
-                        Some(op) => self.chain_single(f, op),
-                        None => f,
-                    };
-                    return Ok((f, false));
-                }
-                let key = HashKey::new(group_exprs, &group_types).map_err(weir)?;
-                let f = self.start(
-                    vec![FragmentInput::Fragment {
-                        from: f,
-                        exchange: Exchange::Hash(key),
-                    }],
-                    instances,
-                );
-                Ok((f, false))
+                // A global aggregate has one group: one instance.
+                let fragment = if group_exprs.is_empty() {
+                    self.chain_single(built.fragment, op)
+                } else {
+                    let f = self.start(
+                        vec![InputPlan::Fragment {
+                            from: built.fragment,
+                            exchange: ExchangePlan::Hash {
+                                keys: ExprPlan::all(&group_exprs).map_err(weir)?,
+                                types: TypesPlan::new(&group_types),
+                                input: input_schema,
+                            },
+                        }],
+                        Distribution::Parallel,
+                    );
+                    self.chain(f, op);
+                    f
+                };
+                Ok(Built {
+                    fragment,
+                    append_only: false,
+                    schema,
+                })
             }
             PlanNode::Join(join) => {
                 let JoinNode {
@@ -291,67 +332,120 @@ impl Builder<'_> {
                     right_schema,
                     schema,
                 } = *join;
-                let (l, left_append) = self.node(left, inputs)?;
-                let (r, right_append) = self.node(right, inputs)?;
-                let ids = [self.tables.allocate()?, self.tables.allocate()?];
+                let l = self.node(left, inputs)?;
+                let r = self.node(right, inputs)?;
+                let state = [self.allocate()?, self.allocate()?];
                 // Without equality keys every row has the same key: one
                 // instance; so for NOT IN, whose NULL rule is global.
-                let n = if left_keys.is_empty() || null_aware {
-                    1
-                } else {
-                    self.parallelism
-                };
-                let mut instances = Vec::with_capacity(n);
-                for i in 0..n {
-                    let vnodes = VnodeRange::of_instance(i, n);
-                    let join = HashJoin::new(
-                        kind,
-                        JoinInput {
-                            keys: left_keys.clone(),
-                            schema: Arc::clone(&left_schema),
-                        },
-                        JoinInput {
-                            keys: right_keys.clone(),
-                            schema: Arc::clone(&right_schema),
-                        },
-                        residual.clone(),
-                        null_safe,
-                        null_aware,
-                        Arc::clone(&schema),
-                        [
-                            self.tables.open(ids[0], vnodes),
-                            self.tables.open(ids[1], vnodes),
-                        ],
-                    )
-                    .map_err(weir)?;
-                    instances.push(vec![Box::new(join) as Box<dyn Operator>]);
-                }
-                let exchange = |keys: Vec<Arc<dyn PhysicalExpr>>| -> Result<Exchange, SqlError> {
-                    Ok(if n == 1 {
-                        Exchange::Single
+                let single = left_keys.is_empty() || null_aware;
+                let exchange = |keys: &[Arc<dyn PhysicalExpr>],
+                                input: &SchemaRef|
+                 -> Result<ExchangePlan, SqlError> {
+                    Ok(if single {
+                        ExchangePlan::Merge
                     } else {
-                        Exchange::Hash(HashKey::new(keys, &key_types).map_err(weir)?)
+                        ExchangePlan::Hash {
+                            keys: ExprPlan::all(keys).map_err(weir)?,
+                            types: TypesPlan::new(&key_types),
+                            input: SchemaPlan::from(input),
+                        }
                     })
                 };
-                let inputs = vec![
-                    FragmentInput::Fragment {
-                        from: l,
-                        exchange: exchange(left_keys)?,
+                let wiring = vec![
+                    InputPlan::Fragment {
+                        from: l.fragment,
+                        exchange: exchange(&left_keys, &l.schema)?,
                     },
-                    FragmentInput::Fragment {
-                        from: r,
-                        exchange: exchange(right_keys)?,
+                    InputPlan::Fragment {
+                        from: r.fragment,
+                        exchange: exchange(&right_keys, &r.schema)?,
                     },
                 ];
-                let f = self.start(inputs, instances);
+                let f = self.start(
+                    wiring,
+                    if single {
+                        Distribution::Single
+                    } else {
+                        Distribution::Parallel
+                    },
+                );
+                let plan = JoinPlan {
+                    kind,
+                    left: JoinSidePlan {
+                        keys: ExprPlan::all(&left_keys).map_err(weir)?,
+                        schema: SchemaPlan::from(&left_schema),
+                    },
+                    right: JoinSidePlan {
+                        keys: ExprPlan::all(&right_keys).map_err(weir)?,
+                        schema: SchemaPlan::from(&right_schema),
+                    },
+                    residual: residual
+                        .as_ref()
+                        .map(ExprPlan::new)
+                        .transpose()
+                        .map_err(weir)?,
+                    null_safe,
+                    null_aware,
+                    schema: SchemaPlan::from(&schema),
+                    state,
+                };
+                self.chain(f, OperatorPlan::HashJoin(Box::new(plan)));
                 // Matches only ever arrive: pairs and semi-join rows are
                 // never retracted when both inputs only insert.
                 let append_only = matches!(
                     kind,
                     JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
-                ) && left_append
-                    && right_append;
-                Ok((f, append_only))
+                ) && l.append_only
+                    && r.append_only;
+                Ok(Built {
+                    fragment: f,
+                    append_only,
+                    schema,
+                })
+            }
+            PlanNode::DynamicFilter(d) => {
+                let DynamicFilterNode {
+                    left,
+                    right,
+                    left_expr,
+                    right_expr,
+                    op,
+                    data_type,
+                    left_schema,
+                    right_schema,
+                } = *d;
+                let l = self.node(left, inputs)?;
+                let r = self.node(right, inputs)?;
+                let state = [self.allocate()?, self.allocate()?];
+                // The comparison is global: one instance.
+                let f = self.start(
+                    vec![
+                        InputPlan::Fragment {
+                            from: l.fragment,
+                            exchange: ExchangePlan::Merge,
+                        },
+                        InputPlan::Fragment {
+                            from: r.fragment,
+                            exchange: ExchangePlan::Merge,
+                        },
+                    ],
+                    Distribution::Single,
+                );
+                let plan = DynamicFilterPlan {
+                    left: SchemaPlan::from(&left_schema),
+                    right: SchemaPlan::from(&right_schema),
+                    left_expr: ExprPlan::new(&left_expr).map_err(weir)?,
+                    right_expr: ExprPlan::new(&right_expr).map_err(weir)?,
+                    op,
+                    data_type: TypesPlan::new(std::slice::from_ref(&data_type)),
+                    state,
+                };
+                self.chain(f, OperatorPlan::DynamicFilter(Box::new(plan)));
+                Ok(Built {
+                    fragment: f,
+                    append_only: false,
+                    schema: left_schema,
+                })
             }
             PlanNode::Union {
                 inputs: branches,
@@ -361,61 +455,70 @@ impl Builder<'_> {
                 let mut wiring = Vec::with_capacity(count);
                 let mut append_only = true;
                 for b in branches {
-                    let (f, a) = self.node(b, inputs)?;
-                    append_only &= a;
-                    wiring.push(FragmentInput::Fragment {
-                        from: f,
-                        exchange: Exchange::Single,
+                    let built = self.node(b, inputs)?;
+                    append_only &= built.append_only;
+                    wiring.push(InputPlan::Fragment {
+                        from: built.fragment,
+                        exchange: ExchangePlan::Merge,
                     });
                 }
-                let op = Box::new(Union::new(count, schema)) as Box<dyn Operator>;
-                Ok((self.start(wiring, vec![vec![op]]), append_only))
+                let f = self.start(wiring, Distribution::Single);
+                self.chain(
+                    f,
+                    OperatorPlan::Union {
+                        inputs: count,
+                        schema: SchemaPlan::from(&schema),
+                    },
+                );
+                Ok(Built {
+                    fragment: f,
+                    append_only,
+                    schema,
+                })
             }
         }
     }
 }
 
 impl ViewPlan {
-    /// Instantiate the dataflow, ending with the view's `Materialize`:
-    /// fragments of chained operators, each stateful keyed operator run as
-    /// `parallelism` instances behind a hash exchange on its key.
-    pub fn build(
+    /// The dataflow plan of a view: its operators, ending with the view's
+    /// `Materialize` (a sink's with a `Sink`), each stateful keyed operator
+    /// in a parallel fragment behind a hash exchange on its key. State
+    /// table ids come from `tables`, the output's first.
+    pub fn dataflow(
         self,
-        parallelism: usize,
+        sink: bool,
         tables: &mut dyn StateTables,
-    ) -> Result<Vec<Fragment>, SqlError> {
-        let materialize_state = tables.allocate()?;
-        let schema = Arc::clone(&self.schema);
+    ) -> Result<DataflowPlan, SqlError> {
         let mut builder = Builder {
             fragments: Vec::new(),
-            parallelism: parallelism.clamp(1, MAX_PARALLELISM),
             tables,
+            state_tables: Vec::new(),
         };
-        let (root, _) = builder.node(self.root, &self.inputs)?;
-        let state = builder.tables.open(materialize_state, VnodeRange::FULL);
-        let op = Box::new(Materialize::new(schema, state).map_err(weir)?);
-        builder.chain_single(root, op);
-        Ok(builder.fragments)
-    }
-
-    /// Instantiate the dataflow of a sink, ending with a `Blackhole`
-    /// counting into `counters`. The first state table allocated is the
-    /// sink's own (kept empty), as for a view.
-    pub fn build_sink(
-        self,
-        parallelism: usize,
-        tables: &mut dyn StateTables,
-        counters: Arc<SinkCounters>,
-    ) -> Result<Vec<Fragment>, SqlError> {
-        let _own = tables.allocate()?;
-        let mut builder = Builder {
-            fragments: Vec::new(),
-            parallelism: parallelism.clamp(1, MAX_PARALLELISM),
-            tables,
+        let own = builder.allocate()?;
+        let root = builder.node(self.root, &self.inputs)?;
+        let output = if sink {
+            OperatorPlan::Sink
+        } else {
+            OperatorPlan::Materialize {
+                schema: SchemaPlan::from(&self.schema),
+                state: own,
+            }
         };
-        let (root, _) = builder.node(self.root, &self.inputs)?;
-        builder.chain_single(root, Box::new(Blackhole::new(counters)));
-        Ok(builder.fragments)
+        builder.chain_single(root.fragment, output);
+        Ok(DataflowPlan {
+            inputs: self
+                .inputs
+                .iter()
+                .map(|i| PlanInput {
+                    relation: i.relation.table().to_string(),
+                    split: i.split,
+                })
+                .collect(),
+            fragments: builder.fragments,
+            schema: SchemaPlan::from(&self.schema),
+            state_tables: builder.state_tables,
+        })
     }
 
     /// The distinct relations the view reads, in input order.
@@ -609,6 +712,14 @@ fn lift_scalar_subqueries(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
                 Ok(matches!(x, Expr::ScalarSubquery(sq) if sq.outer_ref_columns.is_empty()))
             })
         };
+        // `x <op> (one-row subquery)` among a filter's conjuncts, the other
+        // conjuncts free of subqueries: a dynamic filter, the other
+        // conjuncts applied below it.
+        if let LogicalPlan::Filter(f) = &node {
+            if let Some(plan) = dynamic_filter_candidate(f, &mut counter)? {
+                return Ok(Transformed::yes(plan));
+            }
+        }
         let (input, exprs) = match &node {
             LogicalPlan::Filter(f) if uses_one(&f.predicate)? => {
                 (Arc::clone(&f.input), vec![f.predicate.clone()])
@@ -675,6 +786,162 @@ fn lift_scalar_subqueries(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
         Ok(Transformed::yes(rebuilt))
     })?;
     Ok(lifted.data)
+}
+
+/// The prefix of the alias marking a scalar subquery lifted for a
+/// [`PlanNode::DynamicFilter`].
+const DYNAMIC_ALIAS: &str = "__weir_dynamic_";
+
+/// The comparison a dynamic filter can keep.
+fn comparison(op: &Operator) -> Option<Comparison> {
+    Some(match op {
+        Operator::Lt => Comparison::Lt,
+        Operator::LtEq => Comparison::LtEq,
+        Operator::Gt => Comparison::Gt,
+        Operator::GtEq => Comparison::GtEq,
+        Operator::Eq => Comparison::Eq,
+        _ => return None,
+    })
+}
+
+/// The one scalar subquery of `e` when `e` is a value computed from it
+/// alone (no columns of the outer query, no other subquery) and it is
+/// uncorrelated and yields at most one row: an aggregate without GROUP
+/// BY, under projections, filters and aliases.
+fn value_subquery(e: &Expr) -> Option<&Subquery> {
+    let mut found = Vec::new();
+    let mut other = false;
+    e.apply(|x| {
+        match x {
+            Expr::ScalarSubquery(sq) => found.push(sq),
+            Expr::Exists(_) | Expr::InSubquery(_) | Expr::SetComparison(_) => other = true,
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .ok()?;
+    let [sq] = found.as_slice() else {
+        return None;
+    };
+    if other || !sq.outer_ref_columns.is_empty() || !e.column_refs().is_empty() {
+        return None;
+    }
+    let mut plan = sq.subquery.as_ref();
+    loop {
+        plan = match plan {
+            LogicalPlan::Projection(p) => &p.input,
+            LogicalPlan::SubqueryAlias(a) => &a.input,
+            LogicalPlan::Filter(f) => &f.input,
+            LogicalPlan::Aggregate(a) if a.group_expr.is_empty() => return Some(sq),
+            _ => return None,
+        };
+    }
+}
+
+fn has_subquery(e: &Expr) -> bool {
+    e.exists(|x| {
+        Ok(matches!(
+            x,
+            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+        ))
+    })
+    .unwrap_or(true)
+}
+
+/// `f` rewritten for a dynamic filter when one of its conjuncts compares a
+/// subquery-free expression with a one-row subquery and no other conjunct
+/// has a subquery: the input, filtered by the other conjuncts, LEFT JOINed
+/// (no keys) to the subquery aliased `__weir_dynamic_N`, filtered by the
+/// comparison, projected back to the input's columns. The translator
+/// recognises the shape by the alias.
+fn dynamic_filter_candidate(
+    f: &weir_common::datafusion::logical_expr::Filter,
+    counter: &mut usize,
+) -> Result<Option<LogicalPlan>, weir_common::datafusion::error::DataFusionError> {
+    use weir_common::datafusion::common::Column;
+    use weir_common::datafusion::logical_expr::utils::{conjunction, split_conjunction};
+    use weir_common::datafusion::logical_expr::{BinaryExpr, LogicalPlanBuilder};
+    let conjuncts = split_conjunction(&f.predicate);
+    let mut chosen = None;
+    for (i, c) in conjuncts.iter().enumerate() {
+        if !has_subquery(c) {
+            continue;
+        }
+        if chosen.is_some() {
+            return Ok(None);
+        }
+        let Expr::BinaryExpr(b) = c else {
+            return Ok(None);
+        };
+        if comparison(&b.op).is_none() {
+            return Ok(None);
+        }
+        let found = match (value_subquery(&b.left), value_subquery(&b.right)) {
+            (None, Some(sq)) if !has_subquery(&b.left) => (sq, false),
+            (Some(sq), None) if !has_subquery(&b.right) => (sq, true),
+            _ => return Ok(None),
+        };
+        chosen = Some((i, b, found));
+    }
+    let Some((i, b, (sq, subquery_left))) = chosen else {
+        return Ok(None);
+    };
+    *counter += 1;
+    let alias = format!("{DYNAMIC_ALIAS}{counter}");
+    let field = sq.subquery.schema().field(0).name().clone();
+    let column = Expr::Column(Column::new(
+        Some(TableReference::bare(alias.clone())),
+        field,
+    ));
+    // The subquery side, its casts kept, now reading the lifted column.
+    let replace = |e: &Expr| -> Result<Expr, weir_common::datafusion::error::DataFusionError> {
+        Ok(e.clone()
+            .transform_up(|x| match x {
+                Expr::ScalarSubquery(_) => Ok(
+                    weir_common::datafusion::common::tree_node::Transformed::yes(column.clone()),
+                ),
+                other => Ok(weir_common::datafusion::common::tree_node::Transformed::no(
+                    other,
+                )),
+            })?
+            .data)
+    };
+    let (left, right) = if subquery_left {
+        (replace(&b.left)?, (*b.right).clone())
+    } else {
+        ((*b.left).clone(), replace(&b.right)?)
+    };
+    let compare = Expr::BinaryExpr(BinaryExpr::new(Box::new(left), b.op, Box::new(right)));
+    let others: Vec<Expr> = conjuncts
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, c)| (*c).clone())
+        .collect();
+    let keep: Vec<Expr> = f
+        .input
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    let mut builder = LogicalPlanBuilder::from(f.input.as_ref().clone());
+    if let Some(rest) = conjunction(others) {
+        builder = builder.filter(rest)?;
+    }
+    let right = LogicalPlanBuilder::from(sq.subquery.as_ref().clone())
+        .alias(alias)?
+        .build()?;
+    let always = Expr::Literal(
+        weir_common::datafusion::common::ScalarValue::Boolean(Some(true)),
+        None,
+    );
+    let plan = builder
+        .join_on(right, JoinType::Left, [always])?
+        .filter(compare)?
+        .project(keep)?
+        .build()?;
+    Ok(Some(plan))
 }
 
 /// Refuse what views cannot maintain, before the optimizer rewrites it away
@@ -769,22 +1036,6 @@ fn physical(expr: &Expr, input: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, SqlE
     Ok(checked_arithmetic(e)?)
 }
 
-fn checked_arithmetic(
-    e: Arc<dyn PhysicalExpr>,
-) -> Result<Arc<dyn PhysicalExpr>, weir_common::datafusion::error::DataFusionError> {
-    use weir_common::datafusion::common::tree_node::Transformed;
-    use weir_common::datafusion::physical_expr::expressions::BinaryExpr;
-    e.transform_up(|node| {
-        if let Some(b) = node.downcast_ref::<BinaryExpr>() {
-            let checked = BinaryExpr::new(Arc::clone(b.left()), *b.op(), Arc::clone(b.right()))
-                .with_fail_on_overflow(true);
-            return Ok(Transformed::yes(Arc::new(checked) as Arc<dyn PhysicalExpr>));
-        }
-        Ok(Transformed::no(node))
-    })
-    .map(|t| t.data)
-}
-
 /// The first table the plan scans.
 fn first_scan(plan: &LogicalPlan) -> Option<TableReference> {
     let mut found = None;
@@ -808,9 +1059,12 @@ struct Translator {
 }
 
 impl Translator {
-    fn input(&mut self, relation: TableReference) -> PlanNode {
+    fn input(&mut self, relation: TableReference, schema: SchemaRef) -> PlanNode {
         self.inputs.push(relation);
-        PlanNode::Input(self.inputs.len() - 1)
+        PlanNode::Input {
+            n: self.inputs.len() - 1,
+            schema,
+        }
     }
 
     fn translate(&mut self, plan: &LogicalPlan) -> Result<PlanNode, SqlError> {
@@ -821,8 +1075,8 @@ impl Translator {
                         "LIMIT in a materialized view is not supported".into(),
                     ));
                 }
-                let mut node = self.input(scan.table_name.clone());
                 let full_schema = scan.source.schema();
+                let mut node = self.input(scan.table_name.clone(), Arc::clone(&full_schema));
                 if let Some(projection) = &scan.projection {
                     let is_identity = projection.len() == full_schema.fields().len()
                         && projection.iter().enumerate().all(|(i, p)| i == *p);
@@ -861,7 +1115,7 @@ impl Translator {
                         "materialized views do not support queries without a FROM table".into(),
                     )
                 })?;
-                let input = self.input(relation);
+                let input = self.input(relation, Arc::new(e.schema.as_arrow().clone()));
                 Ok(PlanNode::Filter {
                     input: Box::new(input),
                     predicate: Arc::new(
@@ -885,6 +1139,9 @@ impl Translator {
                 })
             }
             LogicalPlan::Filter(f) => {
+                if let Some(node) = self.dynamic_filter(f)? {
+                    return Ok(node);
+                }
                 let input = self.translate(&f.input)?;
                 Ok(PlanNode::Filter {
                     input: Box::new(input),
@@ -918,6 +1175,62 @@ impl Translator {
                 node_name(other)
             ))),
         }
+    }
+
+    /// A filter marked by [`dynamic_filter_candidate`]: `x <op> v` over
+    /// the input LEFT JOINed to a one-row subquery aliased
+    /// `__weir_dynamic_N`.
+    fn dynamic_filter(
+        &mut self,
+        f: &weir_common::datafusion::logical_expr::Filter,
+    ) -> Result<Option<PlanNode>, SqlError> {
+        let LogicalPlan::Join(j) = f.input.as_ref() else {
+            return Ok(None);
+        };
+        let LogicalPlan::SubqueryAlias(alias) = j.right.as_ref() else {
+            return Ok(None);
+        };
+        if !alias.alias.table().starts_with(DYNAMIC_ALIAS) || j.join_type != JoinType::Left {
+            return Ok(None);
+        }
+        let Expr::BinaryExpr(b) = &f.predicate else {
+            return Ok(None);
+        };
+        let Some(op) = comparison(&b.op) else {
+            return Ok(None);
+        };
+        let left_schema = j.left.schema();
+        let right_schema = j.right.schema();
+        let over =
+            |e: &Expr, schema: &DFSchema| e.column_refs().iter().all(|c| schema.has_column(c));
+        let (row_side, value_side, op) =
+            if over(&b.left, left_schema) && over(&b.right, right_schema) {
+                (&b.left, &b.right, op)
+            } else if over(&b.right, left_schema) && over(&b.left, right_schema) {
+                (&b.right, &b.left, op.flip())
+            } else {
+                return Ok(None);
+            };
+        let data_type = row_side.get_type(left_schema)?;
+        let value_side = if value_side.get_type(right_schema)? == data_type {
+            value_side.as_ref().clone()
+        } else {
+            Expr::Cast(Cast::new(value_side.clone(), data_type.clone()))
+        };
+        let left_expr = physical(row_side, left_schema)?;
+        let right_expr = physical(&value_side, right_schema)?;
+        let left = self.translate(&j.left)?;
+        let right = self.translate(&j.right)?;
+        Ok(Some(PlanNode::DynamicFilter(Box::new(DynamicFilterNode {
+            left,
+            right,
+            left_expr,
+            right_expr,
+            op,
+            data_type,
+            left_schema: nullable(left_schema.as_arrow()),
+            right_schema: nullable(right_schema.as_arrow()),
+        }))))
     }
 
     fn join(&mut self, j: &Join) -> Result<PlanNode, SqlError> {

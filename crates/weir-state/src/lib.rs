@@ -65,6 +65,21 @@ pub trait StateStore: Send + Sync + 'static {
     }
     /// All entries whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StateError>;
+    /// Entries whose key starts with `prefix` and lies in `[start, end)`
+    /// (`end` `None`: to the end of the prefix), in key order. Backends
+    /// that can seek override this.
+    fn scan_range(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> Result<Entries, StateError> {
+        Ok(self
+            .scan_prefix(prefix)?
+            .into_iter()
+            .filter(|(k, _)| k.as_slice() >= start && end.is_none_or(|e| k.as_slice() < e))
+            .collect())
+    }
     /// Remove every key starting with `prefix` (used when an object is dropped).
     fn delete_prefix(&self, prefix: &[u8]) -> Result<(), StateError>;
     /// Call `f` on every entry whose key starts with `prefix`, in key order,

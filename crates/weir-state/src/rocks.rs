@@ -272,6 +272,30 @@ impl StateStore for RocksStateStore {
         Ok(out)
     }
 
+    fn scan_range(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> Result<Entries, StateError> {
+        let mut opts = ReadOptions::default();
+        let bound = match (end, prefix_upper_bound(prefix)) {
+            (Some(e), Some(p)) => Some(if e < p.as_slice() { e.to_vec() } else { p }),
+            (Some(e), None) => Some(e.to_vec()),
+            (None, p) => p,
+        };
+        if let Some(bound) = bound {
+            opts.set_iterate_upper_bound(bound);
+        }
+        let from = if start < prefix { prefix } else { start };
+        let mut out: Entries = Vec::new();
+        self.stream(from, opts, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     fn delete_prefix(&self, prefix: &[u8]) -> Result<(), StateError> {
         let mut wb = rocksdb::WriteBatch::default();
         match prefix_upper_bound(prefix) {
@@ -333,6 +357,53 @@ mod tests {
         assert_eq!(prefix_upper_bound(&[0xFF, 0xFF]), None);
         assert_eq!(prefix_upper_bound(&[1, 2]), Some(vec![1, 3]));
         assert_eq!(prefix_upper_bound(&[1, 0xFF, 0xFF]), Some(vec![2]));
+    }
+
+    #[test]
+    fn range_scan_stays_in_its_prefix_and_range() {
+        let dir = TempDir::new("rocks-range");
+        let s = RocksStateStore::open(&dir.0, 8).unwrap();
+        s.write(vec![
+            (key(1, &[1]), Some(vec![1])),
+            (key(1, &[2]), Some(vec![2])),
+            (key(1, &[2, 7]), Some(vec![3])),
+            (key(1, &[3]), Some(vec![4])),
+            (key(1, &[0xFF]), Some(vec![5])),
+            (key(2, &[0]), Some(vec![6])),
+        ])
+        .unwrap();
+        let p = key(1, &[]);
+        assert_eq!(
+            keys(
+                s.scan_range(&p, &key(1, &[2]), Some(&key(1, &[3])))
+                    .unwrap()
+            ),
+            vec![key(1, &[2]), key(1, &[2, 7])]
+        );
+        // Open-ended: up to the end of the prefix, never into table 2.
+        assert_eq!(
+            keys(s.scan_range(&p, &key(1, &[3]), None).unwrap()),
+            vec![key(1, &[3]), key(1, &[0xFF])]
+        );
+        // A start before the prefix starts at the prefix.
+        assert_eq!(
+            s.scan_range(&p, &[0], Some(&key(1, &[2]))).unwrap().len(),
+            1
+        );
+        // The default (scan and filter) agrees with the seek.
+        let memory = crate::MemoryStateStore::new();
+        memory
+            .write(vec![
+                (key(1, &[1]), Some(vec![1])),
+                (key(1, &[2]), Some(vec![2])),
+                (key(1, &[2, 7]), Some(vec![3])),
+                (key(2, &[0]), Some(vec![6])),
+            ])
+            .unwrap();
+        assert_eq!(
+            keys(memory.scan_range(&p, &key(1, &[2]), None).unwrap()),
+            vec![key(1, &[2]), key(1, &[2, 7])]
+        );
     }
 
     #[test]

@@ -162,6 +162,39 @@ impl StateTable {
             .collect())
     }
 
+    /// Entries of `vnode` with keys in `[start, end)` (`end` `None`: to
+    /// the end of the vnode), in key order, including uncommitted writes.
+    /// Returned keys exclude the table id and vnode.
+    pub fn scan_range(
+        &self,
+        vnode: Vnode,
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> Result<Entries, StateError> {
+        let prefix = self.full_key(vnode, &[]);
+        let from = self.full_key(vnode, start);
+        let to = end.map(|e| self.full_key(vnode, e));
+        let in_range = |k: &[u8]| {
+            k.starts_with(&prefix) && k >= from.as_slice() && to.as_deref().is_none_or(|t| k < t)
+        };
+        let committed = self.store.scan_range(&prefix, &from, to.as_deref())?;
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
+        for (k, v) in self.pending.iter().filter(|(k, _)| in_range(k)) {
+            match v {
+                Some(v) => {
+                    merged.insert(k.to_vec(), v.to_vec());
+                }
+                None => {
+                    merged.remove(k);
+                }
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(k, v)| (k[5..].to_vec(), v))
+            .collect())
+    }
+
     /// Every committed and staged entry of the table, over all vnodes, as
     /// `(vnode, key, value)`.
     pub fn scan_all(&self) -> Result<VnodeEntries, StateError> {
@@ -347,5 +380,26 @@ mod tests {
         // Another table's keys never show up.
         let other = StateTable::new(store, 8);
         assert!(other.scan_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn range_scan_merges_staged_writes() {
+        let store: StateStoreRef = Arc::new(MemoryStateStore::new());
+        let mut t = StateTable::new(store, 7);
+        for k in [b"a", b"b", b"c", b"d"] {
+            t.put(0, k, k.to_vec());
+        }
+        t.put(1, b"b", b"other vnode".to_vec());
+        t.commit().unwrap();
+        t.delete(0, b"b");
+        t.put(0, b"bb", b"new".to_vec());
+        let got: Vec<Vec<u8>> = t
+            .scan_range(0, b"b", Some(b"d"))
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(got, vec![b"bb".to_vec(), b"c".to_vec()]);
+        assert_eq!(t.scan_range(0, b"c", None).unwrap().len(), 2);
     }
 }

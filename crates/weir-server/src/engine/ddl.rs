@@ -2,12 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use weir_common::vnode::{VnodeRange, MAX_PARALLELISM};
+use weir_common::datafusion::execution::TaskContext;
+use weir_common::vnode::MAX_PARALLELISM;
 use weir_dataflow::blackhole::SinkCounters;
+use weir_dataflow::plan::{DataflowPlan, Instantiate, PlanInput};
 use weir_dataflow::restart::RestartTracker;
 use weir_dataflow::runtime::{spawn_graph, Fragment, FragmentInput, Input};
 use weir_dataflow::DataflowHandle;
-use weir_sql::view_plan::{explain_fragments, StateTables, ViewInput, ViewPlan};
+use weir_sql::view_plan::{explain_fragments, StateTables, ViewPlan};
 use weir_sql::SqlError;
 use weir_state::{StateContext, StateTableId};
 
@@ -175,7 +177,32 @@ impl Engine {
         }
         let options = &options;
         let parallelism = self.parallelism_of(options)?;
-        let plan = self.plan_view_inputs(query).await?;
+        let counters = sink.then(|| Arc::new(SinkCounters::default()));
+        // Recovery instantiates the plan the view was created with; a live
+        // CREATE (or a log from before plans were stored) plans the query.
+        let stored = match mode {
+            DdlMode::Live => None,
+            _ => self.stored_plans.lock().remove(&name),
+        };
+        let plan = match stored {
+            Some(plan) => {
+                self.check_plan_inputs(&plan)?;
+                let mut catalog = self.catalog.write();
+                let next = plan.state_tables.iter().max().map_or(0, |m| m + 1);
+                if next > catalog.peek_next_state_id() {
+                    catalog.set_next_state_id(next);
+                }
+                plan
+            }
+            None => {
+                let view = self.plan_view_inputs(query).await?;
+                let mut catalog = self.catalog.write();
+                let mut tables = CatalogTables {
+                    catalog: &mut catalog,
+                };
+                view.dataflow(sink, &mut tables)?
+            }
+        };
         // What it reads: the relations its dataflow subscribes to, and the
         // plain views it names (expanded into those).
         let mut upstreams = plan.relations();
@@ -184,23 +211,12 @@ impl Engine {
                 upstreams.push(named);
             }
         }
-        let inputs = plan.inputs.clone();
-        let schema = Arc::clone(&plan.schema);
-        let counters = sink.then(|| Arc::new(SinkCounters::default()));
-        let (state_ids, operators) = {
-            let mut catalog = self.catalog.write();
-            let mut tables = CatalogTables {
-                catalog: &mut catalog,
-                ctx: &self.state_ctx,
-                ids: Vec::new(),
-            };
-            let fragments = match &counters {
-                Some(c) => plan.build_sink(parallelism, &mut tables, Arc::clone(c))?,
-                None => plan.build(parallelism, &mut tables)?,
-            };
-            (tables.ids, fragments)
-        };
-        let (dataflow, outlet) = self.start_dataflow(&name, &inputs, operators, mode).await?;
+        let schema = Arc::clone(&plan.schema.0);
+        let state_ids = plan.state_tables.clone();
+        let operators = self.instantiate(&plan, parallelism, &self.state_ctx, counters.clone())?;
+        let (dataflow, outlet) = self
+            .start_dataflow(&name, &plan.inputs, operators, mode)
+            .await?;
         let with = if options.is_empty() {
             String::new()
         } else {
@@ -232,6 +248,7 @@ impl Engine {
             state_ids,
             kind: RelationKind::View {
                 dataflow,
+                plan: Arc::new(plan),
                 upstreams,
                 definition: query.to_string(),
                 health: Arc::clone(&health),
@@ -251,7 +268,7 @@ impl Engine {
                 return Err(ServerError::Statement(e));
             }
         }
-        self.log_ddl(&ddl, mode).await?;
+        self.log_view_ddl(&name, &ddl, mode).await?;
         self.supervise(&name, health);
         Ok(QueryResult::command(tag))
     }
@@ -285,7 +302,7 @@ impl Engine {
     pub(super) async fn start_dataflow(
         &self,
         consumer: &str,
-        inputs: &[ViewInput],
+        inputs: &[PlanInput],
         operators: Vec<Fragment>,
         mode: DdlMode,
     ) -> Result<(DataflowHandle, Arc<Outlet>)> {
@@ -295,7 +312,7 @@ impl Engine {
         let mut feeds = Vec::with_capacity(inputs.len());
         let mut backfill = Vec::new();
         for (n, input) in inputs.iter().enumerate() {
-            let upstream = self.relation(input.relation.table())?;
+            let upstream = self.relation(&input.relation)?;
             if let RelationKind::Source { spec } = &upstream.kind {
                 // One reader per instance of the fragment reading it.
                 let readers = operators
@@ -339,25 +356,68 @@ impl Engine {
         Ok((dataflow, outlet))
     }
 
-    /// The operators of `plan` at the session's parallelism (0: the
-    /// server's), with scratch state tables in `ctx` that are never
-    /// checkpointed: for EXPLAIN, and for a `SUBSCRIBE (query)`'s dataflow.
-    pub(super) fn build_scratch(
-        &self,
-        plan: ViewPlan,
-        session_parallelism: usize,
-        ctx: &StateContext,
-    ) -> Result<Vec<Fragment>> {
-        let parallelism = match session_parallelism {
+    /// The dataflow plan of `view`, with scratch state table ids that are
+    /// never checkpointed: for EXPLAIN, and for a `SUBSCRIBE (query)`.
+    pub(super) fn scratch_plan(&self, view: ViewPlan) -> Result<DataflowPlan> {
+        let mut scratch = self.scratch_ids.lock();
+        let mut tables = ScratchTables { next: &mut scratch };
+        Ok(view.dataflow(false, &mut tables)?)
+    }
+
+    /// The parallelism a session's dataflow runs at (0: the server's).
+    pub(super) fn session_width(&self, session_parallelism: usize) -> usize {
+        match session_parallelism {
             0 => self.default_parallelism,
             n => n,
+        }
+    }
+
+    /// Make `plan`'s operators, `parallelism` instances per parallel
+    /// fragment, their state in `ctx`.
+    pub(super) fn instantiate(
+        &self,
+        plan: &DataflowPlan,
+        parallelism: usize,
+        ctx: &StateContext,
+        sink: Option<Arc<SinkCounters>>,
+    ) -> Result<Vec<Fragment>> {
+        let task = TaskContext::from(&self.state());
+        Ok(plan.instantiate(&Instantiate {
+            parallelism,
+            task: &task,
+            state: ctx,
+            sink,
+        })?)
+    }
+
+    /// Every relation `plan` reads exists.
+    fn check_plan_inputs(&self, plan: &DataflowPlan) -> Result<()> {
+        let catalog = self.catalog.read();
+        for name in plan.relations() {
+            if catalog.get(&name).is_none() {
+                return Err(user(
+                    SqlState::UNDEFINED_TABLE,
+                    format!("relation \"{name}\" does not exist"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `EXPLAIN MATERIALIZED VIEW name`: the plan the catalog stores for a
+    /// view or sink, one line per fragment and operator.
+    pub(super) fn explain_stored(&self, name: &str) -> Result<QueryResult> {
+        let relation = self.relation(name)?;
+        let RelationKind::View { plan, .. } = &relation.kind else {
+            return Err(user(
+                SqlState::WRONG_OBJECT_TYPE,
+                format!("\"{name}\" is not a materialized view or sink"),
+            ));
         };
-        let mut scratch = self.scratch_ids.lock();
-        let mut tables = ScratchTables {
-            next: &mut scratch,
-            ctx,
-        };
-        Ok(plan.build(parallelism, &mut tables)?)
+        Ok(text_rows(
+            "QUERY PLAN",
+            plan.to_string().lines().map(str::to_string).collect(),
+        ))
     }
 
     pub(super) async fn explain_view(
@@ -365,14 +425,12 @@ impl Engine {
         query: &Query,
         session_parallelism: usize,
     ) -> Result<QueryResult> {
-        let plan = self.plan_view_inputs(query).await?;
-        let names: Vec<String> = plan
-            .inputs
-            .iter()
-            .map(|i| i.relation.table().to_string())
-            .collect();
+        let view = self.plan_view_inputs(query).await?;
+        let plan = self.scratch_plan(view)?;
+        let names: Vec<String> = plan.inputs.iter().map(|i| i.relation.clone()).collect();
         let ctx = StateContext::in_memory(Arc::clone(&self.store));
-        let fragments = self.build_scratch(plan, session_parallelism, &ctx)?;
+        let fragments =
+            self.instantiate(&plan, self.session_width(session_parallelism), &ctx, None)?;
         Ok(text_rows(
             "QUERY PLAN",
             explain_fragments(&fragments, &names),
@@ -561,59 +619,24 @@ pub(super) fn relation_name(name: &ObjectName) -> Result<String> {
 /// State tables of a new view: fresh ids from the catalog.
 pub(super) struct CatalogTables<'a> {
     pub(super) catalog: &'a mut Catalog,
-    pub(super) ctx: &'a StateContext,
-    /// The ids handed out, in order.
-    pub(super) ids: Vec<StateTableId>,
 }
 
 impl StateTables for CatalogTables<'_> {
     fn allocate(&mut self) -> std::result::Result<StateTableId, SqlError> {
-        let id = self.catalog.allocate_state_id();
-        self.ids.push(id);
-        Ok(id)
-    }
-
-    fn open(&self, id: StateTableId, vnodes: VnodeRange) -> StateTable {
-        StateTable::with_vnodes(self.ctx, id, vnodes)
+        Ok(self.catalog.allocate_state_id())
     }
 }
 
-/// State tables of a view rebuilt in place: its ids, in the order they were
-/// first handed out.
-pub(super) struct ReusedTables<'a> {
-    pub(super) ids: std::slice::Iter<'a, StateTableId>,
-    pub(super) ctx: &'a StateContext,
-}
-
-impl StateTables for ReusedTables<'_> {
-    fn allocate(&mut self) -> std::result::Result<StateTableId, SqlError> {
-        self.ids.next().copied().ok_or_else(|| {
-            SqlError::Weir(Error::internal(
-                "the rebuilt view needs more state tables than it had",
-            ))
-        })
-    }
-
-    fn open(&self, id: StateTableId, vnodes: VnodeRange) -> StateTable {
-        StateTable::with_vnodes(self.ctx, id, vnodes)
-    }
-}
-
-/// Throwaway tables for EXPLAIN: ids counting down from the top, in memory
-/// only, never written.
+/// Throwaway tables for EXPLAIN and SUBSCRIBE: ids counting down from the
+/// top, never checkpointed.
 struct ScratchTables<'a> {
     next: &'a mut u32,
-    ctx: &'a StateContext,
 }
 
 impl StateTables for ScratchTables<'_> {
     fn allocate(&mut self) -> std::result::Result<StateTableId, SqlError> {
         *self.next -= 1;
         Ok(*self.next)
-    }
-
-    fn open(&self, id: StateTableId, vnodes: VnodeRange) -> StateTable {
-        StateTable::with_vnodes(self.ctx, id, vnodes)
     }
 }
 

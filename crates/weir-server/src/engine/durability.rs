@@ -24,6 +24,7 @@ use weir_state::{
 
 use super::*;
 use crate::log_record::LogRecord;
+use weir_dataflow::plan::DataflowPlan;
 
 /// Rolls the WAL to a new segment past this size (at a checkpoint).
 const WAL_SEGMENT_BYTES: u64 = 64 << 20;
@@ -52,6 +53,11 @@ pub(crate) struct SnapshotEntry {
     /// The view did not reach the checkpoint (it had failed): its state is
     /// not in the checkpoint and recovery rebuilds it from its input.
     pub rebuild: bool,
+    /// A view's dataflow plan (JSON): recovery instantiates it instead of
+    /// planning `sql` again. Absent in checkpoints from before plans were
+    /// stored, and for tables and sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
 }
 
 /// Facts about the last recovery, for `weir_catalog.recovery`.
@@ -216,6 +222,31 @@ impl Engine {
         self.durable.sync(lsn).await
     }
 
+    /// Log a view's DDL made live, with the dataflow plan it runs, and wait
+    /// until it is durable.
+    pub(super) async fn log_view_ddl(&self, name: &str, sql: &str, mode: DdlMode) -> Result<()> {
+        if mode != DdlMode::Live {
+            return Ok(());
+        }
+        let stored = self.catalog.read().get(name).and_then(|r| r.plan_json());
+        let plan = match stored {
+            Some(plan) => plan?,
+            None => return self.log_ddl(sql, mode).await,
+        };
+        let lsn = self.log(&LogRecord::View {
+            sql: sql.to_string(),
+            plan,
+        })?;
+        self.durable.sync(lsn).await
+    }
+
+    /// Hand `plan` (JSON) to the next CREATE of view `name` in recovery.
+    fn stash_plan(&self, name: &str, plan: &str) -> Result<()> {
+        let plan = DataflowPlan::from_json(plan).map_err(|e| ServerError::Statement(e.into()))?;
+        self.stored_plans.lock().insert(name.to_string(), plan);
+        Ok(())
+    }
+
     /// The catalog as a checkpoint stores it.
     fn catalog_snapshot(&self) -> CatalogSnapshot {
         let catalog = self.catalog.read();
@@ -224,6 +255,7 @@ impl Engine {
             .map(|r| SnapshotEntry {
                 name: r.name.clone(),
                 sql: r.ddl.clone(),
+                plan: r.plan_json().and_then(|p| p.ok()),
                 state_ids: r.state_ids.clone(),
                 rebuild: matches!(r.view_status(), Some(DataflowStatus::Failed(_))),
             })
@@ -540,9 +572,14 @@ impl Engine {
             } else {
                 DdlMode::Restore
             };
-            self.execute_ddl(&entry.sql, mode)
-                .await
-                .map_err(|e| startup(&format!("cannot recreate \"{}\"", entry.name), e))?;
+            if let Some(plan) = &entry.plan {
+                self.stash_plan(&entry.name, plan).map_err(|e| {
+                    startup(&format!("cannot read the plan of \"{}\"", entry.name), e)
+                })?;
+            }
+            let done = self.execute_ddl(&entry.sql, mode).await;
+            self.stored_plans.lock().remove(&entry.name);
+            done.map_err(|e| startup(&format!("cannot recreate \"{}\"", entry.name), e))?;
         }
         let mut catalog = self.catalog.write();
         let next = catalog.peek_next_state_id().max(snapshot.next_state_id);
@@ -568,6 +605,21 @@ impl Engine {
     async fn replay(&self, record: LogRecord) -> Result<()> {
         match record {
             LogRecord::Ddl(sql) => Box::pin(self.execute_ddl(&sql, DdlMode::Replay)).await,
+            LogRecord::View { sql, plan } => {
+                let name = match weir_sql::parser::parse(&sql)?.first() {
+                    Some(weir_sql::parser::Statement::CreateMaterializedView { name, .. }) => {
+                        super::ddl::relation_name(name)?
+                    }
+                    Some(weir_sql::parser::Statement::CreateSink(s)) => s.name.clone(),
+                    _ => return Err(ServerError::Statement(Error::internal(
+                        "a logged view plan belongs to no CREATE MATERIALIZED VIEW or CREATE SINK",
+                    ))),
+                };
+                self.stash_plan(&name, &plan)?;
+                let done = Box::pin(self.execute_ddl(&sql, DdlMode::Replay)).await;
+                self.stored_plans.lock().remove(&name);
+                done
+            }
             LogRecord::Dml(changes) => {
                 let applied = self.apply_changes(&changes, |_| Ok(()))?;
                 for (relation, chunks) in applied {

@@ -105,6 +105,9 @@ pub struct Engine {
     epoch: AtomicU64,
     /// State table ids handed out for EXPLAIN, never written.
     scratch_ids: Mutex<u32>,
+    /// Dataflow plans read from a checkpoint or the log, by view, for
+    /// recovery's CREATE of that view to instantiate.
+    stored_plans: Mutex<std::collections::HashMap<String, weir_dataflow::plan::DataflowPlan>>,
     /// Write-ahead log, checkpoints, recovery facts.
     durable: durability::Durable,
     /// The restart strategy of views that name none.
@@ -213,6 +216,7 @@ impl Engine {
             write_lock: tokio::sync::Mutex::new(()),
             epoch: AtomicU64::new(0),
             scratch_ids: Mutex::new(u32::MAX),
+            stored_plans: Mutex::new(std::collections::HashMap::new()),
             durable: opened.durable,
             default_restart: config.restart_strategy.clone(),
             readers: source::Readers::default(),
@@ -313,6 +317,7 @@ impl Engine {
                 self.explain_view(query, self.session_parallelism(session))
                     .await
             }
+            Statement::ExplainStored { name } => self.explain_stored(name),
             Statement::DeclareSubscribe { cursor, target } => {
                 self.declare_subscribe(cursor, target, session).await
             }
@@ -576,7 +581,7 @@ impl Engine {
             | Statement::ShowMaterializedViews
             | Statement::ShowSources
             | Statement::ShowSinks => Ok((vec![], Some(text_schema(&["Name"])))),
-            Statement::ExplainMaterializedView { .. } => {
+            Statement::ExplainMaterializedView { .. } | Statement::ExplainStored { .. } => {
                 Ok((vec![], Some(text_schema(&["QUERY PLAN"]))))
             }
             Statement::Fetch { cursor, .. } => Ok((vec![], self.cursor_schema(cursor, session))),

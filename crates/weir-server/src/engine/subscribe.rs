@@ -226,23 +226,24 @@ impl Engine {
         session_parallelism: usize,
     ) -> Result<Subscription> {
         let _guard = self.write_lock.lock().await;
-        let plan = self.plan_view_inputs(query).await?;
-        if plan.inputs.iter().any(|i| i.split) {
+        let view = self.plan_view_inputs(query).await?;
+        if view.inputs.iter().any(|i| i.split) {
             return Err(user(
                 SqlState::FEATURE_NOT_SUPPORTED,
                 "SUBSCRIBE to a query over a source is not supported; create a materialized view of the query and subscribe to it",
             ));
         }
-        let inputs = plan.inputs.clone();
-        let schema = output_schema(&plan.schema);
+        let plan = self.scratch_plan(view)?;
+        let schema = output_schema(&plan.schema.0);
         let ctx = StateContext {
             store: Arc::new(weir_state::MemoryStateStore::new()),
             checkpoints: None,
             cache_bytes: self.state_ctx.cache_bytes,
         };
-        let operators = self.build_scratch(plan, session_parallelism, &ctx)?;
+        let operators =
+            self.instantiate(&plan, self.session_width(session_parallelism), &ctx, None)?;
         let (dataflow, outlet) = self
-            .start_dataflow("(subscribe)", &inputs, operators, DdlMode::Live)
+            .start_dataflow("(subscribe)", &plan.inputs, operators, DdlMode::Live)
             .await?;
         let rx = outlet.subscribe();
         // The backfill is the epoch this barrier closes.

@@ -175,6 +175,7 @@ impl Engine {
     async fn rebuild_view(&self, relation: &Relation) -> Result<()> {
         let RelationKind::View {
             dataflow,
+            plan,
             upstreams,
             definition,
             health,
@@ -190,9 +191,9 @@ impl Engine {
             StateTable::drop_table(&self.store, *id)?;
         }
         let statements = weir_sql::parser::parse(&relation.ddl)?;
-        let (query, options) = match statements.first() {
-            Some(Statement::CreateMaterializedView { query, options, .. }) => (query, options),
-            Some(Statement::CreateSink(s)) => (&s.query, &s.options),
+        let options = match statements.first() {
+            Some(Statement::CreateMaterializedView { options, .. }) => options,
+            Some(Statement::CreateSink(s)) => &s.options,
             _ => {
                 return Err(ServerError::Statement(Error::internal(
                     "a view's definition is not CREATE MATERIALIZED VIEW or CREATE SINK",
@@ -200,18 +201,9 @@ impl Engine {
             }
         };
         let parallelism = self.parallelism_of(options)?;
-        let plan = self.plan_view_inputs(query).await?;
-        let inputs = plan.inputs.clone();
-        let mut tables = super::ddl::ReusedTables {
-            ids: relation.state_ids.iter(),
-            ctx: &self.state_ctx,
-        };
-        let operators = match sink {
-            Some(c) => plan.build_sink(parallelism, &mut tables, Arc::clone(c))?,
-            None => plan.build(parallelism, &mut tables)?,
-        };
+        let operators = self.instantiate(plan, parallelism, &self.state_ctx, sink.clone())?;
         let (new_dataflow, outlet) = self
-            .start_dataflow(&relation.name, &inputs, operators, DdlMode::Replay)
+            .start_dataflow(&relation.name, &plan.inputs, operators, DdlMode::Replay)
             .await?;
         self.catalog.write().insert(Relation {
             name: relation.name.clone(),
@@ -222,6 +214,7 @@ impl Engine {
             state_ids: relation.state_ids.clone(),
             kind: RelationKind::View {
                 dataflow: new_dataflow,
+                plan: Arc::clone(plan),
                 upstreams: upstreams.clone(),
                 definition: definition.clone(),
                 health: Arc::clone(health),
