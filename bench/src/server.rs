@@ -31,6 +31,21 @@ pub struct SpawnedServer {
 }
 
 impl SpawnedServer {
+    /// Bytes under the server's data directory (RocksDB state, checkpoint
+    /// files, write-ahead log).
+    pub fn data_bytes(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            match std::fs::symlink_metadata(p) {
+                Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                    .map(|d| d.flatten().map(|e| walk(&e.path())).sum())
+                    .unwrap_or(0),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            }
+        }
+        walk(&self.dir.join("data"))
+    }
+
     /// Start `bin` on a free port with `extra` arguments and wait until it
     /// listens. `name` prefixes the temporary directory.
     pub fn start(

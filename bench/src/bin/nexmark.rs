@@ -23,7 +23,9 @@
 //! anti join) run over the same tables.
 //!
 //! The last line per query is:
-//! `weir query=Q events=N parallelism=P seconds=S events_per_s=E cpu_s=C peak_rss_mb=M`
+//! `weir query=Q events=N parallelism=P rows_out=R data_mb=D seconds=S events_per_s=E cpu_s=C peak_rss_mb=M`
+//! (`rows_out`: net rows in the sink; `data_mb`: the data directory at the
+//! end: RocksDB state, checkpoint files, write-ahead log).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -242,6 +244,8 @@ struct Measured {
     seconds: f64,
     cpu_s: f64,
     peak_rss_mb: f64,
+    /// The data directory's size at the end (state, checkpoints, WAL).
+    data_mb: f64,
 }
 
 fn run_query(args: &Args, name: &str, sql: &str, ddl: &[String]) -> Result<Measured, BoxError> {
@@ -306,8 +310,13 @@ fn run_query(args: &Args, name: &str, sql: &str, ddl: &[String]) -> Result<Measu
             seconds,
             cpu_s,
             peak_rss_mb: peak_rss_mb(pid).unwrap_or(0.0),
+            data_mb: 0.0,
         })
     })();
+    let result = result.map(|m| Measured {
+        data_mb: server.data_bytes() as f64 / (1024.0 * 1024.0),
+        ..m
+    });
     match result {
         Ok(m) => Ok(m),
         Err(e) => Err(format!("{e}\nserver log tail:\n{}", server.log_tail(20)).into()),
@@ -371,9 +380,11 @@ fn run(args: Args) -> Result<(), BoxError> {
         }
         eprintln!("{q}: the sink holds {} rows", m.rows_out);
         println!(
-            "weir query={q} events={} parallelism={} seconds={:.3} events_per_s={:.0} cpu_s={:.2} peak_rss_mb={:.0}",
+            "weir query={q} events={} parallelism={} rows_out={} data_mb={:.0} seconds={:.3} events_per_s={:.0} cpu_s={:.2} peak_rss_mb={:.0}",
             args.events,
             args.parallelism,
+            m.rows_out,
+            m.data_mb,
             m.seconds,
             args.events as f64 / m.seconds,
             m.cpu_s,

@@ -601,11 +601,11 @@ impl HashJoin {
                 let (own_side, other_side) = split(&mut self.sides, s);
                 let rows = other_side.load(key)?;
                 let mut touched = Vec::new();
-                for p in start..end {
+                for (p, &pos) in pair_pos.iter().enumerate().take(end).skip(start) {
                     if !passes(p) {
                         continue;
                     }
-                    let Some(r) = rows.get_mut(pair_pos[p] as usize) else {
+                    let Some(r) = rows.get_mut(pos as usize) else {
                         return Err(DataflowError::Internal("join cache changed".into()));
                     };
                     degree += r.count;
@@ -717,9 +717,8 @@ impl HashJoin {
         let own_rows = self.sides[s].rows.encode(chunk.data.columns())?;
         let mut counts = self.right_counts()?;
         let mut e = Emitted::default();
-        for i in 0..n {
+        for (i, key) in keys.iter().enumerate().take(n) {
             let w = chunk.op(i).weight();
-            let key = &keys[i];
             let key_null = null_at(i);
             let own_row = own_rows.row(i).data();
             if s == 0 {

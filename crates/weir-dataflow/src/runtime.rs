@@ -466,14 +466,15 @@ pub fn spawn_graph(
                         Exchange::Hash(key) if width > 1 => Some(Arc::new(key)),
                         _ => None,
                     };
-                    for j in 0..fragments[from].parallelism() {
+                    let producers = fragments[from].parallelism();
+                    for out in outs[from].iter_mut().take(producers) {
                         let mut senders = Vec::with_capacity(width);
                         for feed in feeds[f].iter_mut() {
                             let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
                             senders.push(tx);
                             feed.push((Feed::Channel(rx), k));
                         }
-                        outs[from][j] = match &key {
+                        *out = match &key {
                             Some(key) => Some(Downstream::Hash(Arc::clone(key), senders)),
                             None => senders.pop().map(Downstream::Next),
                         };
