@@ -23,7 +23,7 @@ use weir_common::arrow::array::{Array, Int8Array, RecordBatch, UInt32Array};
 use weir_common::arrow::datatypes::{DataType, SchemaRef};
 use weir_common::datafusion::physical_expr::PhysicalExpr;
 use weir_common::{Barrier, Epoch, Op, StreamChunk};
-use weir_state::StateTable;
+use weir_state::{prefix_upper_bound, StateTable};
 
 use crate::row_codec::RowCodec;
 use crate::{DataflowError, Operator};
@@ -78,19 +78,6 @@ impl Comparison {
             Comparison::Eq => ord.is_eq(),
         }
     }
-}
-
-/// The smallest key above every key starting with `prefix` (`None`: no
-/// such key).
-fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut bound = prefix.to_vec();
-    while let Some(last) = bound.pop() {
-        if last != u8::MAX {
-            bound.push(last + 1);
-            return Some(bound);
-        }
-    }
-    None
 }
 
 /// Filters its first input by comparing an expression with the one value
@@ -269,12 +256,12 @@ impl DynamicFilter {
             (None, None) => return Ok(()),
             (Some(a), Some(b)) => {
                 let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-                (lo.to_vec(), after_prefix(hi))
+                (lo.to_vec(), prefix_upper_bound(hi))
             }
             (Some(v), None) | (None, Some(v)) => match self.op {
                 Comparison::Gt | Comparison::GtEq => (v.to_vec(), None),
-                Comparison::Lt | Comparison::LtEq => (Vec::new(), after_prefix(v)),
-                Comparison::Eq => (v.to_vec(), after_prefix(v)),
+                Comparison::Lt | Comparison::LtEq => (Vec::new(), prefix_upper_bound(v)),
+                Comparison::Eq => (v.to_vec(), prefix_upper_bound(v)),
             },
         };
         let entries = self.rows.scan_range(VNODE, &start, end.as_deref())?;

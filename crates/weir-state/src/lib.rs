@@ -24,7 +24,7 @@ pub use checkpoint::{
 };
 pub use error::StateError;
 pub use memory::MemoryStateStore;
-pub use rocks::RocksStateStore;
+pub use rocks::{prefix_upper_bound, RocksStateStore};
 pub use sink::{
     compaction_due, ChainPosition, CheckpointSink, StateContext, COMPACT_AFTER_DELTAS,
     MAX_CHAIN_DELTAS,

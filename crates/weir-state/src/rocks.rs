@@ -83,7 +83,7 @@ fn backend(what: &str, path: &Path, e: rocksdb::Error) -> StateError {
 /// prefix with its last byte incremented, carrying over trailing `0xFF`
 /// bytes. `None` when no such key exists (empty or all-`0xFF` prefix): then
 /// every key `>= prefix` starts with `prefix`.
-fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
+pub fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut bound = prefix.to_vec();
     while let Some(last) = bound.pop() {
         if last != u8::MAX {

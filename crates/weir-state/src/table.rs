@@ -178,21 +178,7 @@ impl StateTable {
             k.starts_with(&prefix) && k >= from.as_slice() && to.as_deref().is_none_or(|t| k < t)
         };
         let committed = self.store.scan_range(&prefix, &from, to.as_deref())?;
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
-        for (k, v) in self.pending.iter().filter(|(k, _)| in_range(k)) {
-            match v {
-                Some(v) => {
-                    merged.insert(k.to_vec(), v.to_vec());
-                }
-                None => {
-                    merged.remove(k);
-                }
-            }
-        }
-        Ok(merged
-            .into_iter()
-            .map(|(k, v)| (k[5..].to_vec(), v))
-            .collect())
+        Ok(self.merge_pending(committed, in_range, 5))
     }
 
     /// Every committed and staged entry of the table, over all vnodes, as
@@ -211,8 +197,19 @@ impl StateTable {
 
     fn merged_scan(&self, prefix: &[u8], strip: usize) -> Result<Entries, StateError> {
         let committed = self.store.scan_prefix(prefix)?;
+        Ok(self.merge_pending(committed, |k| k.starts_with(prefix), strip))
+    }
+
+    /// `committed` entries overlaid with the staged writes whose key
+    /// `selects`, in key order, each key without its first `strip` bytes.
+    fn merge_pending(
+        &self,
+        committed: Entries,
+        selects: impl Fn(&[u8]) -> bool,
+        strip: usize,
+    ) -> Entries {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
-        for (k, v) in self.pending.iter().filter(|(k, _)| k.starts_with(prefix)) {
+        for (k, v) in self.pending.iter().filter(|(k, _)| selects(k)) {
             match v {
                 Some(v) => {
                     merged.insert(k.to_vec(), v.to_vec());
@@ -222,10 +219,10 @@ impl StateTable {
                 }
             }
         }
-        Ok(merged
+        merged
             .into_iter()
             .map(|(k, v)| (k[strip..].to_vec(), v))
-            .collect())
+            .collect()
     }
 
     /// True when writes are staged.
