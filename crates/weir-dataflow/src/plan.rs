@@ -45,7 +45,7 @@ use crate::dynamic_filter::{Comparison, DynamicFilter};
 use crate::exchange::HashKey;
 use crate::filter::Filter;
 use crate::hash_aggregate::{AccumulatorFactory, AggregateCall, HashAggregate};
-use crate::hash_join::{HashJoin, JoinInput, JoinKind};
+use crate::hash_join::{HashJoin, JoinInput, JoinKind, JoinRows};
 use crate::materialize::Materialize;
 use crate::project::Project;
 use crate::runtime::{Exchange, Fragment, FragmentInput};
@@ -206,6 +206,10 @@ pub struct JoinSidePlan {
     /// Key expressions over the side's rows (same types on both sides).
     pub keys: Vec<ExprPlan>,
     pub schema: SchemaPlan,
+    /// How the side stores its rows (plans from before stream keys:
+    /// as a multiset).
+    #[serde(default)]
+    pub rows: JoinRows,
 }
 
 /// One aggregate call.
@@ -565,6 +569,7 @@ impl OperatorPlan {
                     Ok(JoinInput {
                         keys: ExprPlan::decode_all(&s.keys, &s.schema.0, task)?,
                         schema: Arc::clone(&s.schema.0),
+                        rows: s.rows.clone(),
                     })
                 };
                 let residual = match &j.residual {
@@ -792,10 +797,12 @@ impl OperatorPlan {
                 )
             }
             OperatorPlan::HashJoin(j) => format!(
-                "HashJoin {:?} left=[{}] right=[{}]{}{} state={},{}",
+                "HashJoin {:?} left=[{}] ({}) right=[{}] ({}){}{} state={},{}",
                 j.kind,
                 list(&j.left.keys),
+                j.left.rows.describe(),
                 list(&j.right.keys),
+                j.right.rows.describe(),
                 j.residual
                     .as_ref()
                     .map(|r| format!(" residual={}", r.display))

@@ -43,7 +43,7 @@ use weir_common::datafusion::sql::parser::Statement as DfStatement;
 use weir_common::datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
 use weir_dataflow::dynamic_filter::Comparison;
 use weir_dataflow::hash_aggregate::{AccumulatorFactory, AggregateCall};
-use weir_dataflow::hash_join::JoinKind;
+use weir_dataflow::hash_join::{JoinKind, JoinRows};
 use weir_dataflow::plan::{
     checked_arithmetic, AggregatePlan, DataflowPlan, Distribution, DynamicFilterPlan, ExchangePlan,
     ExprPlan, FragmentPlan, InputPlan, JoinPlan, JoinSidePlan, OperatorPlan, PlanInput, SchemaPlan,
@@ -138,6 +138,8 @@ pub struct ViewInput {
     pub append_only: bool,
     /// It is a connector source, read by one reader per instance.
     pub split: bool,
+    /// Its stream key: the columns of its primary key, if it has one.
+    pub key: Option<Vec<usize>>,
 }
 
 /// A view, planned: the relations it reads and what it computes.
@@ -174,6 +176,32 @@ struct Built {
     fragment: usize,
     append_only: bool,
     schema: SchemaRef,
+    /// The stream key: columns that identify a row among the rows
+    /// present (`None`: rows are a multiset).
+    key: Option<Vec<usize>>,
+}
+
+/// The stream key after a projection: where each key column lands, if
+/// every one is projected as a plain column.
+fn project_key(key: Option<&[usize]>, exprs: &[Arc<dyn PhysicalExpr>]) -> Option<Vec<usize>> {
+    key?.iter()
+        .map(|&k| {
+            exprs.iter().position(|e| {
+                e.downcast_ref::<weir_common::datafusion::physical_expr::expressions::Column>()
+                    .is_some_and(|c| c.index() == k)
+            })
+        })
+        .collect()
+}
+
+/// How a join side with stream key `key` stores its rows.
+fn join_rows(built: &Built, null_aware: bool) -> JoinRows {
+    match &built.key {
+        _ if null_aware => JoinRows::Multiset,
+        _ if built.append_only => JoinRows::AppendOnly,
+        Some(k) if !k.is_empty() => JoinRows::Keyed(k.clone()),
+        _ => JoinRows::Multiset,
+    }
 }
 
 impl Builder<'_> {
@@ -234,6 +262,7 @@ impl Builder<'_> {
                     fragment,
                     append_only: input.append_only,
                     schema,
+                    key: input.key.clone(),
                 })
             }
             PlanNode::Project {
@@ -250,7 +279,12 @@ impl Builder<'_> {
                         schema: SchemaPlan::from(&schema),
                     },
                 );
-                Ok(Built { schema, ..built })
+                let key = project_key(built.key.as_deref(), &exprs);
+                Ok(Built {
+                    schema,
+                    key,
+                    ..built
+                })
             }
             PlanNode::Filter { input, predicate } => {
                 let built = self.node(*input, inputs)?;
@@ -311,10 +345,12 @@ impl Builder<'_> {
                     self.chain(f, op);
                     f
                 };
+                let key = Some((0..group_exprs.len()).collect());
                 Ok(Built {
                     fragment,
                     append_only: false,
                     schema,
+                    key,
                 })
             }
             PlanNode::Join(join) => {
@@ -374,10 +410,12 @@ impl Builder<'_> {
                     left: JoinSidePlan {
                         keys: ExprPlan::all(&left_keys).map_err(weir)?,
                         schema: SchemaPlan::from(&left_schema),
+                        rows: join_rows(&l, null_aware),
                     },
                     right: JoinSidePlan {
                         keys: ExprPlan::all(&right_keys).map_err(weir)?,
                         schema: SchemaPlan::from(&right_schema),
+                        rows: join_rows(&r, null_aware),
                     },
                     residual: residual
                         .as_ref()
@@ -397,10 +435,26 @@ impl Builder<'_> {
                     JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
                 ) && l.append_only
                     && r.append_only;
+                // A pair is identified by both rows; a semi or anti
+                // result by its own row. NULL-padded rows could share a
+                // pair's key (a NULL group key): outer joins have none.
+                let width = l.schema.fields().len();
+                let key = match kind {
+                    JoinKind::Inner => l.key.as_ref().zip(r.key.as_ref()).map(|(lk, rk)| {
+                        lk.iter()
+                            .copied()
+                            .chain(rk.iter().map(|k| k + width))
+                            .collect()
+                    }),
+                    JoinKind::LeftSemi | JoinKind::LeftAnti => l.key.clone(),
+                    JoinKind::RightSemi | JoinKind::RightAnti => r.key.clone(),
+                    JoinKind::Left | JoinKind::Right | JoinKind::Full => None,
+                };
                 Ok(Built {
                     fragment: f,
                     append_only,
                     schema,
+                    key,
                 })
             }
             PlanNode::DynamicFilter(d) => {
@@ -445,6 +499,7 @@ impl Builder<'_> {
                     fragment: f,
                     append_only: false,
                     schema: left_schema,
+                    key: l.key,
                 })
             }
             PlanNode::Union {
@@ -474,6 +529,7 @@ impl Builder<'_> {
                     fragment: f,
                     append_only,
                     schema,
+                    key: None,
                 })
             }
         }
@@ -531,6 +587,14 @@ impl ViewPlan {
             }
         }
         out
+    }
+
+    /// Give each input the stream key `key_of` names (a table's primary
+    /// key columns).
+    pub fn mark_keys(&mut self, mut key_of: impl FnMut(&str) -> Option<Vec<usize>>) {
+        for i in &mut self.inputs {
+            i.key = key_of(i.relation.table());
+        }
     }
 
     /// Mark each input append-only and split (a connector source) where
@@ -642,6 +706,7 @@ pub async fn plan_view(state: &SessionState, query: &Query) -> Result<ViewPlan, 
                 relation,
                 append_only: false,
                 split: false,
+                key: None,
             })
             .collect(),
         root,

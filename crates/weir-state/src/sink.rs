@@ -15,19 +15,21 @@ use crate::checkpoint::{FileKind, FileMeta, Manifest};
 use crate::{StateStoreRef, StateTableId};
 
 /// A state table writes a full snapshot instead of a delta once at least
-/// this many deltas follow its last full file and together they hold a
-/// quarter of its size (so a big table with few changes is not rewritten
-/// every few seconds)...
+/// this many deltas follow its last full file and together they are as
+/// big as it (so a big table with few changes is not rewritten every few
+/// seconds, and a growing table is rewritten each time it doubles: full
+/// files cost about twice the final size in all, and recovery reads at
+/// most twice a table's size)...
 pub const COMPACT_AFTER_DELTAS: usize = 8;
 
 /// ... and in any case once this many deltas follow it, so recovery reads a
 /// bounded chain.
-pub const MAX_CHAIN_DELTAS: usize = 64;
+pub const MAX_CHAIN_DELTAS: usize = 256;
 
 /// Whether a state table's next checkpoint file is a full snapshot, given
 /// the deltas written since its last full file and their total size.
 pub fn compaction_due(deltas: usize, delta_bytes: u64, full_bytes: u64) -> bool {
-    deltas >= MAX_CHAIN_DELTAS || (deltas >= COMPACT_AFTER_DELTAS && delta_bytes * 4 >= full_bytes)
+    deltas >= MAX_CHAIN_DELTAS || (deltas >= COMPACT_AFTER_DELTAS && delta_bytes >= full_bytes)
 }
 
 /// Where a restored table's chain stands.
@@ -170,8 +172,10 @@ mod tests {
         // Few or small deltas over a big full file: keep appending.
         assert!(!compaction_due(3, 900, 1_000));
         assert!(!compaction_due(10, 100, 1_000_000));
-        // Enough deltas holding a quarter of the full file: compact.
-        assert!(compaction_due(8, 250, 1_000));
+        // Enough deltas, not yet as big as the full file: keep appending.
+        assert!(!compaction_due(8, 999, 1_000));
+        // Enough deltas as big as the full file: compact.
+        assert!(compaction_due(8, 1_000, 1_000));
         // Never more than MAX_CHAIN_DELTAS deltas.
         assert!(compaction_due(MAX_CHAIN_DELTAS, 1, 1_000_000));
     }

@@ -289,6 +289,10 @@ impl Engine {
             }
         }
         plan.mark_sources(|name| catalog.get(name).is_some_and(|r| r.is_append_only()));
+        plan.mark_keys(|name| match &catalog.get(name)?.kind {
+            RelationKind::Table { pk, .. } if !pk.is_empty() => Some(pk.clone()),
+            _ => None,
+        });
         Ok(plan)
     }
 
