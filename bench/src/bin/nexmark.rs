@@ -201,6 +201,7 @@ fn peer_sql(args: &Args, query: &str) -> Result<(Vec<String>, String), BoxError>
     let text = String::from_utf8(out.stdout)?;
     let mut ddl = Vec::new();
     let mut select = None;
+    let mut sink_columns = Vec::new();
     for statement in text.split(";\n") {
         let statement: String = statement
             .lines()
@@ -208,7 +209,11 @@ fn peer_sql(args: &Args, query: &str) -> Result<(Vec<String>, String), BoxError>
             .collect::<Vec<_>>()
             .join("\n");
         let trimmed = statement.trim();
-        if trimmed.is_empty() || trimmed.starts_with("CREATE TABLE sink") {
+        if trimmed.is_empty() {
+            continue;
+        }
+        if trimmed.starts_with("CREATE TABLE sink") {
+            sink_columns = column_names(trimmed);
             continue;
         }
         if let Some(rest) = trimmed.strip_prefix("INSERT INTO sink") {
@@ -219,9 +224,50 @@ fn peer_sql(args: &Args, query: &str) -> Result<(Vec<String>, String), BoxError>
     }
     let select = match EXTENDED.iter().find(|(n, _)| *n == query) {
         Some((_, sql)) => sql.to_string(),
-        None => select.ok_or("the peer printed no INSERT INTO sink")?,
+        // INSERT INTO sink maps the SELECT's columns to the sink's by
+        // position, under the sink's names (q20 selects two date_time
+        // and two extra columns).
+        None => {
+            let select = select.ok_or("the peer printed no INSERT INTO sink")?;
+            if sink_columns.is_empty() {
+                select
+            } else {
+                format!(
+                    "SELECT * FROM ({select}) AS sink_input({})",
+                    sink_columns.join(", ")
+                )
+            }
+        }
     };
     Ok((ddl, select))
+}
+
+/// The column names of `CREATE TABLE name (col TYPE, ...) ...`.
+fn column_names(ddl: &str) -> Vec<String> {
+    let Some(open) = ddl.find('(') else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    let mut depth = 0;
+    let mut part = String::new();
+    for c in ddl[open + 1..].chars() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 0 => {
+                names.extend(part.split_whitespace().next().map(str::to_string));
+                break;
+            }
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                names.extend(part.split_whitespace().next().map(str::to_string));
+                part.clear();
+                continue;
+            }
+            _ => {}
+        }
+        part.push(c);
+    }
+    names
 }
 
 fn nexmark_ddl(events: u64) -> String {
