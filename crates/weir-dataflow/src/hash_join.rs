@@ -234,6 +234,10 @@ struct Side {
     cached_bytes: usize,
     /// Incremented on every access; orders keys for eviction.
     clock: u64,
+    /// What the cache held after the last eviction that could not reach
+    /// its target (dirty keys stay): the next one waits until the cache
+    /// grew by an eighth of the budget, rather than sorting it per chunk.
+    trimmed_to: usize,
     /// Keys not in the cache with writes staged since the last commit,
     /// and the ids written: a miss on such a key overlays them on the
     /// committed rows.
@@ -528,7 +532,7 @@ impl Side {
     /// recently read clean keys until it holds three quarters of it.
     fn trim(&mut self) {
         let budget = self.state.cache_bytes();
-        if self.cached_bytes <= budget {
+        if self.cached_bytes <= budget.max(self.trimmed_to + budget / 8) {
             return;
         }
         let mut clean: Vec<(u64, usize)> = self
@@ -548,6 +552,7 @@ impl Side {
             bytes -= b;
             cutoff = Some(used);
         }
+        self.trimmed_to = if bytes > target { bytes } else { 0 };
         let Some(cutoff) = cutoff else {
             return;
         };
@@ -567,6 +572,8 @@ impl Side {
         for e in self.cache.values_mut() {
             e.dirty = false;
         }
+        // Every key is clean again: the cache can shrink to its target.
+        self.trimmed_to = 0;
         self.trim();
         Ok(())
     }
@@ -712,6 +719,7 @@ impl HashJoin {
                 cache: HashMap::new(),
                 cached_bytes: 0,
                 clock: 0,
+                trimmed_to: 0,
                 staged: HashMap::new(),
                 seqs: HashMap::new(),
             })
