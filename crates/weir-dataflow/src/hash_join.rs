@@ -4,18 +4,21 @@
 //! `NOT IN`.
 //!
 //! Each side keeps its rows in a state table keyed by
-//! `(vnode of the join key, join key, row)`: `len(key) u32 | key | row`,
-//! where key and row are memcomparable encodings ([`RowCodec`]). The value
-//! is the row's multiplicity and its *degree*, `count i64 | degree i64`
-//! (big endian): the number of rows of the other side it currently matches
-//! (equal key and residual condition true). Degrees are what make outer,
+//! `(vnode of the join key, join key, id)`: `len(key) u32 | key | id`,
+//! where key and id are memcomparable encodings ([`RowCodec`]). The id is
+//! what [`JoinRows`] says identifies a row: its stream key (value
+//! `degree i64 | row`), a row number per vnode for an append-only input
+//! (same value), or the row itself for a multiset (value
+//! `count i64 | degree i64`, big endian). The *degree* is the number of
+//! rows of the other side it currently matches (equal key and residual
+//! condition true). Degrees are what make outer,
 //! semi and anti joins exact: a left row of a LEFT JOIN is NULL-padded
 //! while its degree is 0; its first match retracts the padded row, and the
 //! padded row comes back when the last match goes.
 //!
 //! A change on one side probes the other side's rows of its key (a cache of
-//! whole keys, refilled from the state table by an ordered prefix scan on a
-//! miss), evaluates the residual condition over every candidate pair at
+//! whole keys, least recently read evicted first, refilled from the state
+//! table by an ordered prefix scan on a miss), evaluates the residual condition over every candidate pair at
 //! once, then applies the rows in order: joined pairs carry the change of
 //! the incoming row, the other side's degrees move (emitting or retracting
 //! NULL-padded / semi / anti rows when they cross zero), and the incoming
@@ -257,9 +260,7 @@ fn key_prefix(key: &[u8]) -> Vec<u8> {
 
 /// `len(key) u32 | key | id`: the state key of one stored row.
 fn row_key(key: &[u8], id: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(4 + key.len() + id.len());
-    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    k.extend_from_slice(key);
+    let mut k = key_prefix(key);
     k.extend_from_slice(id);
     k
 }
